@@ -1,0 +1,90 @@
+"""Datasets and probes: everything a suite can name under ``in_distribution`` or ``probes``.
+
+Importing this package registers the built-ins in :data:`oodbench.registry.datasets`:
+
+- ``torchvision_sets``: mnist, fashion-mnist, kmnist, emnist-letters, cifar10, cifar100, svhn,
+  image-folder (real files under a data root, read through torchvision);
+- ``digits``: scikit-learn's embedded 8×8 digits (no download);
+- ``noise``: uniform-noise and smoothed-noise (synthetic, shaped like the in-distribution).
+
+A dataset is a function ``load(request: DataRequest) -> ImageSet``; call it through
+:func:`load_dataset`, which also checks the output contract. Probes are converted to the
+in-distribution's shape by :func:`to_shape`, the one explicit transform.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from oodbench.data import digits, noise, torchvision_sets  # noqa: F401  (registers built-ins)
+from oodbench.data.base import DataRequest, DatasetNotFoundError, ImageSet
+from oodbench.data.transforms import describe_conversion, to_shape
+from oodbench.registry import datasets
+
+__all__ = [
+    "DataRequest",
+    "DatasetNotFoundError",
+    "ImageSet",
+    "check_imageset",
+    "describe_conversion",
+    "load_dataset",
+    "to_shape",
+]
+
+
+def check_imageset(name: str, result: object, request: DataRequest | None = None) -> ImageSet:
+    """Raise ``ValueError``/``TypeError`` naming ``name`` unless ``result`` meets the contract.
+
+    The contract: an :class:`ImageSet` of float32 NCHW images in [0, 1] (no NaN), labels None or
+    int64 of shape (N,), the registered ``shape`` when one is declared, and at most
+    ``request.n`` images (synthetic probes: exactly ``n``).
+    """
+    if not isinstance(result, ImageSet):
+        raise TypeError(f"dataset {name!r} returned {type(result).__name__}, not an ImageSet")
+    images, labels = result.images, result.labels
+    problems = []
+    if not isinstance(images, torch.Tensor):
+        raise TypeError(f"dataset {name!r}: images are {type(images).__name__}, not a tensor")
+    if images.dtype != torch.float32:
+        problems.append(f"images are {images.dtype}, not torch.float32")
+    if images.ndim != 4:
+        problems.append(f"images have shape {tuple(images.shape)}, not (N, C, H, W)")
+    elif images.shape[0] == 0:
+        problems.append("no images")
+    elif torch.isnan(images).any():
+        problems.append("images contain NaN")
+    else:
+        lo, hi = float(images.min()), float(images.max())
+        if lo < 0.0 or hi > 1.0:
+            problems.append(f"pixel values span [{lo}, {hi}], not within [0, 1]")
+    if labels is not None:
+        if not isinstance(labels, torch.Tensor) or labels.dtype != torch.int64:
+            problems.append(f"labels are {getattr(labels, 'dtype', type(labels).__name__)}, not int64")
+        elif labels.ndim != 1 or labels.shape[0] != images.shape[0]:
+            problems.append(
+                f"labels have shape {tuple(labels.shape)} for {images.shape[0]} images"
+            )
+    meta = datasets.meta(name) if name in datasets else {}
+    declared = meta.get("shape")
+    if declared is not None and images.ndim == 4 and tuple(images.shape[1:]) != tuple(declared):
+        problems.append(f"images are {tuple(images.shape[1:])}, but {name!r} declares {declared}")
+    if request is not None and request.n is not None and images.ndim == 4:
+        count = images.shape[0]
+        if meta.get("kind") == "synthetic" and count != request.n:
+            problems.append(f"{count} images generated for n={request.n}")
+        elif count > request.n:
+            problems.append(f"{count} images returned for n={request.n}")
+    if problems:
+        raise ValueError(f"dataset {name!r} broke the data contract: " + "; ".join(problems))
+    return result
+
+
+def load_dataset(name: str, request: DataRequest) -> ImageSet:
+    """Load the registered dataset ``name`` for ``request`` and check the output contract.
+
+    Raises :class:`~oodbench.registry.UnknownNameError` for an unregistered name (with "did you
+    mean"), :class:`DatasetNotFoundError` when files are missing, ``ValueError`` for bad options or
+    a result that breaks the contract.
+    """
+    loader = datasets.get(name)
+    return check_imageset(name, loader(request), request)

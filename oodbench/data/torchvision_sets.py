@@ -1,0 +1,343 @@
+"""Real image datasets read through torchvision: the MNIST family, CIFAR-10/100, SVHN, folders.
+
+Every loader reads torchvision's arrays directly (``.data``/``.targets``; uint8) instead of
+going through ``__getitem__`` and PIL, subsamples with the shared seeded helper
+(:func:`oodbench.data.common.subsample_indices`) *before* converting to float, and returns
+float32 NCHW in [0, 1] (``uint8 / 255``). Files are looked up in ``request.root`` with
+torchvision's own layout (:data:`LAYOUTS`); a missing or corrupted file, or a failed download,
+becomes one :class:`~oodbench.data.base.DatasetNotFoundError` that says where it looked and how
+to fix it (:func:`open_torchvision`, the single wrapper all loaders go through).
+
+No shape conversion happens here: grey sets stay (1, 28, 28), colour sets (3, 32, 32); the runner
+converts probes with :func:`oodbench.data.transforms.to_shape`.
+"""
+
+from __future__ import annotations
+
+import http.client
+import os
+from pathlib import Path
+from typing import Any, Callable, TypeVar
+
+import numpy as np
+import torch
+
+from oodbench.data.base import DataRequest, DatasetNotFoundError, ImageSet
+from oodbench.data.common import (
+    check_options,
+    check_split,
+    subsample_indices,
+    take,
+    uint8_imageset,
+)
+from oodbench.data.transforms import to_shape
+from oodbench.registry import datasets
+
+D = TypeVar("D")
+
+FIX_ROOT = (
+    "set `data_root` in the suite, pass --data-root or set OODBENCH_DATA to a directory "
+    "containing it"
+)
+FIX = FIX_ROOT + ", or set `download: true`"
+
+# Where torchvision looks for each dataset, relative to ``request.root`` (for error messages).
+LAYOUTS: dict[str, str] = {
+    "mnist": "MNIST/raw/{train,t10k}-{images-idx3,labels-idx1}-ubyte",
+    "fashion-mnist": "FashionMNIST/raw/{train,t10k}-{images-idx3,labels-idx1}-ubyte",
+    "kmnist": "KMNIST/raw/{train,t10k}-{images-idx3,labels-idx1}-ubyte",
+    "emnist-letters": "EMNIST/raw/emnist-letters-{train,test}-{images-idx3,labels-idx1}-ubyte",
+    "cifar10": "cifar-10-batches-py/{data_batch_1..5,test_batch,batches.meta}",
+    "cifar100": "cifar-100-python/{train,test,meta}",
+    "svhn": "{train,test}_32x32.mat",
+}
+
+# torchvision's own wording for "files missing / wrong checksum / download failed".
+_MISSING_MARKERS = ("not found", "corrupted", "error downloading", "download")
+
+
+def _is_missing_data_error(err: BaseException) -> bool:
+    if isinstance(err, (OSError, http.client.HTTPException)):  # URLError, timeouts, no such dir
+        return True
+    return isinstance(err, RuntimeError) and any(m in str(err).lower() for m in _MISSING_MARKERS)
+
+
+def open_torchvision(
+    name: str,
+    request: DataRequest,
+    build: Callable[[], D],
+    *,
+    expected: str | None = None,
+    downloadable: bool = True,
+    fix: str | None = None,
+) -> D:
+    """Call ``build()`` (which constructs a torchvision dataset); turn missing data into one error.
+
+    torchvision signals missing files with ``RuntimeError("Dataset not found…")`` (or "…or
+    corrupted" when an md5 check fails) and failed downloads with ``URLError``/``OSError`` or a
+    ``RuntimeError("Error downloading…")``; all of them become a
+    :class:`DatasetNotFoundError` naming the dataset, the root it looked in, the files it expected
+    and the fix. Any other error (a bug, a malformed file) propagates unchanged.
+    """
+    try:
+        return build()
+    except DatasetNotFoundError:
+        raise
+    except Exception as err:
+        if not _is_missing_data_error(err):
+            raise
+        where = f" (expected {expected} there)" if expected else ""
+        said = f"{type(err).__name__}: {err}".strip()
+        if request.download and downloadable:
+            message = (
+                f"dataset {name!r} could not be downloaded into {request.root}{where}: {said}. "
+                f"To fix: check the network connection, or {fix or FIX_ROOT}."
+            )
+        else:
+            fix = fix or (FIX if downloadable else FIX_ROOT)
+            split = f" (split {request.split!r})" if downloadable else ""
+            message = (
+                f"dataset {name!r}{split} not found in {request.root}{where}; {said}. "
+                f"To fix: {fix}."
+            )
+        raise DatasetNotFoundError(message) from err
+
+
+def _root(request: DataRequest) -> str:
+    return str(Path(request.root).expanduser())
+
+
+# --- builders: one per on-disk family ---------------------------------------------------------
+
+
+def _mnist_family(name: str, cls_name: str, request: DataRequest, **kwargs: Any) -> Any:
+    import torchvision.datasets as tvd
+
+    check_options(name, request, ())
+    split = check_split(name, request)
+    cls = getattr(tvd, cls_name)
+    return open_torchvision(
+        name,
+        request,
+        lambda: cls(_root(request), train=split == "train", download=request.download, **kwargs),
+        expected=LAYOUTS[name],
+    )
+
+
+def _mnist_like(name: str, cls_name: str, request: DataRequest) -> ImageSet:
+    ds = _mnist_family(name, cls_name, request)
+    return uint8_imageset(name, ds.data.unsqueeze(1), ds.targets, request)
+
+
+def _cifar(name: str, cls_name: str, request: DataRequest) -> ImageSet:
+    import torchvision.datasets as tvd
+
+    check_options(name, request, ())
+    split = check_split(name, request)
+    cls = getattr(tvd, cls_name)
+    ds = open_torchvision(
+        name,
+        request,
+        lambda: cls(_root(request), train=split == "train", download=request.download),
+        expected=LAYOUTS[name],
+    )
+    # torchvision keeps CIFAR as a uint8 (N, 32, 32, 3) HWC array; NCHW is a free view.
+    return uint8_imageset(name, np.asarray(ds.data).transpose(0, 3, 1, 2), ds.targets, request)
+
+
+# --- registered datasets ------------------------------------------------------------------------
+
+
+@datasets.register(
+    "mnist",
+    shape=(1, 28, 28),
+    num_classes=10,
+    kind="real",
+    source="http://yann.lecun.com/exdb/mnist/ (torchvision.datasets.MNIST)",
+)
+def mnist(request: DataRequest) -> ImageSet:
+    """MNIST handwritten digits, 28×28 grey, 10 classes (60k train / 10k test)."""
+    return _mnist_like("mnist", "MNIST", request)
+
+
+@datasets.register(
+    "fashion-mnist",
+    shape=(1, 28, 28),
+    num_classes=10,
+    kind="real",
+    source="https://github.com/zalandoresearch/fashion-mnist (torchvision.datasets.FashionMNIST)",
+)
+def fashion_mnist(request: DataRequest) -> ImageSet:
+    """Fashion-MNIST clothing images, 28×28 grey, 10 classes (60k train / 10k test)."""
+    return _mnist_like("fashion-mnist", "FashionMNIST", request)
+
+
+@datasets.register(
+    "kmnist",
+    shape=(1, 28, 28),
+    num_classes=10,
+    kind="real",
+    source="https://github.com/rois-codh/kmnist (torchvision.datasets.KMNIST)",
+)
+def kmnist(request: DataRequest) -> ImageSet:
+    """Kuzushiji-MNIST cursive Japanese characters, 28×28 grey, 10 classes (60k / 10k)."""
+    return _mnist_like("kmnist", "KMNIST", request)
+
+
+@datasets.register(
+    "emnist-letters",
+    shape=(1, 28, 28),
+    num_classes=26,
+    kind="real",
+    source="https://www.nist.gov/itl/products-and-services/emnist-dataset "
+    "(torchvision.datasets.EMNIST, split='letters')",
+)
+def emnist_letters(request: DataRequest) -> ImageSet:
+    """EMNIST letters, 28×28 grey, labels 0–25 = a–z (124.8k train / 20.8k test), upright.
+
+    The EMNIST files store every image transposed relative to MNIST (the papers' code applies
+    ``.T``); here images are transposed back so letters are upright like MNIST digits.
+    torchvision numbers the letters 1–26 (0 is an unused "N/A" class); labels are shifted to 0–25.
+    """
+    name = "emnist-letters"
+    ds = _mnist_family(name, "EMNIST", request, split="letters")
+    images = ds.data.transpose(1, 2).unsqueeze(1)  # (N, W, H) on disk → upright (N, 1, H, W)
+    return uint8_imageset(name, images, ds.targets - 1, request)
+
+
+@datasets.register(
+    "cifar10",
+    shape=(3, 32, 32),
+    num_classes=10,
+    kind="real",
+    source="https://www.cs.toronto.edu/~kriz/cifar.html (torchvision.datasets.CIFAR10)",
+)
+def cifar10(request: DataRequest) -> ImageSet:
+    """CIFAR-10 natural images, 32×32 RGB, 10 classes (50k train / 10k test)."""
+    return _cifar("cifar10", "CIFAR10", request)
+
+
+@datasets.register(
+    "cifar100",
+    shape=(3, 32, 32),
+    num_classes=100,
+    kind="real",
+    source="https://www.cs.toronto.edu/~kriz/cifar.html (torchvision.datasets.CIFAR100)",
+)
+def cifar100(request: DataRequest) -> ImageSet:
+    """CIFAR-100 natural images, 32×32 RGB, 100 fine classes (50k train / 10k test)."""
+    return _cifar("cifar100", "CIFAR100", request)
+
+
+@datasets.register(
+    "svhn",
+    shape=(3, 32, 32),
+    num_classes=10,
+    kind="real",
+    source="http://ufldl.stanford.edu/housenumbers/ (torchvision.datasets.SVHN, cropped digits)",
+)
+def svhn(request: DataRequest) -> ImageSet:
+    """SVHN house-number digits, 32×32 RGB, 10 classes, digit 0 labelled 0 (73k / 26k)."""
+    import torchvision.datasets as tvd
+
+    name = "svhn"
+    check_options(name, request, ())
+    split = check_split(name, request)
+    ds = open_torchvision(
+        name,
+        request,
+        lambda: tvd.SVHN(_root(request), split=split, download=request.download),
+        expected=LAYOUTS[name],
+    )
+    # torchvision already maps the file's label 10 to 0 and the data to uint8 NCHW.
+    return uint8_imageset(name, ds.data, ds.labels, request)
+
+
+def _parse_size(value: Any) -> tuple[int, int] | None:
+    if value is None:
+        return None
+    if isinstance(value, bool):
+        raise ValueError(f"image-folder: `size` must be an int or [height, width], got {value!r}")
+    if isinstance(value, int):
+        value = (value, value)
+    if (
+        isinstance(value, (list, tuple))
+        and len(value) == 2
+        and all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in value)
+    ):
+        return int(value[0]), int(value[1])
+    raise ValueError(f"image-folder: `size` must be a positive int or [height, width], got {value!r}")
+
+
+def _folder_samples(path: Path) -> tuple[list[tuple[str, int]], list[str]]:
+    """``(file, class index)`` pairs: torchvision's ImageFolder layout, or a flat folder = 1 class."""
+    from torchvision.datasets import ImageFolder
+    from torchvision.datasets.folder import IMG_EXTENSIONS
+
+    if not path.is_dir():
+        raise FileNotFoundError(f"no directory {path}")
+    has_subdirs = any(entry.is_dir() for entry in path.iterdir())
+    if has_subdirs:
+        folder = ImageFolder(str(path), loader=lambda p: p)  # the loader is never called here
+        return list(folder.samples), list(folder.classes)
+    files = sorted(p for p in path.iterdir() if p.suffix.lower() in IMG_EXTENSIONS)
+    if not files:
+        raise FileNotFoundError(f"no image files ({', '.join(IMG_EXTENSIONS)}) in {path}")
+    return [(str(p), 0) for p in files], [path.name]
+
+
+def _read_image(file: str, size: tuple[int, int] | None) -> torch.Tensor:
+    from PIL import Image
+
+    with Image.open(file) as img:
+        array = np.asarray(img.convert("RGB"), dtype=np.uint8)  # PIL mode L/P/RGBA → RGB
+    image = torch.from_numpy(array.copy()).permute(2, 0, 1).unsqueeze(0).float().div_(255.0)
+    if size is not None:
+        image = to_shape(image, (3, *size))
+    return image[0]
+
+
+@datasets.register(
+    "image-folder",
+    shape=None,
+    num_classes=None,
+    kind="real",
+    source="any folder of images (LSUN classroom, ImageNet-, …): torchvision ImageFolder layout",
+)
+def image_folder(request: DataRequest) -> ImageSet:
+    """A folder of images (LSUN classroom, ImageNet-, …), RGB, labels = sorted class folders.
+
+    Options: ``path`` (required; relative paths are resolved against ``request.root``) and
+    ``size`` (an int or ``[height, width]``) to resize every image with the same antialiased
+    bilinear resize as :func:`oodbench.data.transforms.to_shape`. Layout: ``path/<class>/<image>``
+    as torchvision's ``ImageFolder`` reads it (labels are class indices in sorted folder order),
+    or a flat folder of images (one class, label 0). Images are converted to RGB; without ``size``
+    all images must have the same height and width. ``split`` and ``download`` are ignored.
+    """
+    name = "image-folder"
+    options = check_options(name, request, ("path", "size"))
+    if not options.get("path"):
+        raise ValueError("dataset 'image-folder' needs the option `path` (a folder of images)")
+    size = _parse_size(options.get("size"))
+    path = Path(os.path.expanduser(str(options["path"])))
+    if not path.is_absolute():
+        path = Path(request.root).expanduser() / path
+    samples, _classes = open_torchvision(
+        name,
+        request,
+        lambda: _folder_samples(path),
+        expected=f"images under {path}",
+        downloadable=False,
+        fix="point the option `path` at the folder (a relative `path` is resolved against the "
+        f"data root), or {FIX_ROOT}",
+    )
+    samples = take(samples, subsample_indices(len(samples), request.n, request.seed))
+    images = [_read_image(file, size) for file, _ in samples]
+    shapes = {tuple(img.shape) for img in images}
+    if len(shapes) > 1:
+        raise ValueError(
+            f"dataset 'image-folder': images in {path} have different sizes "
+            f"({', '.join(f'{h}×{w}' for _, h, w in sorted(shapes)[:4])}…); set the option `size`"
+        )
+    labels = torch.tensor([label for _, label in samples], dtype=torch.int64)
+    return ImageSet(name, torch.stack(images).contiguous(), labels)

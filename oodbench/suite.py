@@ -1,0 +1,227 @@
+"""The suite file: a declarative description of one evaluation, parsed and validated up front.
+
+A suite names the in-distribution test set, the models, the probes (OOD sets and noise) and the
+metrics. Everything is checked before any model is loaded, so a typo stops the run in a second
+rather than after an hour of attacks; every error names the file, the line and the field, and
+unknown component names come with the closest registered ones. ``include:`` pulls in another
+suite and lets this one override fields, so a variant of a paper suite is a two-line file.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+from typing import Annotated, Any, Optional, Union
+
+import yaml
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from oodbench.models.spec import ModelSpec
+from oodbench.registry import UnknownNameError, architectures, datasets, metrics, models
+
+DATA_ROOT_ENV = "OODBENCH_DATA"
+DEFAULT_DATA_ROOT = Path("~/.cache/oodbench/data")
+DEFAULT_METRICS = ["test-error", "mmc", "ece", "auroc", "aupr-in", "aupr-out", "fpr95"]
+
+
+class SuiteError(ValueError):
+    """A suite file that cannot be used; the message says where and how to fix it."""
+
+
+def _check_registered(registry: Any, name: str) -> str:
+    try:
+        registry.entry(name)
+    except UnknownNameError as err:
+        raise ValueError(str(err)) from None
+    return name
+
+
+# Checked per item, so an error points at `metrics[3]`, not at the whole list.
+MetricName = Annotated[str, AfterValidator(lambda v: _check_registered(metrics, v))]
+
+
+class DataSpec(BaseModel):
+    """A dataset reference: the in-distribution set or one probe.
+
+    ``n`` caps the number of samples (a seeded subset of a real set; the count generated for
+    noise). ``options`` go to the dataset loader (e.g. ``{classes: [0, 1, 2, 3, 4]}`` for digits).
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    dataset: str
+    name: Optional[str] = Field(None, description="label in tables; defaults to the dataset name")
+    split: str = "test"
+    n: Optional[int] = Field(None, gt=0)
+    options: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("dataset")
+    @classmethod
+    def _known_dataset(cls, v: str) -> str:
+        return _check_registered(datasets, v)
+
+    @property
+    def label(self) -> str:
+        return self.name or self.dataset
+
+    def identity(self) -> dict[str, Any]:
+        """What determines the data (not its display name): part of every cache key."""
+        return {"dataset": self.dataset, "split": self.split, "n": self.n, "options": self.options}
+
+
+class SuiteModel(ModelSpec):
+    """A model entry of a suite: a :class:`ModelSpec` whose registered names are checked."""
+
+    @field_validator("adapter")
+    @classmethod
+    def _known_adapter(cls, v: str) -> str:
+        return _check_registered(models, v)
+
+    @field_validator("arch")
+    @classmethod
+    def _known_arch(cls, v: Optional[str]) -> Optional[str]:
+        return v if v is None else _check_registered(architectures, v)
+
+
+class Suite(BaseModel):
+    """A validated suite. ``source`` is the file it came from (paths in it are relative to it)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str
+    description: str = ""
+    seed: int = 0
+    batch_size: int = Field(256, gt=0)
+    device: str = Field("auto", description="'auto' (CUDA if available), 'cpu', 'cuda', 'cuda:1', …")
+    data_root: Optional[str] = Field(None, description=f"overridden by --data-root and ${DATA_ROOT_ENV}")
+    download: bool = Field(True, description="download missing datasets (torchvision) into data_root")
+    skip_missing: bool = Field(False, description="skip probes whose data is missing, with a warning")
+    output: Optional[str] = Field(None, description="results store; default results/<name>.db")
+    in_distribution: DataSpec
+    models: list[SuiteModel] = Field(min_length=1)
+    probes: list[DataSpec] = Field(default_factory=list)
+    metrics: list[MetricName] = Field(default_factory=lambda: list(DEFAULT_METRICS))
+    source: Optional[Path] = Field(None, exclude=True)
+
+    @model_validator(mode="after")
+    def _unique_labels(self) -> "Suite":
+        for what, labels in (("models", [m.name for m in self.models]),
+                             ("probes", [p.label for p in self.probes])):
+            dupes = sorted({x for x in labels if labels.count(x) > 1})
+            if dupes:
+                raise ValueError(f"{what} must have unique names; repeated: {', '.join(dupes)}"
+                                 f" (give each a distinct `name:`)")
+        return self
+
+    @property
+    def base_dir(self) -> Path:
+        return self.source.parent if self.source else Path.cwd()
+
+    def resolve_data_root(self, override: Union[str, Path, None] = None) -> Path:
+        """CLI/API override > ``$OODBENCH_DATA`` > the suite's ``data_root`` > per-user default."""
+        if override is not None:
+            return Path(override).expanduser()
+        if os.environ.get(DATA_ROOT_ENV):
+            return Path(os.environ[DATA_ROOT_ENV]).expanduser()
+        if self.data_root is not None:
+            root = Path(self.data_root).expanduser()
+            return root if root.is_absolute() else self.base_dir / root
+        return DEFAULT_DATA_ROOT.expanduser()
+
+    def resolve_output(self, override: Union[str, Path, None] = None) -> Path:
+        """The results store; relative paths are relative to the working directory."""
+        return Path(override or self.output or f"results/{self.name}.db").expanduser()
+
+    def content_hash(self) -> str:
+        """sha256 of the canonical JSON of everything that defines the suite's results."""
+        payload = self.model_dump(mode="json", exclude={"output", "data_root", "description"})
+        return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
+
+
+# --------------------------------------------------------------------------- loading + errors
+
+
+def _deep_merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in override.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = _deep_merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def _node_line(node: Optional[yaml.Node], loc: tuple[Any, ...]) -> Optional[int]:
+    """1-based line of the YAML node at ``loc`` (or of its nearest existing parent)."""
+    line = node.start_mark.line + 1 if node is not None else None
+    for key in loc:
+        if isinstance(node, yaml.MappingNode):
+            child = next((v for k, v in node.value if k.value == key), None)
+            if child is None:  # unknown/missing key: point at the key itself or the mapping
+                key_node = next((k for k, _ in node.value if k.value == key), None)
+                return key_node.start_mark.line + 1 if key_node is not None else line
+            node = child
+        elif isinstance(node, yaml.SequenceNode) and isinstance(key, int) and key < len(node.value):
+            node = node.value[key]
+        else:
+            break
+        line = node.start_mark.line + 1
+    return line
+
+
+def _format_loc(loc: tuple[Any, ...]) -> str:
+    out = ""
+    for part in loc:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out
+
+
+def _read_yaml(path: Path, seen: tuple[Path, ...] = ()) -> tuple[dict[str, Any], Optional[yaml.Node]]:
+    if not path.is_file():
+        raise SuiteError(f"{path}: no such suite file")
+    text = path.read_text()
+    try:
+        node = yaml.compose(text)
+        data = yaml.safe_load(text) or {}
+    except yaml.YAMLError as err:
+        raise SuiteError(f"{path}: not valid YAML: {err}") from None
+    if not isinstance(data, dict):
+        raise SuiteError(f"{path}: a suite must be a YAML mapping (name:, models:, probes:, …)")
+    include = data.pop("include", None)
+    if include is not None:
+        parent_path = (path.parent / str(include)).resolve()
+        if parent_path in seen:
+            raise SuiteError(f"{path}: `include: {include}` forms a cycle")
+        parent, _ = _read_yaml(parent_path, seen + (path.resolve(),))
+        data = _deep_merge(parent, data)
+    return data, node
+
+
+def parse_suite(data: dict[str, Any], *, source: Optional[Path] = None,
+                node: Optional[yaml.Node] = None) -> Suite:
+    """Validate a suite given as a dict; errors are :class:`SuiteError` with file:line: field."""
+    try:
+        suite = Suite.model_validate(data)
+    except ValidationError as err:
+        where = str(source) if source else "<suite>"
+        lines = []
+        for e in err.errors():
+            loc = tuple(e["loc"])
+            line = _node_line(node, loc)
+            msg = e["msg"].removeprefix("Value error, ")
+            if e["type"] == "extra_forbidden":
+                msg = "unknown field (remove it or check its spelling)"
+            lines.append(f"{where}:{line or '?'}: field `{_format_loc(loc)}`: {msg}")
+        raise SuiteError("invalid suite\n  " + "\n  ".join(lines)) from None
+    suite.source = source
+    return suite
+
+
+def load_suite(path: Union[str, Path], **overrides: Any) -> Suite:
+    """Read, merge ``include:``s, validate. ``overrides`` replace top-level fields."""
+    path = Path(path)
+    data, node = _read_yaml(path)
+    data.update({k: v for k, v in overrides.items() if v is not None})
+    return parse_suite(data, source=path, node=node)

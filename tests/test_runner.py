@@ -1,0 +1,106 @@
+import shutil
+
+import numpy as np
+import pytest
+from safetensors.torch import load_file, save_file
+from sklearn.metrics import roc_auc_score
+
+from oodbench.data import DatasetNotFoundError
+from oodbench.metrics import confidence
+from oodbench.runner import run_suite
+from oodbench.store import ResultStore
+from oodbench.suite import load_suite
+
+
+def metrics_dict(result):
+    return {(r.model, r.probe, r.metric): r.value for r in result.metrics.itertuples()}
+
+
+def test_run_produces_correct_metrics(write_suite, tmp_path):
+    suite = load_suite(write_suite())
+    result = run_suite(suite, output=tmp_path / "r.db", progress=False)
+    table = result.table()
+    assert list(table.index.get_level_values("probe")) == [
+        "digits 0-4", "digits 5-9", "uniform noise", "smoothed noise"]
+    m = metrics_dict(result)
+    assert m[("plain", "digits 0-4", "test-error")] < 0.1
+    assert 0.2 <= m[("plain", "digits 0-4", "mmc")] <= 1.0
+    # AUROC recomputed independently from the stored logits with scikit-learn.
+    with ResultStore(tmp_path / "r.db") as store:
+        jobs = store.run_jobs(result.run_id).set_index("probe", drop=False)
+        clean = store.get_job(jobs[jobs.probe.isna()].job_hash.iloc[0])
+        noise = store.get_job(jobs.loc["uniform noise"].job_hash)
+    c_in, c_out = confidence(clean["logits"]), confidence(noise["logits"])
+    y = np.r_[np.ones_like(c_in), np.zeros_like(c_out)]
+    assert m[("plain", "uniform noise", "auroc")] == pytest.approx(roc_auc_score(y, np.r_[c_in, c_out]))
+    assert noise["logits"].shape == (300, 5)
+
+
+def test_second_run_recomputes_nothing(write_suite, tmp_path):
+    suite = load_suite(write_suite())
+    first = run_suite(suite, output=tmp_path / "r.db", progress=False)
+    assert len(first.computed) == 4 and first.cached == []
+    second = run_suite(suite, output=tmp_path / "r.db", progress=False)
+    assert second.computed == [] and len(second.cached) == 4
+    assert metrics_dict(first) == metrics_dict(second)
+
+
+def test_changed_probe_setting_recomputes_only_that_probe(write_suite, tmp_path):
+    run_suite(load_suite(write_suite()), output=tmp_path / "r.db", progress=False)
+    changed = run_suite(load_suite(write_suite(n_uniform=200)), output=tmp_path / "r.db", progress=False)
+    assert changed.computed == ["plain / uniform noise"]
+    assert len(changed.cached) == 3
+
+
+def test_changed_checkpoint_recomputes_only_its_jobs(write_suite, digits_weights, tmp_path):
+    weights = tmp_path / "copy.safetensors"
+    shutil.copy(digits_weights, weights)
+    text = write_suite().read_text().replace(
+        "probes:",
+        "  - {name: other, adapter: safetensors, arch: digits-net, arch_options: {num_classes: 5},"
+        f" path: {weights}}}\nprobes:")
+    path = tmp_path / "two.yaml"
+    path.write_text(text)
+    run_suite(load_suite(path), output=tmp_path / "r.db", progress=False)
+    state = load_file(weights)
+    last = sorted(state)[-1]
+    state[last] = state[last] + 0.5
+    save_file(state, weights)
+    again = run_suite(load_suite(path), output=tmp_path / "r.db", progress=False)
+    assert sorted(again.computed) == sorted(f"other / {p}" for p in
+                                            ["digits 0-4", "digits 5-9", "uniform noise", "smoothed noise"])
+    assert all(label.startswith("plain / ") for label in again.cached)
+
+
+SUITE_WITH_MISSING = """\
+name: missing
+device: cpu
+download: false
+in_distribution: {{name: digits 0-4, dataset: digits, options: {{classes: [0, 1, 2, 3, 4]}}}}
+models:
+  - {{name: plain, adapter: safetensors, arch: digits-net, arch_options: {{num_classes: 5}}, path: {weights}}}
+probes:
+  - {{name: uniform noise, dataset: uniform-noise, n: 50}}
+  - {{name: FMNIST, dataset: fashion-mnist}}
+metrics: [test-error, auroc]
+"""
+
+
+def test_missing_data_stops_loudly_but_keeps_computed_jobs(write_suite, tmp_path):
+    suite = load_suite(write_suite(SUITE_WITH_MISSING))
+    empty_root = tmp_path / "no-data"
+    with pytest.raises(DatasetNotFoundError) as err:
+        run_suite(suite, data_root=empty_root, output=tmp_path / "r.db", progress=False)
+    assert "fashion-mnist" in str(err.value) and str(empty_root) in str(err.value)
+    with pytest.warns(UserWarning, match="skipping probe 'FMNIST'"):
+        again = run_suite(suite, data_root=empty_root, output=tmp_path / "r.db", progress=False,
+                          skip_missing=True)
+    assert len(again.cached) == 2 and again.computed == [] and again.skipped == ["FMNIST"]
+    assert "FMNIST" not in set(again.metrics.probe)
+
+
+def test_same_seed_same_numbers_in_a_fresh_store(write_suite, tmp_path):
+    suite = load_suite(write_suite())
+    a = run_suite(suite, output=tmp_path / "a.db", progress=False)
+    b = run_suite(suite, output=tmp_path / "b.db", progress=False)
+    assert metrics_dict(a) == metrics_dict(b)

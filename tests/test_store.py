@@ -1,0 +1,52 @@
+import sqlite3
+
+import numpy as np
+import pytest
+
+from oodbench.store import CorruptEntryWarning, ResultStore, canonical_hash
+
+
+def test_canonical_hash_ignores_key_order():
+    assert canonical_hash({"a": 1, "b": [1, 2]}) == canonical_hash({"b": [1, 2], "a": 1})
+    assert canonical_hash({"a": 1}) != canonical_hash({"a": 2})
+
+
+def test_arrays_round_trip_exactly(tmp_path):
+    logits = np.random.default_rng(0).normal(size=(7, 3)).astype(np.float32)
+    labels = np.arange(7, dtype=np.int64)
+    with ResultStore(tmp_path / "r.db") as store:
+        store.put_job("h", kind="clean", model="m", probe=None, config={"x": 1},
+                      arrays={"logits": logits, "labels": labels}, seconds=0.1)
+    with ResultStore(tmp_path / "r.db") as store:
+        out = store.get_job("h")
+    assert out is not None
+    np.testing.assert_array_equal(out["logits"], logits)
+    np.testing.assert_array_equal(out["labels"], labels)
+    assert out["logits"].dtype == np.float32 and out["labels"].dtype == np.int64
+
+
+def test_tampered_array_is_flagged_and_dropped(tmp_path):
+    path = tmp_path / "r.db"
+    with ResultStore(path) as store:
+        store.put_job("h", kind="clean", model="m", probe=None, config={},
+                      arrays={"logits": np.zeros((2, 2), np.float32)}, seconds=0.0)
+    db = sqlite3.connect(path)
+    with db:
+        db.execute("UPDATE arrays SET data=? WHERE job_hash='h'", (np.ones((2, 2), np.float32).tobytes(),))
+    db.close()
+    with ResultStore(path) as store:
+        with pytest.warns(CorruptEntryWarning, match="fails its checksum"):
+            assert store.get_job("h") is None
+        assert not store.has_job("h")
+
+
+def test_metrics_of_a_run(tmp_path):
+    with ResultStore(tmp_path / "r.db") as store:
+        run = store.start_run(suite_name="s", suite_hash="x", suite_json={}, environment={})
+        store.put_metrics(run, [("m", "noise", "auroc", 0.9, None), ("m", "noise", "fpr95", 0.1, None)])
+        store.finish_run(run)
+        frame = store.metrics_frame()
+    assert frame.to_dict("records") == [
+        {"model": "m", "probe": "noise", "metric": "auroc", "value": 0.9},
+        {"model": "m", "probe": "noise", "metric": "fpr95", "value": 0.1},
+    ]
