@@ -125,11 +125,7 @@ def cifar_images(n: int, offset: int) -> np.ndarray:
     return images
 
 
-def patch_cifar_md5(monkeypatch, cls, md5s: dict[str, str]) -> None:
-    """Point torchvision's md5 constants at the tiny files; its checking code stays real."""
-    monkeypatch.setattr(cls, "train_list", [[f, md5s[f]] for f, _ in cls.train_list])
-    monkeypatch.setattr(cls, "test_list", [[f, md5s[f]] for f, _ in cls.test_list])
-    monkeypatch.setattr(cls, "meta", {**cls.meta, "md5": md5s[cls.meta["filename"]]})
+patch_cifar_md5 = formats.patch_cifar_md5
 
 
 def test_cifar10_round_trips_pixels_channels_and_labels(tmp_path, monkeypatch):
