@@ -642,6 +642,11 @@ class Metric:
     scope: str
     higher_is_better: bool
     doc: str = ""
+    rank_only: bool = False
+    """True if the value depends on a probe only through how its confidences rank against the
+    in-distribution ones. Then an OOD point whose confidence already exceeds every
+    in-distribution confidence cannot change the metric any more, which lets attacks stop on
+    it early without changing the result (MMC, which averages the confidences, is not)."""
 
     def __post_init__(self) -> None:
         if self.scope not in SCOPES:
@@ -653,14 +658,16 @@ class Metric:
         return float(self.fn(inp))
 
 
-def _register(name: str, *, scope: str, higher_is_better: bool) -> Callable[[Callable], Callable]:
+def _register(name: str, *, scope: str, higher_is_better: bool,
+              rank_only: bool = False) -> Callable[[Callable], Callable]:
     """Register ``fn(MetricInput) -> float`` as a :class:`Metric`; its docstring is the doc."""
 
     def decorator(fn: Callable[[MetricInput], float]) -> Callable[[MetricInput], float]:
         doc = " ".join((fn.__doc__ or "").split())
-        metric = Metric(name, fn, scope, higher_is_better, doc)
+        metric = Metric(name, fn, scope, higher_is_better, doc, rank_only)
         first = (fn.__doc__ or "").strip().splitlines()[0] if fn.__doc__ else ""
-        metric_registry.add(name, metric, doc=first, scope=scope, higher_is_better=higher_is_better)
+        metric_registry.add(name, metric, doc=first, scope=scope, higher_is_better=higher_is_better,
+                            rank_only=rank_only)
         return fn
 
     return decorator
@@ -708,31 +715,31 @@ def _mmc_metric(inp: MetricInput) -> float:
     return mean_max_confidence(inp.in_conf if inp.out_logits is None else inp.out_conf)
 
 
-@_register("auroc", scope="probe", higher_is_better=True)
+@_register("auroc", scope="probe", higher_is_better=True, rank_only=True)
 def _auroc_metric(inp: MetricInput) -> float:
     """AUROC of confidence separating in-distribution (positive) from the probe; ties count 1/2."""
     return auroc(inp.in_conf, inp.out_conf)
 
 
-@_register("auroc-conservative", scope="probe", higher_is_better=True)
+@_register("auroc-conservative", scope="probe", higher_is_better=True, rank_only=True)
 def _auroc_conservative_metric(inp: MetricInput) -> float:
     """AUROC where tied confidences count as failed detections (robust to saturated models)."""
     return auroc_conservative(inp.in_conf, inp.out_conf)
 
 
-@_register("aupr-in", scope="probe", higher_is_better=True)
+@_register("aupr-in", scope="probe", higher_is_better=True, rank_only=True)
 def _aupr_in_metric(inp: MetricInput) -> float:
     """Average precision with in-distribution as the positive class, confidence as score."""
     return aupr_in(inp.in_conf, inp.out_conf)
 
 
-@_register("aupr-out", scope="probe", higher_is_better=True)
+@_register("aupr-out", scope="probe", higher_is_better=True, rank_only=True)
 def _aupr_out_metric(inp: MetricInput) -> float:
     """Average precision with the OOD probe as the positive class, -confidence as score."""
     return aupr_out(inp.in_conf, inp.out_conf)
 
 
-@_register("fpr95", scope="probe", higher_is_better=False)
+@_register("fpr95", scope="probe", higher_is_better=False, rank_only=True)
 def _fpr95_metric(inp: MetricInput) -> float:
     """Share of probe samples accepted at the threshold keeping 95% of in-distribution samples."""
     return fpr_at_tpr(inp.in_conf, inp.out_conf, tpr=0.95)

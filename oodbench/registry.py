@@ -119,6 +119,7 @@ BUILTIN_MODULES = (
     "oodbench.models.adapters",
     "oodbench.data",
     "oodbench.metrics",
+    "oodbench.attacks",
 )
 
 _plugins_loaded = False
@@ -143,7 +144,9 @@ architectures: Registry[Callable[..., Any]] = Registry("architectures")
 models: Registry[Callable[..., Any]] = Registry("models")
 datasets: Registry[Callable[..., Any]] = Registry("datasets")
 metrics: Registry[Any] = Registry("metrics")
+objectives: Registry[Callable[..., Any]] = Registry("objectives")
+attacks: Registry[Any] = Registry("attacks")
 
 FAMILIES: dict[str, Registry[Any]] = {
-    r.family: r for r in (architectures, models, datasets, metrics)
+    r.family: r for r in (architectures, models, datasets, metrics, objectives, attacks)
 }
