@@ -17,7 +17,7 @@ import time
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping, Optional, Sequence, Union
+from typing import Any, Callable, Mapping, Optional, Sequence, Union
 
 import numpy as np
 import pandas as pd
@@ -26,11 +26,14 @@ from torch import nn
 from tqdm.auto import tqdm
 
 import oodbench
+from oodbench.attacks import Attack, AttackContext
 from oodbench.data import DataRequest, DatasetNotFoundError, ImageSet, load_dataset, to_shape
+from oodbench.data.common import subsample_indices
 from oodbench.metrics import MetricInput, compute_metrics
 from oodbench.models import load_model, model_fingerprint
+from oodbench.registry import attacks
 from oodbench.store import ResultStore, canonical_hash
-from oodbench.suite import DEFAULT_METRICS, DataSpec, Suite
+from oodbench.suite import DEFAULT_METRICS, DataSpec, Suite, SuiteModel
 
 log = logging.getLogger(__name__)
 
@@ -59,21 +62,6 @@ def forward_logits(model: nn.Module, images: torch.Tensor, *, batch_size: int = 
     return torch.cat(chunks).numpy()
 
 
-def metric_rows(in_label: str, in_logits: np.ndarray, in_labels: np.ndarray,
-                probe_logits: Mapping[str, np.ndarray], metric_names: Sequence[str],
-                *, seed: int = 0) -> list[tuple[str, str, float]]:
-    """(probe, metric, value) rows: the in-distribution row first, then one row per probe."""
-    rows: list[tuple[str, str, float]] = []
-    base = MetricInput(in_logits=in_logits, in_labels=in_labels, out_logits=None, seed=seed)
-    for metric, value in compute_metrics(list(metric_names), base, row="in").items():
-        rows.append((in_label, metric, value))
-    for probe, logits in probe_logits.items():
-        inp = MetricInput(in_logits=in_logits, in_labels=in_labels, out_logits=logits, seed=seed)
-        for metric, value in compute_metrics(list(metric_names), inp, row="probe").items():
-            rows.append((probe, metric, value))
-    return rows
-
-
 def wide_table(long: pd.DataFrame, metric_order: Optional[Sequence[str]] = None) -> pd.DataFrame:
     """models × probes rows, one column per metric, in the order the suite lists them."""
     if long.empty:
@@ -84,7 +72,8 @@ def wide_table(long: pd.DataFrame, metric_order: Optional[Sequence[str]] = None)
                              aggfunc="first", dropna=False)
     table = table.reindex(pd.MultiIndex.from_product([order_models, order_probes],
                                                      names=["model", "probe"]))
-    cols = [m for m in (metric_order or list(dict.fromkeys(long["metric"]))) if m in table.columns]
+    order = list(metric_order or []) + list(dict.fromkeys(long["metric"]))
+    cols = [m for m in dict.fromkeys(order) if m in table.columns]
     return table[cols].dropna(how="all")
 
 
@@ -110,9 +99,13 @@ def evaluate(model: nn.Module, in_distribution: ImageSet, probes: Mapping[str, I
                              batch_size=batch_size, device=dev)
         for name, p in probes.items()
     }
-    rows = metric_rows(in_distribution.name, in_logits, in_distribution.labels.numpy(),
-                       probe_logits, metrics, seed=seed)
-    long = pd.DataFrame([("model", *r) for r in rows], columns=["model", "probe", "metric", "value"])
+    clean = {"logits": in_logits, "labels": in_distribution.labels.numpy()}
+    rows = [(in_distribution.name, row_values("in", clean, clean, metrics, seed=seed))]
+    rows += [(name, row_values("probe", {"logits": logits}, clean, metrics, seed=seed))
+             for name, logits in probe_logits.items()]
+    long = pd.DataFrame([("model", probe, metric, value) for probe, values in rows
+                         for metric, value in values.items()],
+                        columns=["model", "probe", "metric", "value"])
     return wide_table(long, metrics).droplevel("model")
 
 
@@ -161,19 +154,145 @@ class _SuiteData:
     def in_distribution(self) -> ImageSet:
         if "__in__" not in self._cache:
             spec = self.suite.in_distribution
+            assert spec.dataset is not None
             self._cache["__in__"] = load_dataset(spec.dataset, self._request(spec, None))
         return self._cache["__in__"]
 
+    def in_distribution_subset(self, n: Optional[int]) -> ImageSet:
+        """A seeded subset of the in-distribution test set (attacks on test points)."""
+        full = self.in_distribution()
+        idx = subsample_indices(len(full), n, self.suite.seed)
+        if idx is None:
+            return full
+        return ImageSet(full.name, full.images[idx], None if full.labels is None else full.labels[idx])
+
     def probe(self, spec: DataSpec) -> ImageSet:
-        if spec.label not in self._cache:
+        """The probe's data, converted to the in-distribution's shape."""
+        key = canonical_hash(spec.identity())
+        if key not in self._cache:
             ref = self.in_distribution()
+            assert spec.dataset is not None
             loaded = load_dataset(spec.dataset, self._request(spec, ref))
             if loaded.shape != ref.shape:
                 log.info("probe %s: converting %s to the in-distribution shape %s",
                          spec.label, loaded.shape, ref.shape)
-            self._cache[spec.label] = ImageSet(spec.label, to_shape(loaded.images, ref.shape),
-                                               loaded.labels)
-        return self._cache[spec.label]
+            self._cache[key] = ImageSet(spec.label, to_shape(loaded.images, ref.shape), loaded.labels)
+        return self._cache[key]
+
+
+def early_stop_allowed(metric_names: Sequence[str]) -> bool:
+    """True when every probe-row metric asked for is rank-based (see ``Metric.rank_only``)."""
+    from oodbench.registry import metrics as metric_registry
+
+    return all(metric_registry.meta(m)["scope"] == "in" or metric_registry.meta(m).get("rank_only")
+               for m in metric_names)
+
+
+def row_values(kind: str, arrays: Mapping[str, np.ndarray], clean: Mapping[str, np.ndarray],
+               metric_names: Sequence[str], *, seed: int,
+               attack: Optional[Attack] = None) -> dict[str, float]:
+    """The metric values of one table row from stored arrays.
+
+    ``kind``: ``probe`` (OOD probe or attack on OOD points: scored against the clean
+    in-distribution confidences; a stored ``mask`` selects the points that count), ``in``
+    (scored like the in-distribution row, e.g. under AutoAttack) or ``summary`` (the attack's own
+    quantities).
+    """
+    if kind == "summary":
+        assert attack is not None
+        return attack.summarize(dict(arrays))
+    if kind == "in":
+        inp = MetricInput(in_logits=arrays["logits"], in_labels=arrays["labels"], seed=seed)
+        return compute_metrics(list(metric_names), inp, row="in")
+    out = arrays["logits"]
+    if "mask" in arrays:
+        out = out[arrays["mask"].astype(bool)]
+    inp = MetricInput(in_logits=clean["logits"], in_labels=clean["labels"], out_logits=out, seed=seed)
+    return compute_metrics(list(metric_names), inp, row="probe")
+
+
+class _ModelJobs:
+    """The jobs of one model in one run: looked up in the store, computed only when missing."""
+
+    def __init__(self, suite: Suite, spec: SuiteModel, store: ResultStore, data: _SuiteData,
+                 result: RunResult, device: torch.device, progress: bool):
+        self.suite, self.spec, self.store, self.data = suite, spec, store, data
+        self.result, self.device, self.progress = result, device, progress
+        self.fingerprint = model_fingerprint(spec, suite.base_dir)
+        self._model: Optional[nn.Module] = None
+
+    @property
+    def model(self) -> nn.Module:
+        if self._model is None:
+            self._model = load_model(self.spec, self.suite.base_dir)
+        return self._model
+
+    def job(self, kind: str, probe: Optional[DataSpec], compute: Callable[[str], dict[str, np.ndarray]],
+            extra: Optional[dict[str, Any]] = None) -> tuple[str, dict[str, np.ndarray]]:
+        """Stored arrays of a job, computing (and storing) them if absent. Returns (hash, arrays)."""
+        config = {"kind": kind, "model": self.fingerprint,
+                  "in_distribution": self.suite.in_distribution.identity(),
+                  "probe": probe.identity() if probe else None, "seed": self.suite.seed,
+                  "oodbench": oodbench.__version__, **(extra or {})}
+        job_hash = canonical_hash(config)
+        probe_label = probe.label if probe else None
+        label = f"{self.spec.name} / {probe_label or self.suite.in_distribution.label}"
+        arrays = self.store.get_job(job_hash)
+        cached = arrays is not None
+        if arrays is None:
+            start = time.perf_counter()
+            arrays = compute(job_hash)
+            self.store.put_job(job_hash, kind=kind, model=self.spec.name, probe=probe_label,
+                               config=config, arrays=arrays, seconds=time.perf_counter() - start)
+        (self.result.cached if cached else self.result.computed).append(label)
+        self.store.record_job_use(self.result.run_id, job_hash, model=self.spec.name,
+                                  probe=probe_label, cached=cached)
+        return job_hash, arrays
+
+    def forward(self, images: ImageSet, desc: str) -> dict[str, np.ndarray]:
+        logits = forward_logits(self.model, images.images, batch_size=self.suite.batch_size,
+                                device=self.device, desc=desc, progress=self.progress)
+        out = {"logits": logits}
+        if images.labels is not None:
+            out["labels"] = images.labels.numpy()
+        return out
+
+    def clean(self) -> tuple[str, dict[str, np.ndarray]]:
+        return self.job("clean", None, lambda _: self.forward(self.data.in_distribution(),
+                                                              f"{self.spec.name} clean"))
+
+    def probe(self, probe: DataSpec) -> tuple[str, dict[str, np.ndarray]]:
+        return self.job("probe", probe, lambda _: self.forward(self.data.probe(probe),
+                                                               f"{self.spec.name} / {probe.label}"))
+
+    def attack(self, probe: DataSpec, clean: dict[str, np.ndarray]) -> tuple[str, dict[str, np.ndarray], Attack]:
+        assert probe.attack is not None
+        attack: Attack = attacks.get(probe.attack.name)()
+        in_name = self.suite.in_distribution.dataset or ""
+        spec = attack.resolve(probe.attack, in_name)
+        early = attack.supports_early_stop and (
+            spec.early_stop is True or (spec.early_stop == "auto" and early_stop_allowed(self.suite.metrics)))
+
+        def compute(job_hash: str) -> dict[str, np.ndarray]:
+            source = (self.data.in_distribution_subset(probe.n) if attack.source == "in-distribution"
+                      else self.data.probe(probe))
+            ctx = AttackContext(
+                model=self.model, images=source.images, labels=source.labels, spec=spec,
+                in_logits=clean["logits"], device=self.device, batch_size=self.suite.batch_size,
+                seed=self.suite.seed, early_stop=early, progress=self.progress,
+                artifact_dir=artifact_dir(self.result.store_path, job_hash),
+                label=f"{self.spec.name} / {probe.label}")
+            return attack.run(ctx)
+
+        job_hash, arrays = self.job("attack", probe, compute,
+                                    {"attack": spec.model_dump(mode="json", exclude={"early_stop"}),
+                                     "early_stop": early})
+        return job_hash, arrays, attack
+
+
+def artifact_dir(store_path: Path, job_hash: str) -> Path:
+    """Files an attack writes (image grids, resumable state) live beside the results store."""
+    return store_path.with_name(store_path.stem + "-artifacts") / job_hash[:16]
 
 
 def run_suite(suite: Suite, *, data_root: Union[str, Path, None] = None,
@@ -181,77 +300,42 @@ def run_suite(suite: Suite, *, data_root: Union[str, Path, None] = None,
               skip_missing: Optional[bool] = None, progress: bool = True) -> RunResult:
     """Run every job of ``suite`` that the results store lacks; return the run's metrics."""
     dev = resolve_device(device or suite.device)
-    root = suite.resolve_data_root(data_root)
     skip = suite.skip_missing if skip_missing is None else skip_missing
     store_path = suite.resolve_output(output)
-    data = _SuiteData(suite, root)
-    in_spec = suite.in_distribution
+    data = _SuiteData(suite, suite.resolve_data_root(data_root))
+    in_label = suite.in_distribution.label
 
     with ResultStore(store_path) as store:
         run_id = store.start_run(suite_name=suite.name, suite_hash=suite.content_hash(),
                                  suite_json=suite.model_dump(mode="json"), environment=environment(dev))
         result = RunResult(run_id, store_path, pd.DataFrame(), list(suite.metrics))
-        missing_probes: set[str] = set()
+        missing: set[str] = set()
         for spec in suite.models:
-            fingerprint = model_fingerprint(spec, suite.base_dir)
-            model: Optional[nn.Module] = None
-
-            def get_model() -> nn.Module:
-                nonlocal model
-                if model is None:
-                    model = load_model(spec, suite.base_dir)
-                return model
-
-            def run_job(kind: str, probe: Optional[DataSpec]) -> dict[str, np.ndarray]:
-                config = {"kind": kind, "model": fingerprint, "in_distribution": in_spec.identity(),
-                          "probe": probe.identity() if probe else None, "seed": suite.seed,
-                          "oodbench": oodbench.__version__}
-                job_hash = canonical_hash(config)
-                label = f"{spec.name} / {probe.label if probe else in_spec.label}"
-                arrays = store.get_job(job_hash)
-                cached = arrays is not None
-                if arrays is None:
-                    images = data.probe(probe) if probe else data.in_distribution()
-                    start = time.perf_counter()
-                    logits = forward_logits(get_model(), images.images, batch_size=suite.batch_size,
-                                            device=dev, desc=label, progress=progress)
-                    arrays = {"logits": logits}
-                    if images.labels is not None:
-                        arrays["labels"] = images.labels.numpy()
-                    store.put_job(job_hash, kind=kind, model=spec.name,
-                                  probe=probe.label if probe else None, config=config,
-                                  arrays=arrays, seconds=time.perf_counter() - start)
-                    result.computed.append(label)
-                else:
-                    result.cached.append(label)
-                store.record_job_use(run_id, job_hash, model=spec.name,
-                                     probe=probe.label if probe else None, cached=cached)
-                arrays["hash"] = np.array(job_hash)
-                return arrays
-
-            clean = run_job("clean", None)
-            probe_logits: dict[str, np.ndarray] = {}
-            probe_hashes: dict[str, str] = {}
+            jobs = _ModelJobs(suite, spec, store, data, result, dev, progress)
+            clean_hash, clean = jobs.clean()
+            rows = [(in_label, clean_hash, row_values("in", clean, clean, suite.metrics, seed=suite.seed))]
             for probe in suite.probes:
-                if probe.label in missing_probes:
+                if probe.label in missing:
                     continue
                 try:
-                    out = run_job("probe", probe)
+                    if probe.attack is None:
+                        job_hash, arrays = jobs.probe(probe)
+                        values = row_values("probe", arrays, clean, suite.metrics, seed=suite.seed)
+                    else:
+                        job_hash, arrays, attack = jobs.attack(probe, clean)
+                        values = row_values(attack.row, arrays, clean, suite.metrics,
+                                            seed=suite.seed, attack=attack)
                 except DatasetNotFoundError as err:
                     if not skip:
                         raise
                     warnings.warn(f"skipping probe {probe.label!r}: {err}", stacklevel=2)
-                    missing_probes.add(probe.label)
+                    missing.add(probe.label)
                     result.skipped.append(probe.label)
                     continue
-                probe_logits[probe.label] = out["logits"]
-                probe_hashes[probe.label] = str(out["hash"])
-            rows = metric_rows(in_spec.label, clean["logits"], clean["labels"], probe_logits,
-                               suite.metrics, seed=suite.seed)
-            store.put_metrics(run_id, [
-                (spec.name, probe_label, metric, value,
-                 probe_hashes.get(probe_label, str(clean["hash"])))
-                for probe_label, metric, value in rows])
+                rows.append((probe.label, job_hash, values))
+            store.put_metrics(run_id, [(spec.name, label, metric, value, job_hash)
+                                       for label, job_hash, values in rows
+                                       for metric, value in values.items()])
         store.finish_run(run_id)
         result.metrics = store.metrics_frame(run_id)
     return result

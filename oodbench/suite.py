@@ -18,8 +18,9 @@ from typing import Annotated, Any, Optional, Union
 import yaml
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from oodbench.attacks.base import AttackSpec
 from oodbench.models.spec import ModelSpec
-from oodbench.registry import UnknownNameError, architectures, datasets, metrics, models
+from oodbench.registry import UnknownNameError, architectures, attacks, datasets, metrics, models
 
 DATA_ROOT_ENV = "OODBENCH_DATA"
 DEFAULT_DATA_ROOT = Path("~/.cache/oodbench/data")
@@ -47,24 +48,47 @@ class DataSpec(BaseModel):
 
     ``n`` caps the number of samples (a seeded subset of a real set; the count generated for
     noise). ``options`` go to the dataset loader (e.g. ``{classes: [0, 1, 2, 3, 4]}`` for digits).
+    A probe with ``attack:`` attacks the points of its data set — or, for attacks on
+    in-distribution points (adversarial samples, AutoAttack), ``n`` points of the
+    in-distribution test set, and then ``dataset`` is left out.
     """
 
     model_config = ConfigDict(extra="forbid")
 
-    dataset: str
+    dataset: Optional[str] = None
     name: Optional[str] = Field(None, description="label in tables; defaults to the dataset name")
     split: str = "test"
     n: Optional[int] = Field(None, gt=0)
     options: dict[str, Any] = Field(default_factory=dict)
+    attack: Optional[AttackSpec] = None
 
     @field_validator("dataset")
     @classmethod
-    def _known_dataset(cls, v: str) -> str:
-        return _check_registered(datasets, v)
+    def _known_dataset(cls, v: Optional[str]) -> Optional[str]:
+        return v if v is None else _check_registered(datasets, v)
+
+    @field_validator("attack")
+    @classmethod
+    def _known_attack(cls, v: Optional[AttackSpec]) -> Optional[AttackSpec]:
+        if v is not None:
+            _check_registered(attacks, v.name)
+        return v
+
+    @model_validator(mode="after")
+    def _source_given(self) -> "DataSpec":
+        on_in_dist = self.attack is not None and attacks.get(self.attack.name).source == "in-distribution"
+        if on_in_dist and self.dataset is not None:
+            raise ValueError(f"attack {self.attack.name!r} attacks in-distribution test points: "
+                             "remove `dataset` (use `n` to choose how many)")
+        if not on_in_dist and self.dataset is None:
+            raise ValueError("`dataset` is required" + (
+                f" (attack {self.attack.name!r} attacks the points of this probe's data set)"
+                if self.attack else ""))
+        return self
 
     @property
     def label(self) -> str:
-        return self.name or self.dataset
+        return self.name or self.dataset or (self.attack.name if self.attack else "?")
 
     def identity(self) -> dict[str, Any]:
         """What determines the data (not its display name): part of every cache key."""
@@ -104,6 +128,19 @@ class Suite(BaseModel):
     probes: list[DataSpec] = Field(default_factory=list)
     metrics: list[MetricName] = Field(default_factory=lambda: list(DEFAULT_METRICS))
     source: Optional[Path] = Field(None, exclude=True)
+
+    @model_validator(mode="after")
+    def _early_stop_is_exact(self) -> "Suite":
+        """A forced early stop would silently bias MMC: allow it only with rank metrics."""
+        not_rank = [m for m in self.metrics if metrics.meta(m)["scope"] != "in"
+                    and not metrics.meta(m).get("rank_only", False)]
+        for i, probe in enumerate(self.probes):
+            if probe.attack is not None and probe.attack.early_stop is True and not_rank:
+                raise ValueError(
+                    f"probes[{i}] ({probe.label}): `early_stop: true` would change "
+                    f"{', '.join(not_rank)} (they need the full attack); use `early_stop: auto`, "
+                    "which stops early only when every metric asked is rank-based")
+        return self
 
     @model_validator(mode="after")
     def _unique_labels(self) -> "Suite":

@@ -86,7 +86,7 @@ class _Best:
     def _finished(self, logits: torch.Tensor) -> torch.Tensor:
         if self.stop_above is None:
             return torch.zeros(len(logits), dtype=torch.bool, device=logits.device)
-        return F.softmax(logits, dim=1).max(dim=1).values > self.stop_above
+        return F.softmax(logits.double(), dim=1).max(dim=1).values > self.stop_above
 
     def consider(self, idx: torch.Tensor, x: torch.Tensor, logits: torch.Tensor,
                  score: torch.Tensor) -> torch.Tensor:
@@ -239,8 +239,10 @@ def run_attack(model: nn.Module, x: torch.Tensor, config: AttackConfig, *,
             idx = (~best.done).nonzero().squeeze(1)
             if len(idx) == 0:
                 break
+            # Draw starts for the whole batch even if some points are finished, so the random
+            # stream (and hence every result) is the same with and without early stopping.
             first = config.random_start or restart > 0
-            begin = config.threat.random_start(xb[idx], gen) if first else xb[idx].clone()
+            begin = config.threat.random_start(xb, gen)[idx] if first else xb[idx].clone()
             optimise(f, best, score, xb, tb, idx, begin, config)
         stopped = best.done | stopped_before
         outs.append((best.x.cpu(), best.logits.float().cpu(), best.score.float().cpu(), stopped.cpu()))

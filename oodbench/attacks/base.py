@@ -1,0 +1,91 @@
+"""What a registered attack is, and what the runner hands it.
+
+A suite probe with an ``attack:`` entry becomes an attack job. The registered attack says where
+its points come from (the probe's data set, or the in-distribution test set), which kind of table
+row it produces, and its paper defaults; it returns per-sample arrays that the results store
+keeps, so metrics are recomputed later without re-attacking.
+
+Rows: ``probe`` rows are scored like any OOD probe against the model's clean in-distribution
+confidences (an optional boolean ``mask`` array selects the points that count, e.g. the
+misclassified adversarial samples); ``in`` rows are scored like the in-distribution row (test
+error under attack = 1 − robust accuracy); ``summary`` rows report the attack's own quantities
+(e.g. the α-scaling experiment) through :meth:`Attack.summarize`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar, Literal, Optional
+
+import numpy as np
+import torch
+from pydantic import BaseModel, ConfigDict, Field
+from torch import nn
+
+from oodbench.attacks.threats import ThreatModel
+
+
+class AttackSpec(BaseModel):
+    """The ``attack:`` entry of a suite probe. Unset fields take the attack's paper defaults."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str = Field(description="registered attack (`oodbench list attacks`)")
+    threat: Optional[ThreatModel] = None
+    objective: Optional[str] = None
+    optimizer: Optional[Literal["pgd", "apgd"]] = None
+    steps: Optional[int] = Field(None, gt=0)
+    step_size: Optional[float] = Field(None, gt=0)
+    restarts: Optional[int] = Field(None, gt=0)
+    random_start: Optional[bool] = None
+    early_stop: Literal["auto", True, False] = Field(
+        "auto", description="stop attacking OOD points that already out-rank every "
+        "in-distribution point; 'auto' does it exactly when every metric asked is rank-based")
+    options: dict[str, Any] = Field(default_factory=dict, description="attack-specific settings")
+
+
+@dataclass
+class AttackContext:
+    """Everything an attack may use. ``images``/``labels`` are its source points (already in the
+    in-distribution's shape); ``in_logits`` are the model's clean in-distribution logits."""
+
+    model: nn.Module
+    images: torch.Tensor
+    labels: Optional[torch.Tensor]
+    spec: AttackSpec
+    in_logits: np.ndarray
+    device: torch.device
+    batch_size: int = 256
+    seed: int = 0
+    early_stop: bool = False
+    progress: bool = False
+    artifact_dir: Optional[Path] = None
+    label: str = "attack"
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+class Attack:
+    """Base class of registered attacks: override :meth:`run` (and :meth:`summarize` for
+    ``summary`` rows). Class attributes declare how the runner treats it."""
+
+    source: ClassVar[Literal["probe", "in-distribution"]] = "probe"
+    row: ClassVar[Literal["probe", "in", "summary"]] = "probe"
+    supports_early_stop: ClassVar[bool] = False
+
+    def defaults(self, in_dataset: str) -> dict[str, Any]:
+        """Paper settings for an in-distribution data set; the suite's fields override them."""
+        return {}
+
+    def resolve(self, spec: AttackSpec, in_dataset: str) -> AttackSpec:
+        """The spec with every unset field filled from :meth:`defaults` (part of the cache key)."""
+        values = {**self.defaults(in_dataset),
+                  **{k: v for k, v in spec.model_dump(exclude_unset=True).items() if v is not None}}
+        return AttackSpec.model_validate(values)
+
+    def run(self, ctx: AttackContext) -> dict[str, np.ndarray]:
+        raise NotImplementedError
+
+    def summarize(self, arrays: dict[str, np.ndarray]) -> dict[str, float]:
+        """Values of a ``summary`` row, computed from the stored arrays."""
+        raise NotImplementedError(f"{type(self).__name__} has no summary row")
