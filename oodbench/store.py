@@ -112,7 +112,7 @@ class ResultStore:
                        (job_hash, kind, model, probe, json.dumps(config, sort_keys=True, default=str),
                         _now(), seconds))
             for key, arr in arrays.items():
-                arr = np.ascontiguousarray(arr)
+                arr = np.require(arr, requirements="C")  # keeps 0-d arrays 0-d
                 data = arr.tobytes()
                 db.execute("INSERT INTO arrays VALUES (?,?,?,?,?,?)",
                            (job_hash, key, arr.dtype.str, json.dumps(list(arr.shape)), data,

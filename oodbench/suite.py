@@ -31,6 +31,14 @@ class SuiteError(ValueError):
     """A suite file that cannot be used; the message says where and how to fix it."""
 
 
+class _LocatedError(ValueError):
+    """Raised by whole-suite checks to point the error at one field (for file:line messages)."""
+
+    def __init__(self, loc: tuple[Any, ...], message: str):
+        super().__init__(message)
+        self.loc = loc
+
+
 def _check_registered(registry: Any, name: str) -> str:
     try:
         registry.entry(name)
@@ -130,14 +138,25 @@ class Suite(BaseModel):
     source: Optional[Path] = Field(None, exclude=True)
 
     @model_validator(mode="after")
+    def _attacks_resolve(self) -> "Suite":
+        """Check each attack's settings against its defaults now, not an hour into the run."""
+        for i, probe in enumerate(self.probes):
+            if probe.attack is not None:
+                try:
+                    attacks.get(probe.attack.name)().resolve(probe.attack, self.in_distribution.dataset or "")
+                except (ValueError, TypeError) as err:
+                    raise _LocatedError(("probes", i, "attack"), f"{probe.label}: {err}") from None
+        return self
+
+    @model_validator(mode="after")
     def _early_stop_is_exact(self) -> "Suite":
         """A forced early stop would silently bias MMC: allow it only with rank metrics."""
         not_rank = [m for m in self.metrics if metrics.meta(m)["scope"] != "in"
                     and not metrics.meta(m).get("rank_only", False)]
         for i, probe in enumerate(self.probes):
             if probe.attack is not None and probe.attack.early_stop is True and not_rank:
-                raise ValueError(
-                    f"probes[{i}] ({probe.label}): `early_stop: true` would change "
+                raise _LocatedError(
+                    ("probes", i, "attack", "early_stop"), f"{probe.label}: `early_stop: true` would change "
                     f"{', '.join(not_rank)} (they need the full attack); use `early_stop: auto`, "
                     "which stops early only when every metric asked is rank-based")
         return self
@@ -246,6 +265,9 @@ def parse_suite(data: dict[str, Any], *, source: Optional[Path] = None,
         lines = []
         for e in err.errors():
             loc = tuple(e["loc"])
+            cause = (e.get("ctx") or {}).get("error")
+            if isinstance(cause, _LocatedError):
+                loc = cause.loc
             line = _node_line(node, loc)
             msg = e["msg"].removeprefix("Value error, ")
             if e["type"] == "extra_forbidden":

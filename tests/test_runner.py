@@ -104,3 +104,57 @@ def test_same_seed_same_numbers_in_a_fresh_store(write_suite, tmp_path):
     a = run_suite(suite, output=tmp_path / "a.db", progress=False)
     b = run_suite(suite, output=tmp_path / "b.db", progress=False)
     assert metrics_dict(a) == metrics_dict(b)
+
+
+ATTACK_SUITE = """\
+name: attacks
+seed: 0
+batch_size: 128
+device: cpu
+in_distribution: {{name: digits 0-4, dataset: digits, options: {{classes: [0, 1, 2, 3, 4]}}}}
+models:
+  - {{name: plain, adapter: safetensors, arch: digits-net, arch_options: {{num_classes: 5}}, path: {weights}}}
+probes:
+  - {{name: noise, dataset: smoothed-noise, n: 100}}
+  - {{name: adv. noise, dataset: smoothed-noise, n: 100, attack: {{name: adversarial-noise, steps: {steps}}}}}
+  - {{name: adv. samples, n: 60, attack: {{name: adversarial-samples, steps: 10}}}}
+metrics: {metrics}
+"""
+
+
+def test_attack_probes_raise_confidence_and_are_cached(write_suite, tmp_path):
+    path = write_suite(ATTACK_SUITE, steps=40, metrics="[test-error, mmc, auroc, fpr95]")
+    result = run_suite(load_suite(path), output=tmp_path / "r.db", progress=False)
+    m = metrics_dict(result)
+    # Adversarial noise starts from the same noise images and can only raise the confidence.
+    assert m[("plain", "adv. noise", "mmc")] > m[("plain", "noise", "mmc")]
+    assert m[("plain", "adv. noise", "auroc")] < m[("plain", "noise", "auroc")]
+    assert ("plain", "adv. samples", "auroc") in m
+    again = run_suite(load_suite(path), output=tmp_path / "r.db", progress=False)
+    assert again.computed == [] and metrics_dict(again) == m
+    more = run_suite(load_suite(write_suite(ATTACK_SUITE, steps=41, metrics="[test-error, mmc, auroc, fpr95]")),
+                     output=tmp_path / "r.db", progress=False)
+    assert more.computed == ["plain / adv. noise"]
+
+
+def test_early_stop_auto_only_with_rank_metrics(write_suite, tmp_path):
+    def attack_job(metrics: str, db: str):
+        result = run_suite(load_suite(write_suite(ATTACK_SUITE, steps=40, metrics=metrics)),
+                           output=tmp_path / db, progress=False)
+        with ResultStore(tmp_path / db) as store:
+            jobs = store.run_jobs(result.run_id).set_index("probe")
+            arrays = store.get_job(jobs.loc["adv. noise"].job_hash)
+        return metrics_dict(result), arrays
+
+    full_m, full = attack_job("[auroc, fpr95, mmc]", "full.db")
+    fast_m, fast = attack_job("[auroc, fpr95]", "fast.db")
+    assert not full["stopped_early"].any() and fast["stopped_early"].any()
+    assert int(fast["gradient_evaluations"]) < int(full["gradient_evaluations"])
+    for metric in ("auroc", "fpr95"):
+        assert fast_m[("plain", "adv. noise", metric)] == full_m[("plain", "adv. noise", metric)]
+
+
+def test_forced_early_stop_with_mmc_is_refused(write_suite):
+    text = ATTACK_SUITE.replace("name: adversarial-noise,", "name: adversarial-noise, early_stop: true,")
+    with pytest.raises(Exception, match="early_stop: true.*would change mmc"):
+        load_suite(write_suite(text, steps=5, metrics="[auroc, mmc]"))

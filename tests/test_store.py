@@ -50,3 +50,12 @@ def test_metrics_of_a_run(tmp_path):
         {"model": "m", "probe": "noise", "metric": "auroc", "value": 0.9},
         {"model": "m", "probe": "noise", "metric": "fpr95", "value": 0.1},
     ]
+
+
+def test_zero_dimensional_arrays_keep_their_shape(tmp_path):
+    with ResultStore(tmp_path / "r.db") as store:
+        store.put_job("h", kind="attack", model="m", probe="p", config={},
+                      arrays={"count": np.array(12345), "flags": np.array([True, False])}, seconds=0)
+        out = store.get_job("h")
+    assert out["count"].shape == () and int(out["count"]) == 12345
+    assert out["flags"].dtype == np.bool_ and out["flags"].tolist() == [True, False]

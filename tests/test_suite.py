@@ -84,3 +84,15 @@ def test_data_root_precedence(tmp_path, monkeypatch):
 def test_missing_file(tmp_path):
     with pytest.raises(SuiteError, match="no such suite file"):
         load_suite(tmp_path / "nope.yaml")
+
+
+def test_attack_settings_are_checked_when_the_suite_loads(tmp_path):
+    p = write(tmp_path, BASE + "  - {name: aa, n: 5, attack: {name: autoattack, steps: 10}}\n")
+    with pytest.raises(SuiteError, match=r"s.yaml:7: field `probes\[1\].attack`: aa: .*`steps` does not apply"):
+        load_suite(p)
+    p = write(tmp_path, BASE + "  - {name: adv, dataset: uniform-noise, attack: {name: adversarial-nois}}\n")
+    with pytest.raises(SuiteError, match="Did you mean 'adversarial-noise'"):
+        load_suite(p)
+    p = write(tmp_path, BASE + "  - {name: adv, attack: {name: adversarial-noise}}\n")
+    with pytest.raises(SuiteError, match="`dataset` is required"):
+        load_suite(p)

@@ -147,7 +147,7 @@ class AutoAttackRobustness(Attack):
                   "chunk_size": chunk, "n": n, "save_adversarial": bool(opts["save_adversarial"])}
         fingerprint = _fingerprint(config, images, labels, ctx.in_logits)
         path = None if ctx.artifact_dir is None else state_file(ctx.artifact_dir, ctx.label, ctx.seed)
-        n_chunks = max(1, -(-n // chunk))
+        n_chunks = -(-n // chunk)
 
         state = _load_state(path, fingerprint)
         if state is None:

@@ -79,8 +79,10 @@ class Attack:
 
     def resolve(self, spec: AttackSpec, in_dataset: str) -> AttackSpec:
         """The spec with every unset field filled from :meth:`defaults` (part of the cache key)."""
-        values = {**self.defaults(in_dataset),
-                  **{k: v for k, v in spec.model_dump(exclude_unset=True).items() if v is not None}}
+        defaults = self.defaults(in_dataset)
+        given = {k: v for k, v in spec.model_dump(exclude_unset=True).items() if v is not None}
+        values = {**defaults, **given,
+                  "options": {**defaults.get("options", {}), **given.get("options", {})}}
         return AttackSpec.model_validate(values)
 
     def run(self, ctx: AttackContext) -> dict[str, np.ndarray]:

@@ -15,9 +15,10 @@ and reports how confident the model becomes. A suite probe::
       attack: {name: counterfactuals, options: {n_images: 8, radii: [0.5, 1.0, 2.0, 3.0]}}
 
 Balls are nested, so the best point found for a smaller radius is also feasible for a larger
-one: the result for each radius is the better (by the objective) of that radius's APGD run and
-the previous radius's result. The reported target confidence is therefore non-decreasing in the
-radius; the array ``carried`` says where the smaller radius's point was kept.
+one: the result for each radius is the better of that radius's APGD run and the previous
+radius's result, compared by the reported target confidence (float64). The reported target
+confidence is therefore non-decreasing in the radius; the array ``carried`` says where the
+smaller radius's point was kept.
 
 Files, in ``ctx.artifact_dir``: one PNG per image, ``counterfactuals-<k>-idx<i>.png`` (k: rank
 in the selection, i: index in the attacked test points). Rows are targets, columns the original
@@ -169,7 +170,10 @@ class Counterfactuals(Attack):
             res = run_attack(model, xs, cfg, target=ts, batch_size=ctx.batch_size,
                              device=ctx.device, seed=ctx.seed + k, progress=ctx.progress,
                              desc=f"{ctx.label} r={radius:g}")
-            cur_x, cur_score, cur_logits = res.x_adv, res.score, res.logits
+            cur_x, cur_logits = res.x_adv, res.logits
+            # Compare by the reported quantity (target confidence in float64), not the float32
+            # objective, which saturates near confidence 1.
+            cur_score = F.softmax(cur_logits.double(), 1).gather(1, ts[:, None]).squeeze(1)
             keep = torch.zeros(len(xs), dtype=torch.bool)
             if best_score is not None:
                 keep = best_score > cur_score  # the smaller ball's point is better: keep it
@@ -178,7 +182,7 @@ class Counterfactuals(Attack):
                 cur_logits = torch.where(keep.view(-1, 1), best_logits, cur_logits)
             best_x, best_score, best_logits = cur_x, cur_score, cur_logits
             probs = F.softmax(cur_logits.double(), 1)
-            target_conf[:, :, k] = probs.gather(1, ts[:, None]).squeeze(1).view(n_img, n_t).numpy()
+            target_conf[:, :, k] = cur_score.view(n_img, n_t).numpy()
             predicted[:, :, k] = probs.argmax(1).view(n_img, n_t).numpy()
             carried[:, :, k] = keep.view(n_img, n_t).numpy()
             adv_images[k] = cur_x.cpu()

@@ -145,7 +145,7 @@ def _pgd(f: _Evaluator, best: _Best, score: Callable, x: torch.Tensor, target: O
             idx, xk, grad, x0, tk = idx[keep], xk[keep], grad[keep], x0[keep], _take(tk, keep)
             if len(idx) == 0:
                 break
-        xk = threat.project(xk + threat.steepest_step(grad, step), x0)
+        xk = threat.project(xk + threat.steepest_step(grad, step, xk), x0)
 
 
 def _apgd(f: _Evaluator, best: _Best, score: Callable, x: torch.Tensor, target: Optional[torch.Tensor],
@@ -171,7 +171,7 @@ def _apgd(f: _Evaluator, best: _Best, score: Callable, x: torch.Tensor, target: 
 
     for i in range(n):
         momentum = 0.75 if i > 0 else 1.0
-        z = threat.project(xk + threat.steepest_step(grad, 1.0) * eta.view(view), x0)
+        z = threat.project(xk + threat.steepest_step(grad, 1.0, xk) * eta.view(view), x0)
         x_new = threat.project(xk + momentum * (z - xk) + (1 - momentum) * (xk - x_prev), x0)
         x_prev, xk = xk, x_new
         last = i == n - 1

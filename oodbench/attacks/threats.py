@@ -91,14 +91,22 @@ class ThreatModel(BaseModel):
             delta = self.eps * u / _flat_norm(u, p).clamp_min(1e-12)
         return self.project(x + s * delta, x)
 
-    def steepest_step(self, grad: torch.Tensor, step: float) -> torch.Tensor:
+    def steepest_step(self, grad: torch.Tensor, step: float,
+                      x_adv: torch.Tensor | None = None) -> torch.Tensor:
         """The ascent step of length ``step`` in this norm: sign (Linf), normalised (L2),
-        or a sparse step on the top 1% coordinates by |grad| (L1, as in SLIDE)."""
+        or a sparse step on the top 1% coordinates by |grad| (L1, as in SLIDE).
+
+        For L1, given the current point ``x_adv``, coordinates on a face of the box whose
+        gradient points out of it are left out of the top 1%: the projection would clip that
+        step away, and an attack whose largest gradient sits there would stall forever."""
         if self.norm == "Linf":
             return step * grad.sign()
         if self.norm == "L2":
             return step * grad / _flat_norm(grad, 2).clamp_min(1e-12)
         flat = grad.flatten(1)
+        if x_adv is not None:
+            xf = x_adv.flatten(1)
+            flat = flat.masked_fill(((xf >= 1) & (flat > 0)) | ((xf <= 0) & (flat < 0)), 0.0)
         k = max(1, int(0.01 * flat.shape[1]))
         thresh = flat.abs().topk(k, dim=1).values[:, -1:]
         sparse = torch.where(flat.abs() >= thresh, flat.sign(), torch.zeros_like(flat))
