@@ -436,8 +436,12 @@ def test_adversarial_noise_makes_plain_model_overconfident(digits_model, smoothe
     assert adv.mean() > 0.99, adv.mean()
     assert 0.5 < clean.mean() < 0.9, clean.mean()
     assert bool((adv >= clean - 1e-6).all())  # selected by confidence: never below clean
-    assert int(out["gradient_evaluations"]) == 200 * 200
-    assert not out["stopped_early"].any()
+    # Without the rank early stop, only points whose confidence saturated at 1.0 (which no iterate
+    # can beat) stop before the 200 steps.
+    stopped = torch.from_numpy(out["stopped_early"])
+    saturated = torch.softmax(torch.from_numpy(out["logits"]), 1).max(1).values == 1.0
+    assert bool((saturated[stopped]).all())
+    assert int(out["gradient_evaluations"]) <= 200 * 200
 
 
 # --------------------------------------------------------------------------------------------
@@ -487,13 +491,17 @@ def test_early_stop_is_exact_for_rank_metrics(name, overrides, digits_model, ear
     assert f_full == f_early
     assert 0.05 < a_full < 0.95 and f_full < 1.0  # the metrics are not trivially saturated
     # the early stop did something, only to points above every in-distribution point
-    stopped = early["stopped_early"]
-    assert not full["stopped_early"].any()
-    assert int(stopped.sum()) >= 4
+    # (without it, only points whose confidence saturated at 1.0 — unbeatable — stop)
+    def saturated(out):
+        return (torch.softmax(torch.from_numpy(out["logits"]), 1).max(1).values == 1.0).numpy()
+
+    assert bool(saturated(full)[full["stopped_early"]].all())
+    stopped = early["stopped_early"] & ~saturated(early)
+    assert int(stopped.sum()) >= 1
     assert bool((c_early[stopped] > conf_in.max()).all())
     assert bool((c_full[stopped] > conf_in.max()).all())
     assert int(early["gradient_evaluations"]) < int(full["gradient_evaluations"])
-    assert int(full["gradient_evaluations"]) == len(early_stop_probe) * spec.steps * spec.restarts
+    assert int(full["gradient_evaluations"]) <= len(early_stop_probe) * spec.steps * spec.restarts
 
 
 # --------------------------------------------------------------------------------------------

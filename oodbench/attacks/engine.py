@@ -12,6 +12,8 @@ Guarantees (each one tested):
 - every output lies in the threat model's ball and in [0, 1]^d;
 - the model stays in eval mode and its parameters and buffers are untouched (only gradients with
   respect to the input are taken);
+- a point whose confidence (the ``select="confidence"`` score) reaches 1.0 is finished: no
+  iterate can beat it strictly, so the reported point is final for every metric;
 - with ``stop_above`` set, a point stops being attacked once its best confidence exceeds that
   value. When the value is the largest in-distribution confidence this is *exact* for the rank
   metrics (AUROC, AUPR, FPR@95): such a point already ranks above every in-distribution point,
@@ -30,6 +32,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from oodbench.attacks.threats import ThreatModel
+from oodbench.metrics import confidence as metric_confidence
 from oodbench.registry import objectives
 
 
@@ -75,18 +78,26 @@ class AttackResult:
 
 
 class _Best:
-    """Tracks, per point of a batch, the best iterate seen so far by the ``select`` score."""
+    """Tracks, per point of a batch, the best iterate seen so far by the ``select`` score, and
+    which points are finished: no further iterate can change what is reported for them."""
 
     def __init__(self, x: torch.Tensor, logits: torch.Tensor, score: torch.Tensor,
-                 stop_above: Optional[float]):
+                 stop_above: Optional[float], ceiling: Optional[float]):
         self.x, self.logits, self.score = x.clone(), logits.clone(), score.clone()
-        self.stop_above = stop_above
-        self.done = self._finished(self.logits)
+        self.stop_above, self.ceiling = stop_above, ceiling
+        self.done = self._finished(self.logits, self.score)
 
-    def _finished(self, logits: torch.Tensor) -> torch.Tensor:
-        if self.stop_above is None:
-            return torch.zeros(len(logits), dtype=torch.bool, device=logits.device)
-        return F.softmax(logits.double(), dim=1).max(dim=1).values > self.stop_above
+    def _finished(self, logits: torch.Tensor, score: torch.Tensor) -> torch.Tensor:
+        # A score at its ceiling (confidence 1.0) can never be beaten strictly, so the reported
+        # point is final whatever the metrics: stopping there is exact for all of them.
+        done = (score >= self.ceiling if self.ceiling is not None
+                else torch.zeros(len(score), dtype=torch.bool, device=score.device))
+        if self.stop_above is not None:
+            # Judged with the very function the metrics use, on the logits as they are stored,
+            # so "ranks above every in-distribution point" means the same thing in both places.
+            conf = metric_confidence(logits.float().cpu().numpy())
+            done |= torch.from_numpy(conf > self.stop_above).to(score.device)
+        return done
 
     def consider(self, idx: torch.Tensor, x: torch.Tensor, logits: torch.Tensor,
                  score: torch.Tensor) -> torch.Tensor:
@@ -95,7 +106,7 @@ class _Best:
         if better.any():
             sel = idx[better]
             self.x[sel], self.logits[sel], self.score[sel] = x[better], logits[better], score[better]
-            self.done[sel] = self._finished(logits[better])
+            self.done[sel] = self._finished(logits[better], score[better])
         return self.done[idx]
 
 
@@ -212,11 +223,13 @@ _OPTIMIZERS = {"pgd": _pgd, "apgd": _apgd}
 def run_attack(model: nn.Module, x: torch.Tensor, config: AttackConfig, *,
                target: Optional[torch.Tensor] = None, stop_above: Optional[float] = None,
                batch_size: int = 256, device: str | torch.device = "cpu", seed: int = 0,
-               progress: bool = False, desc: str = "attack") -> AttackResult:
+               progress: bool = False, desc: str = "attack", full_budget: bool = False) -> AttackResult:
     """Attack every point of ``x`` (N, C, H, W in [0, 1]); return the best iterates.
 
     ``target``: true labels (``ce``) or target classes (``targeted-conf``). ``stop_above``: stop
     a point once its confidence exceeds this value (requires ``select="confidence"``).
+    ``full_budget``: never finish a point early, not even at confidence 1.0 — what a plain PGD
+    loop does. The results are identical; it exists to verify that and to measure the saving.
     """
     if stop_above is not None and config.select != "confidence":
         raise ValueError("stop_above needs select='confidence': the early stop is judged on the "
@@ -233,7 +246,8 @@ def run_attack(model: nn.Module, x: torch.Tensor, config: AttackConfig, *,
         xb = x[start:start + batch_size].to(device)
         tb = None if target is None else target[start:start + batch_size].to(device)
         logits, _, _ = f(xb, tb, grad=False)
-        best = _Best(xb, logits, score(logits, tb), stop_above)
+        best = _Best(xb, logits, score(logits, tb), None if full_budget else stop_above,
+                     1.0 if config.select == "confidence" and not full_budget else None)
         stopped_before = best.done.clone()
         for restart in range(config.restarts):
             idx = (~best.done).nonzero().squeeze(1)

@@ -18,19 +18,14 @@ import torch
 
 from oodbench.attacks.base import Attack, AttackContext, AttackSpec
 from oodbench.attacks.engine import AttackConfig, run_attack
+from oodbench.metrics import confidence
 from oodbench.registry import attacks
 
 GREY_DATASETS = {"mnist", "fashion-mnist", "kmnist", "emnist-letters", "digits"}
 
-# A margin far above float64 rounding differences between torch's and numpy's softmax, so that a
-# point stopped early is certain to rank above every in-distribution point in the metrics too.
-_STOP_MARGIN = 1e-12
-
-
 def max_in_confidence(in_logits: np.ndarray) -> float:
-    """Largest clean in-distribution confidence, in float64 as the metrics compute it."""
-    z = torch.from_numpy(np.asarray(in_logits, dtype=np.float64))
-    return float(torch.softmax(z, dim=1).max(dim=1).values.max())
+    """Largest clean in-distribution confidence, computed exactly as the metrics compute it."""
+    return float(confidence(in_logits).max())
 
 
 class EngineAttack(Attack):
@@ -50,7 +45,7 @@ class EngineAttack(Attack):
         return None
 
     def run(self, ctx: AttackContext) -> dict[str, np.ndarray]:
-        stop = max_in_confidence(ctx.in_logits) + _STOP_MARGIN if ctx.early_stop else None
+        stop = max_in_confidence(ctx.in_logits) if ctx.early_stop else None
         result = run_attack(ctx.model, ctx.images, self.config(ctx.spec), target=self.target(ctx),
                             stop_above=stop, batch_size=ctx.batch_size, device=ctx.device,
                             seed=ctx.seed, progress=ctx.progress, desc=ctx.label)
