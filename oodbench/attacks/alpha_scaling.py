@@ -41,7 +41,7 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from oodbench.attacks.base import Attack, AttackContext, AttackSpec
+from oodbench.attacks.base import Attack, AttackContext, AttackSpec, merge_options
 from oodbench.registry import attacks
 
 OPTION_DEFAULTS: dict[str, Any] = {"threshold": 0.999, "alpha_max": 1e20, "overconfident": 0.95,
@@ -62,11 +62,7 @@ def confidence(model: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
 
 
 def _options(spec: AttackSpec) -> dict[str, float]:
-    opts = {**OPTION_DEFAULTS, **spec.options}
-    unknown = sorted(set(opts) - set(OPTION_DEFAULTS))
-    if unknown:
-        raise ValueError(f"alpha-scaling: unknown option(s) {', '.join(unknown)}; known: "
-                         f"{', '.join(OPTION_DEFAULTS)}")
+    opts = merge_options("alpha-scaling", spec.options, OPTION_DEFAULTS)
     for key, value in opts.items():
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ValueError(f"alpha-scaling: option {key} must be a number, got {value!r}")

@@ -38,7 +38,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from oodbench.attacks.base import Attack, AttackContext, AttackSpec
+from oodbench.attacks.base import Attack, AttackContext, AttackSpec, merge_options
 from oodbench.registry import attacks
 
 VERSIONS = ("standard", "plus", "rand", "custom")
@@ -121,12 +121,8 @@ class AutoAttackRobustness(Attack):
             if getattr(spec, name) is not None:
                 raise ValueError(f"autoattack: `{name}` does not apply (AutoAttack fixes its own "
                                  "attacks and budgets); remove it, or use options.version/attacks")
-        unknown = sorted(set(spec.options) - set(OPTION_DEFAULTS))
-        if unknown:
-            raise ValueError(f"autoattack: unknown option(s) {', '.join(unknown)}; known: "
-                             f"{', '.join(OPTION_DEFAULTS)}")
         resolved = super().resolve(spec, in_dataset)
-        options = {**OPTION_DEFAULTS, **spec.options}
+        options = merge_options("autoattack", spec.options, OPTION_DEFAULTS)
         resolved = resolved.model_copy(update={"options": options})
         _check(resolved)
         return resolved

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar, Literal, Optional
+from typing import Any, ClassVar, Literal, Mapping, Optional
 
 import numpy as np
 import torch
@@ -63,6 +63,16 @@ class AttackContext:
     artifact_dir: Optional[Path] = None
     label: str = "attack"
     extra: dict[str, Any] = field(default_factory=dict)
+
+
+def merge_options(attack: str, given: Mapping[str, Any], defaults: Mapping[str, Any]) -> dict[str, Any]:
+    """An attack's ``options`` over its defaults; an unknown key is an error naming the known ones
+    (a typo would otherwise silently fall back to the default)."""
+    unknown = sorted(set(given) - set(defaults))
+    if unknown:
+        raise ValueError(f"{attack}: unknown option(s) {', '.join(unknown)}; known: "
+                         f"{', '.join(defaults)}")
+    return {**defaults, **given}
 
 
 class Attack:

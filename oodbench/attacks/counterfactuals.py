@@ -40,7 +40,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from oodbench.attacks.base import Attack, AttackContext, AttackSpec
+from oodbench.attacks.base import Attack, AttackContext, AttackSpec, merge_options
 from oodbench.attacks.engine import AttackConfig, run_attack
 from oodbench.attacks.threats import ThreatModel
 from oodbench.registry import attacks
@@ -57,11 +57,7 @@ INDEX_FILE = "counterfactuals.json"
 
 
 def _options(spec: AttackSpec) -> dict[str, Any]:
-    opts = {**OPTION_DEFAULTS, **spec.options}
-    unknown = sorted(set(opts) - set(OPTION_DEFAULTS))
-    if unknown:
-        raise ValueError(f"counterfactuals: unknown option(s) {', '.join(unknown)}; known: "
-                         f"{', '.join(OPTION_DEFAULTS)} (and steps)")
+    opts = merge_options("counterfactuals", spec.options, OPTION_DEFAULTS)
     if opts["norm"] not in DEFAULT_RADII:
         raise ValueError(f"counterfactuals: options.norm must be L2, Linf or L1, got {opts['norm']!r}")
     radii = DEFAULT_RADII[opts["norm"]] if opts["radii"] is None else opts["radii"]
