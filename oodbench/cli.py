@@ -116,20 +116,80 @@ def show(results: Path, run_id: Optional[int]) -> None:
 
 
 @main.command()
+@click.argument("results", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--format", "fmt", type=click.Choice(["latex", "html", "md", "csv"]), required=True,
+              help="latex (booktabs table), html (self-contained page), md (GitHub Markdown), "
+                   "csv (long metric table).")
+@click.option("--layout", type=click.Choice(["hein2019-table1", "ratio-summary", "per-probe"]),
+              default="hein2019-table1", show_default=True, help="Table layout (not for csv).")
+@click.option("--run", "run_ids", type=int, multiple=True,
+              help="Run id (default: the latest); repeat for one block per run.")
+@click.option("--precision", type=click.IntRange(0, 12), default=3, show_default=True,
+              help="Decimals of the printed numbers.")
+@click.option("--percent", is_flag=True, help="Print rates (AUROC, FPR@95, errors) in percent.")
+@click.option("--reference", "references", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              multiple=True, help="Reference card YAML (one per model): the paper's numbers "
+                                  "beside the measured ones.")
+@click.option("--standalone", is_flag=True, help="LaTeX: a complete compilable document.")
+@click.option("--allow-unverified", is_flag=True,
+              help="Report a run whose metrics do not verify against the stored jobs (warns).")
+@click.option("--out", "-o", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Write to this file instead of standard output.")
+def report(results: Path, fmt: str, layout: str, run_ids: tuple[int, ...], precision: int,
+           percent: bool, references: tuple[Path, ...], standalone: bool, allow_unverified: bool,
+           out: Optional[Path]) -> None:
+    """Render a stored run of RESULTS as a table (LaTeX, HTML, Markdown or CSV)."""
+    from oodbench.report import ReportError, render
+
+    try:
+        text = render(results, fmt=fmt, layout=layout, run_id=list(run_ids) or None,
+                      precision=precision, percent=percent, references=list(references),
+                      standalone=standalone, allow_unverified=allow_unverified)
+    except ReportError as err:
+        click.echo(f"error: {err}", err=True)
+        sys.exit(2)
+    if out is None:
+        click.echo(text, nl=False)
+    else:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(text, encoding="utf-8")
+        click.echo(f"wrote {out}", err=True)
+
+
+@main.command()
 @click.argument("recipe_file", type=click.Path(path_type=Path))
 @click.option("--device", default=None, help="cpu, cuda or auto (default: the recipe's).")
 @click.option("--output", "-o", type=click.Path(path_type=Path), default=None,
               help="Weights file (.safetensors); a model card YAML is written beside it.")
-@click.option("--data-root", type=click.Path(path_type=Path), default=None)
+@click.option("--data-root", type=click.Path(path_type=Path), default=None,
+              help="Where datasets live (overrides $OODBENCH_DATA and the recipe's data_root).")
+@click.option("--checkpoint", type=click.Path(path_type=Path), default=None,
+              help="Resumable checkpoint, written every epoch (default: <weights>.ckpt.pt).")
+@click.option("--restart", is_flag=True,
+              help="Start over even if a checkpoint exists (default: resume from it).")
+@click.option("--stop-after", type=int, default=None, metavar="EPOCHS",
+              help="Stop after this many epochs and keep the checkpoint (resume later).")
+@click.option("--keep-checkpoint", is_flag=True, help="Keep the checkpoint after training ends.")
+@click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
 def train(recipe_file: Path, device: Optional[str], output: Optional[Path],
-          data_root: Optional[Path]) -> None:
-    """Train a model from RECIPE_FILE (currently: plain cross-entropy training)."""
+          data_root: Optional[Path], checkpoint: Optional[Path], restart: bool,
+          stop_after: Optional[int], keep_checkpoint: bool, quiet: bool) -> None:
+    """Train a model from RECIPE_FILE (`oodbench list trainers`: plain, ceda, acet, oe, at,
+    ratio); resumes from its checkpoint when one exists."""
     from oodbench.train import load_recipe, train_from_recipe
 
     recipe = load_recipe(recipe_file)
-    card = train_from_recipe(recipe, device=device, output=output, data_root=data_root)
+    card = train_from_recipe(recipe, device=device, output=output, data_root=data_root,
+                             checkpoint=checkpoint, resume=False if restart else "auto",
+                             stop_after=stop_after, keep_checkpoint=keep_checkpoint,
+                             progress=not quiet)
+    if card["status"] == "stopped":
+        click.echo(f"stopped after epoch {card['epoch']} (step {card['step']}); "
+                   f"checkpoint: {card['checkpoint']}")
+        return
+    metrics = "\n".join(f"{k}: {v}" for k, v in card["metrics"].items())
     click.echo(f"weights: {card['weights']}\nsha256: {card['sha256']}\n"
-               f"test error: {card['metrics']['test_error']:.4f}")
+               f"wall time: {card['trained_with']['wall_time_s']} s\n{metrics}")
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -120,6 +120,7 @@ BUILTIN_MODULES = (
     "oodbench.data",
     "oodbench.metrics",
     "oodbench.attacks",
+    "oodbench.train.methods",
 )
 
 _plugins_loaded = False
@@ -146,7 +147,8 @@ datasets: Registry[Callable[..., Any]] = Registry("datasets")
 metrics: Registry[Any] = Registry("metrics")
 objectives: Registry[Callable[..., Any]] = Registry("objectives")
 attacks: Registry[Any] = Registry("attacks")
+trainers: Registry[Any] = Registry("trainers")
 
 FAMILIES: dict[str, Registry[Any]] = {
-    r.family: r for r in (architectures, models, datasets, metrics, objectives, attacks)
+    r.family: r for r in (architectures, models, datasets, metrics, objectives, attacks, trainers)
 }

@@ -1,4 +1,27 @@
-"""Training recipes: one YAML file per trained model, so a checkpoint's origin is reproducible."""
+"""Training recipes: one YAML file per trained model, so a checkpoint's origin is reproducible.
+
+A recipe names a registered training method (``oodbench list trainers``: plain, ceda, acet, oe,
+at, ratio) and everything the method needs. Unset method settings are filled from the method's
+paper defaults when the recipe is validated, so the resolved recipe (what the model card stores)
+always spells out λ, the out-distribution, the out-loss and the attack budgets::
+
+    name: hein2019-mnist-acet
+    method: acet
+    arch: lenet
+    dataset: {dataset: mnist}          # in-distribution: split train for training, test for eval
+    epochs: 100
+    batch_size: 128                    # B in-distribution samples per step (+ ceil(λB) out)
+    optimizer: adam                    # adam | sgd (momentum, nesterov)
+    lr: 0.001
+    weight_decay: 0.0005
+    schedule: {milestones: [0.5, 0.75, 0.9], gamma: 0.1, per: step}
+    augment: {crop_padding: 4, hflip: false}
+    out_distribution: {dataset: smoothed-noise, loss: max-log-conf, lambda: 1.0}
+    out_attack: {threat: {norm: Linf, eps: 0.3}, steps: 40, step_size: 0.0075}
+    output: ../hein2019-mnist-acet.safetensors
+
+Paths are relative to the recipe file.
+"""
 
 from __future__ import annotations
 
@@ -6,10 +29,144 @@ from pathlib import Path
 from typing import Any, Literal, Optional, Union
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from oodbench.attacks.threats import ThreatModel
+from oodbench.models.spec import Normalization
+from oodbench.registry import architectures, datasets, objectives, trainers
 from oodbench.suite import DataSpec, SuiteError, _check_registered
-from oodbench.registry import architectures
+
+OutLoss = Literal["max-log-conf", "ce-uniform"]
+
+
+class RecipeError(SuiteError):
+    """A recipe (or its checkpoint) that cannot be used; the message says why and how to fix it."""
+
+
+class TrainAttack(BaseModel):
+    """An inner maximisation run by the attack engine at every training step.
+
+    ``objective`` defaults to what the method maximises: the out-loss on out-distribution points
+    (ACET, RATIO), the cross-entropy on in-distribution points (AT, RATIO). ``steps_increase``
+    adds that many steps after every learning-rate drop, up to ``max_steps`` (Augustin et al.
+    grow the ACET attack from 20 towards 40 steps this way).
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    threat: ThreatModel
+    objective: Optional[str] = None
+    optimizer: Literal["pgd", "apgd"] = "pgd"
+    steps: int = Field(gt=0)
+    step_size: Optional[float] = Field(None, gt=0, description="PGD step; default 2.5·eps/steps")
+    restarts: int = Field(1, gt=0)
+    random_start: bool = True
+    steps_increase: int = Field(0, ge=0, description="steps added after each learning-rate drop")
+    max_steps: Optional[int] = Field(None, gt=0)
+
+    @field_validator("objective")
+    @classmethod
+    def _known_objective(cls, v: Optional[str]) -> Optional[str]:
+        return v if v is None else _check_registered(objectives, v)
+
+    def steps_after(self, lr_drops: int) -> int:
+        steps = self.steps + self.steps_increase * lr_drops
+        return min(steps, self.max_steps) if self.max_steps is not None else steps
+
+
+class OutDistribution(BaseModel):
+    """Where the out-distribution samples come from and how they are penalised.
+
+    ``dataset`` is any registered data set. Synthetic ones (``smoothed-noise``, ``uniform-noise``)
+    are generated afresh at every step from the current training batch (the papers' noise);
+    real ones (an ``image-folder`` of 80M Tiny Images, CIFAR-100, …) are loaded once from
+    ``split`` (``n`` caps them) and converted to the in-distribution's shape.
+    """
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+    dataset: str
+    split: str = "train"
+    n: Optional[int] = Field(None, gt=0)
+    options: dict[str, Any] = Field(default_factory=dict)
+    loss: Optional[OutLoss] = Field(None, description="max-log-conf (Hein et al.) or ce-uniform "
+                                    "(Augustin et al.); default: the method's")
+    lam: float = Field(1.0, gt=0, alias="lambda",
+                       description="weight of the out-loss; ceil(λB) out samples per step")
+
+    @field_validator("dataset")
+    @classmethod
+    def _known_dataset(cls, v: str) -> str:
+        return _check_registered(datasets, v)
+
+    @property
+    def synthetic(self) -> bool:
+        return datasets.meta(self.dataset).get("kind") == "synthetic"
+
+
+class Augment(BaseModel):
+    """Data augmentation of training images (never of test images or generated noise)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    crop_padding: int = Field(0, ge=0, description="random crop after zero-padding by this many "
+                              "pixels (0: off; the papers use 4)")
+    hflip: bool = Field(False, description="random horizontal flip (CIFAR in the papers)")
+    out: bool = Field(True, description="augment real out-distribution images the same way")
+
+
+class Schedule(BaseModel):
+    """Step learning-rate schedule: multiply by ``gamma`` at each milestone.
+
+    ``milestones`` are fractions of training (Hein et al.: ÷10 at 50/75/90 %); with ``per:
+    epoch`` the drop happens after epoch ``int(f·epochs)``, with ``per: step`` at optimizer step
+    ``round(f·total_steps)`` (as the authors' code does). ``epochs`` lists epoch numbers instead
+    (Augustin et al.: 100, 150, 200 of 220).
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    milestones: Optional[list[float]] = Field(default_factory=lambda: [0.5, 0.75, 0.9])
+    epochs: Optional[list[int]] = None
+    gamma: float = Field(0.1, gt=0)
+    per: Literal["epoch", "step"] = "epoch"
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> "Schedule":
+        if self.epochs is not None:
+            if "milestones" in self.model_fields_set and self.milestones is not None:
+                raise ValueError("give either `milestones` (fractions) or `epochs`, not both")
+            self.milestones = None
+            if self.per != "epoch":
+                raise ValueError("`epochs` milestones need `per: epoch`")
+            if any(e < 1 for e in self.epochs):
+                raise ValueError(f"epoch milestones must be >= 1, got {self.epochs}")
+        elif self.milestones is None:
+            raise ValueError("give `milestones` (fractions of training) or `epochs`")
+        elif any(not 0 < f <= 1 for f in self.milestones):
+            raise ValueError(f"milestones are fractions of training in (0, 1], got {self.milestones}")
+        return self
+
+    def points(self, epochs: int, steps_per_epoch: int) -> list[int]:
+        """Milestones in the scheduler's unit (epochs or optimizer steps)."""
+        if self.epochs is not None:
+            return sorted(self.epochs)
+        assert self.milestones is not None
+        if self.per == "epoch":
+            return [int(epochs * f) for f in self.milestones]
+        return [round(epochs * steps_per_epoch * f) for f in self.milestones]
+
+
+class FinalEval(BaseModel):
+    """What the model card reports besides the test error (all on the in-distribution test set)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    noise_n: int = Field(1000, ge=0, description="smoothed and uniform noise images (0: skip)")
+    adversarial_noise_n: int = Field(0, ge=0, description="adversarial noise images (the "
+                                     "registered `adversarial-noise` attack; 0: skip)")
+    adversarial_noise_steps: Optional[int] = Field(None, gt=0, description="default: the "
+                                                   "attack's (200)")
 
 
 class Recipe(BaseModel):
@@ -18,16 +175,27 @@ class Recipe(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     name: str
-    method: Literal["plain"] = Field("plain", description="training objective (more in later versions)")
+    method: str = Field("plain", description="registered trainer (`oodbench list trainers`)")
     arch: str
     arch_options: dict[str, Any] = Field(default_factory=dict)
+    normalize: Optional[Normalization] = Field(None, description="input normalisation layer in "
+                                               "front of the network (not in the weights file)")
     dataset: DataSpec
     epochs: int = Field(10, gt=0)
     batch_size: int = Field(128, gt=0)
+    drop_last: bool = Field(False, description="skip the last incomplete batch of each epoch")
     optimizer: Literal["adam", "sgd"] = "adam"
     lr: float = Field(1e-3, gt=0)
-    momentum: float = 0.9
+    momentum: float = Field(0.9, ge=0)
+    nesterov: bool = True
     weight_decay: float = Field(5e-4, ge=0)
+    schedule: Schedule = Field(default_factory=Schedule)
+    augment: Augment = Field(default_factory=Augment)
+    out_distribution: Optional[OutDistribution] = None
+    in_attack: Optional[TrainAttack] = None
+    out_attack: Optional[TrainAttack] = None
+    amp: bool = Field(True, description="bfloat16/float16 autocast on CUDA (never on CPU)")
+    evaluate: FinalEval = Field(default_factory=FinalEval)
     seed: int = 0
     device: str = "auto"
     data_root: Optional[str] = None
@@ -39,20 +207,36 @@ class Recipe(BaseModel):
     def _known_arch(cls, v: str) -> str:
         return _check_registered(architectures, v)
 
+    @field_validator("method")
+    @classmethod
+    def _known_method(cls, v: str) -> str:
+        return _check_registered(trainers, v)
+
+    @model_validator(mode="after")
+    def _method_settings(self) -> "Recipe":
+        """Check the settings against the method and fill in its paper defaults."""
+        trainers.get(self.method).resolve(self)
+        return self
+
     @property
     def base_dir(self) -> Path:
         return self.source.parent if self.source else Path.cwd()
+
+    def dump(self) -> dict[str, Any]:
+        """The resolved recipe as plain data (YAML keys, e.g. ``lambda``)."""
+        return self.model_dump(mode="json", by_alias=True)
 
 
 def load_recipe(path: Union[str, Path]) -> Recipe:
     path = Path(path)
     if not path.is_file():
-        raise SuiteError(f"{path}: no such recipe file")
+        raise RecipeError(f"{path}: no such recipe file")
     data = yaml.safe_load(path.read_text()) or {}
     try:
         recipe = Recipe.model_validate(data)
     except ValidationError as err:
-        msgs = [f"{path}: field `{'.'.join(map(str, e['loc']))}`: {e['msg']}" for e in err.errors()]
-        raise SuiteError("invalid recipe\n  " + "\n  ".join(msgs)) from None
+        msgs = [f"{path}: field `{'.'.join(map(str, e['loc'])) or '(recipe)'}`: {e['msg']}"
+                for e in err.errors()]
+        raise RecipeError("invalid recipe\n  " + "\n  ".join(msgs)) from None
     recipe.source = path
     return recipe

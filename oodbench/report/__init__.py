@@ -1,0 +1,22 @@
+"""Reports: tables from the results store, rendered through the Jinja2 templates in this package.
+
+::
+
+    from oodbench.report import render
+    print(render("results/quickstart.db", fmt="latex", layout="hein2019-table1", percent=True))
+
+Formats: ``latex`` (booktabs), ``html`` (self-contained page), ``md`` (GitHub Markdown), ``csv``
+(long metric table). Layouts: ``hein2019-table1``, ``ratio-summary``, ``per-probe``
+(:mod:`oodbench.report.layouts`). A run is verified against its stored jobs before it is
+reported (:func:`verify_run`). ``oodbench report`` is the command-line face of :func:`render`.
+"""
+
+from oodbench.report.data import ReportError, UnverifiedResultsError, load_run, verify_run
+from oodbench.report.escape import latex_escape, md_escape
+from oodbench.report.layouts import LAYOUTS
+from oodbench.report.references import ReferenceCard, load_card
+from oodbench.report.render import FORMATS, UnverifiedResultsWarning, render
+
+__all__ = ["render", "verify_run", "load_run", "latex_escape", "md_escape", "load_card",
+           "ReferenceCard", "ReportError", "UnverifiedResultsError", "UnverifiedResultsWarning",
+           "FORMATS", "LAYOUTS"]

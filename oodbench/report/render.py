@@ -1,0 +1,137 @@
+"""``render``: a stored run as a LaTeX, HTML, Markdown or CSV table.
+
+The output depends only on the stored run and the options — no dates, paths or versions — so
+a committed report regenerates byte for byte.
+"""
+
+from __future__ import annotations
+
+import warnings
+from functools import lru_cache
+from pathlib import Path
+from typing import Iterable, Optional, Sequence, Union
+
+import jinja2
+import pandas as pd
+
+from oodbench.report.data import RunData, ReportError, UnverifiedResultsError, load_run, verify_run
+from oodbench.report.escape import latex_escape, latex_label, md_escape
+from oodbench.report.layouts import BUILDERS, LAYOUTS, Numbers, Table
+from oodbench.report.references import ReferenceCard, References, load_references
+from oodbench.store import ResultStore
+
+FORMATS = ("latex", "html", "md", "csv")
+
+
+class UnverifiedResultsWarning(UserWarning):
+    """A run that fails verification was reported because ``allow_unverified`` was given."""
+
+
+class Raw(str):
+    """Template output that is already in the target format (a macro's result): not re-escaped."""
+
+
+def _finalizer(escape):
+    def finalize(value: object) -> str:
+        if isinstance(value, Raw):
+            return str(value)
+        if value is None:
+            raise ValueError("a template printed None (a missing value must be a string)")
+        return escape(value)
+
+    return finalize
+
+
+@lru_cache(maxsize=None)
+def environment(fmt: str) -> jinja2.Environment:
+    """The Jinja2 environment of a format. Every printed value is escaped for it: LaTeX and
+    Markdown through ``finalize``, HTML through autoescape."""
+    loader = jinja2.PackageLoader("oodbench.report", "templates")
+    common = dict(loader=loader, trim_blocks=True, lstrip_blocks=True, keep_trailing_newline=True,
+                  undefined=jinja2.StrictUndefined)
+    if fmt == "latex":
+        env = jinja2.Environment(block_start_string="<%", block_end_string="%>",
+                                 variable_start_string="<<", variable_end_string=">>",
+                                 comment_start_string="<#", comment_end_string="#>",
+                                 finalize=_finalizer(latex_escape), autoescape=False, **common)
+    elif fmt == "md":
+        env = jinja2.Environment(finalize=_finalizer(md_escape), autoescape=False, **common)
+    elif fmt == "html":
+        env = jinja2.Environment(autoescape=True, **common)
+    else:
+        raise ValueError(fmt)
+    env.filters["raw"] = Raw
+    return env
+
+
+def _csv(runs: list[RunData], numbers: Numbers, refs: References) -> str:
+    frames = []
+    for run in runs:
+        long = run.metrics[["model", "probe", "metric", "value", "kind"]].copy()
+        long["value"] = ["" if pd.isna(v) else numbers.text(m, float(v))
+                         for m, v in zip(long["metric"], long["value"])]
+        if refs:
+            reported = [refs.get(mo, p, me) for mo, p, me in zip(long["model"], long["probe"], long["metric"])]
+            long["paper"] = [numbers.text(me, r) if r is not None else "" for me, r in zip(long["metric"], reported)]
+            long["difference"] = [
+                numbers.difference(me, float(v), r).replace("\u2212", "-") if r is not None and not pd.isna(v) else ""
+                for me, v, r in zip(long["metric"], run.metrics["value"], reported)]
+        if len(runs) > 1:
+            long.insert(0, "suite", run.name)
+        frames.append(long)
+    return pd.concat(frames, ignore_index=True).to_csv(index=False, lineterminator="\n")
+
+
+def build_table(runs: list[RunData], layout: str, numbers: Numbers, refs: References) -> Table:
+    if layout not in BUILDERS:
+        raise ReportError(f"unknown layout {layout!r}; layouts: {', '.join(LAYOUTS)}")
+    return BUILDERS[layout](runs, numbers, refs)
+
+
+def render(store_path: Union[str, Path], *, fmt: str, layout: str = "hein2019-table1",
+           run_id: Union[int, Sequence[int], None] = None, precision: int = 3, percent: bool = False,
+           references: Optional[Iterable[Union[str, Path, ReferenceCard]]] = None,
+           standalone: bool = False, allow_unverified: bool = False) -> str:
+    """Render run(s) of the results store at ``store_path`` as a table.
+
+    fmt: ``latex`` (a booktabs ``table`` environment; ``standalone=True`` wraps it in a
+    compilable ``article``), ``html`` (a self-contained page), ``md`` (GitHub-flavoured
+    Markdown) or ``csv`` (the long metric table with a ``kind`` column; ``layout`` does not
+    apply). layout: ``hein2019-table1``, ``ratio-summary`` or ``per-probe`` (see
+    :mod:`oodbench.report.layouts`). run_id: a run, several runs (one block each), or None for
+    the latest. references: reference cards (YAML paths) putting the paper's numbers beside the
+    measured ones. Each run is verified first (:func:`verify_run`);
+    :class:`UnverifiedResultsError` lists the problems unless ``allow_unverified``.
+    """
+    if fmt not in FORMATS:
+        raise ReportError(f"unknown format {fmt!r}; formats: {', '.join(FORMATS)}")
+    if layout not in BUILDERS:
+        raise ReportError(f"unknown layout {layout!r}; layouts: {', '.join(LAYOUTS)}")
+    if not isinstance(precision, int) or not 0 <= precision <= 12:
+        raise ReportError(f"precision must be an integer from 0 to 12, not {precision!r}")
+    path = Path(store_path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such results store")
+    ids: list[Optional[int]] = [run_id] if run_id is None or isinstance(run_id, int) else list(run_id)
+    with ResultStore(path) as store:
+        runs = []
+        for rid in ids:
+            run = load_run(store, rid)
+            problems = verify_run(store, run.run_id)
+            if problems and not allow_unverified:
+                raise UnverifiedResultsError(path, run.run_id, problems)
+            if problems:
+                warnings.warn(f"{path}: run {run.run_id} does not verify ({'; '.join(problems)}); "
+                              "reporting it anyway (allow_unverified)", UnverifiedResultsWarning,
+                              stacklevel=2)
+            runs.append(run)
+    models = list(dict.fromkeys(m for r in runs for m in r.models))
+    probes = list(dict.fromkeys(p.label for r in runs for p in r.probes))
+    refs = load_references(references, models, probes)
+    numbers = Numbers(precision=precision, percent=percent)
+    if fmt == "csv":
+        return _csv(runs, numbers, refs)
+    table = build_table(runs, layout, numbers, refs)
+    template = {"latex": "table.tex.j2", "html": "table.html.j2", "md": "table.md.j2"}[fmt]
+    return environment(fmt).get_template(template).render(
+        table=table, standalone=standalone, label=latex_label(table.label), layout=layout)
