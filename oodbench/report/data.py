@@ -137,6 +137,7 @@ class RunData:
     models: list[str]
     probes: list[Probe]
     metrics: pd.DataFrame  # model, probe, metric, value, kind
+    declared: list[str] = field(default_factory=list)  # every probe of the suite, skipped ones too
     _values: dict[tuple[str, str, str], float] = field(default_factory=dict, repr=False)
 
     def __post_init__(self) -> None:
@@ -245,4 +246,5 @@ def load_run(store: ResultStore, run_id: Optional[int]) -> RunData:
     models = [m for m in model_names if m in present] + [m for m in present if m not in model_names]
     return RunData(run_id=rid, name=str(suite.get("name") or name_row[0][0]),
                    description=str(suite.get("description") or ""), in_label=in_label,
-                   models=models, probes=probes, metrics=long)
+                   models=models, probes=probes, metrics=long,
+                   declared=[in_label, *probe_labels])

@@ -126,7 +126,9 @@ def render(store_path: Union[str, Path], *, fmt: str, layout: str = "hein2019-ta
                               stacklevel=2)
             runs.append(run)
     models = list(dict.fromkeys(m for r in runs for m in r.models))
-    probes = list(dict.fromkeys(p.label for r in runs for p in r.probes))
+    # Probes the suite declares but the run skipped (missing data) may carry paper numbers too.
+    probes = list(dict.fromkeys([p.label for r in runs for p in r.probes]
+                                + [label for r in runs for label in r.declared]))
     refs = load_references(references, models, probes)
     numbers = Numbers(precision=precision, percent=percent)
     if fmt == "csv":
