@@ -476,7 +476,6 @@ def _ece(conf: np.ndarray, correct: np.ndarray, n_bins: int) -> float:
     # falls in the bin that ends there: bin i is (i/n, (i+1)/n], and 0 joins bin 0.
     edges = np.arange(n_bins + 1) / n_bins
     idx = np.clip(np.searchsorted(edges, conf, side="left") - 1, 0, n_bins - 1)
-    count = np.bincount(idx, minlength=n_bins)
     sum_conf = np.bincount(idx, weights=conf, minlength=n_bins)
     sum_acc = np.bincount(idx, weights=correct, minlength=n_bins)
     # sum over bins of |B|/N * |acc(B) - conf(B)| = sum |sum_acc - sum_conf| / N

@@ -27,6 +27,21 @@ DEFAULT_DATA_ROOT = Path("~/.cache/oodbench/data")
 DEFAULT_METRICS = ["test-error", "mmc", "ece", "auroc", "aupr-in", "aupr-out", "fpr95"]
 
 
+def resolve_data_root(field: Optional[str], base_dir: Path,
+                      override: Union[str, Path, None] = None) -> Path:
+    """Where data sets live: the CLI/API override > ``$OODBENCH_DATA`` > the file's
+    ``data_root`` (relative to the file) > the per-user default. One rule for suites and recipes,
+    so the same command line finds the same data for evaluating and for training."""
+    if override is not None:
+        return Path(override).expanduser()
+    if os.environ.get(DATA_ROOT_ENV):
+        return Path(os.environ[DATA_ROOT_ENV]).expanduser()
+    if field is not None:
+        root = Path(field).expanduser()
+        return root if root.is_absolute() else base_dir / root
+    return DEFAULT_DATA_ROOT.expanduser()
+
+
 class SuiteError(ValueError):
     """A suite file that cannot be used; the message says where and how to fix it."""
 
@@ -176,15 +191,7 @@ class Suite(BaseModel):
         return self.source.parent if self.source else Path.cwd()
 
     def resolve_data_root(self, override: Union[str, Path, None] = None) -> Path:
-        """CLI/API override > ``$OODBENCH_DATA`` > the suite's ``data_root`` > per-user default."""
-        if override is not None:
-            return Path(override).expanduser()
-        if os.environ.get(DATA_ROOT_ENV):
-            return Path(os.environ[DATA_ROOT_ENV]).expanduser()
-        if self.data_root is not None:
-            root = Path(self.data_root).expanduser()
-            return root if root.is_absolute() else self.base_dir / root
-        return DEFAULT_DATA_ROOT.expanduser()
+        return resolve_data_root(self.data_root, self.base_dir, override)
 
     def resolve_output(self, override: Union[str, Path, None] = None) -> Path:
         """The results store; relative paths are relative to the working directory."""

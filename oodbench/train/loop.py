@@ -23,7 +23,6 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import math
-import os
 import time
 from datetime import datetime, timezone
 from pathlib import Path
@@ -41,7 +40,7 @@ from oodbench.metrics import auroc, confidence, mean_max_confidence, test_error
 from oodbench.models.normalize import with_normalization
 from oodbench.registry import architectures, attacks, trainers
 from oodbench.runner import forward_logits, resolve_device
-from oodbench.suite import DATA_ROOT_ENV, DEFAULT_DATA_ROOT
+from oodbench.suite import resolve_data_root as _resolve_data_root
 from oodbench.train import checkpoint as ckpt
 from oodbench.train.data import OutSource, augment, generator, load_in_distribution, step_seed
 from oodbench.train.methods import Batch, Method
@@ -59,14 +58,8 @@ def _file_sha256(path: Path) -> str:
 
 
 def resolve_data_root(recipe: Recipe, override: Union[str, Path, None]) -> Path:
-    """``override`` > ``$OODBENCH_DATA`` > the recipe's ``data_root`` > the default cache."""
-    if override is not None:
-        return Path(override).expanduser()
-    if os.environ.get(DATA_ROOT_ENV):
-        return Path(os.environ[DATA_ROOT_ENV]).expanduser()
-    if recipe.data_root:
-        return recipe.base_dir / Path(recipe.data_root).expanduser()
-    return DEFAULT_DATA_ROOT.expanduser()
+    """The same rule as for suites (``oodbench.suite.resolve_data_root``)."""
+    return _resolve_data_root(recipe.data_root, recipe.base_dir, override)
 
 
 def _optimizer(recipe: Recipe, model: nn.Module) -> torch.optim.Optimizer:
