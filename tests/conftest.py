@@ -20,14 +20,17 @@ def digits_weights(tmp_path_factory) -> Path:
     return out
 
 
-SUITE = """\
-name: test-suite
+SUITE_HEADER = """\
 seed: 0
 batch_size: 128
 device: cpu
 in_distribution: {{name: digits 0-4, dataset: digits, options: {{classes: [0, 1, 2, 3, 4]}}}}
 models:
   - {{name: plain, adapter: safetensors, arch: digits-net, arch_options: {{num_classes: 5}}, path: {weights}}}
+"""
+"""The common part of the test suites: the digits model on digits 0-4 (format with `weights`)."""
+
+SUITE = "name: test-suite\n" + SUITE_HEADER + """\
 probes:
   - {{name: digits 5-9, dataset: digits, options: {{classes: [5, 6, 7, 8, 9]}}}}
   - {{name: uniform noise, dataset: uniform-noise, n: {n_uniform}}}

@@ -11,6 +11,8 @@ from oodbench.runner import run_suite
 from oodbench.store import ResultStore
 from oodbench.suite import load_suite
 
+from conftest import SUITE_HEADER  # noqa: E402  (tests/ is on sys.path under pytest)
+
 
 def metrics_dict(result):
     return {(r.model, r.probe, r.metric): r.value for r in result.metrics.itertuples()}
@@ -106,14 +108,7 @@ def test_same_seed_same_numbers_in_a_fresh_store(write_suite, tmp_path):
     assert metrics_dict(a) == metrics_dict(b)
 
 
-ATTACK_SUITE = """\
-name: attacks
-seed: 0
-batch_size: 128
-device: cpu
-in_distribution: {{name: digits 0-4, dataset: digits, options: {{classes: [0, 1, 2, 3, 4]}}}}
-models:
-  - {{name: plain, adapter: safetensors, arch: digits-net, arch_options: {{num_classes: 5}}, path: {weights}}}
+ATTACK_SUITE = "name: attacks\n" + SUITE_HEADER + """\
 probes:
   - {{name: noise, dataset: smoothed-noise, n: 100}}
   - {{name: adv. noise, dataset: smoothed-noise, n: 100, attack: {{name: adversarial-noise, steps: {steps}}}}}
