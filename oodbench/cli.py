@@ -192,5 +192,72 @@ def train(recipe_file: Path, device: Optional[str], output: Optional[Path],
                f"wall time: {card['trained_with']['wall_time_s']} s\n{metrics}")
 
 
+@main.command()
+@click.argument("checkpoint", type=click.Path(path_type=Path))
+@click.option("--arch", required=True, help="Registered architecture (`oodbench list architectures`).")
+@click.option("--arch-option", "arch_options", multiple=True, metavar="KEY=VALUE",
+              help="Keyword argument of the architecture (value read as YAML); repeatable.")
+@click.option("--suite", "suite_file", required=True, type=click.Path(path_type=Path),
+              help="The suite to evaluate on (its models are replaced by CHECKPOINT).")
+@click.option("--name", required=True, help="The entry's name on the leaderboard.")
+@click.option("--paper", default=None, metavar="URL", help="Paper describing the model.")
+@click.option("--leaderboard", "leaderboard_file", type=click.Path(path_type=Path),
+              default=Path("leaderboard.db"), show_default=True, help="Leaderboard file (SQLite).")
+@click.option("--adapter", type=click.Choice(["checkpoint", "safetensors"]), default=None,
+              help="How to read CHECKPOINT (default: by its suffix).")
+@click.option("--data-root", type=click.Path(path_type=Path), default=None,
+              help="Where datasets live (overrides $OODBENCH_DATA and the suite's data_root).")
+@click.option("--device", default=None, help="cpu, cuda, cuda:1 or auto (default: the suite's).")
+@click.option("--quiet", "-q", is_flag=True, help="No progress bars.")
+def submit(checkpoint: Path, arch: str, arch_options: tuple[str, ...], suite_file: Path, name: str,
+           paper: Optional[str], leaderboard_file: Path, adapter: Optional[str],
+           data_root: Optional[Path], device: Optional[str], quiet: bool) -> None:
+    """Evaluate CHECKPOINT on a suite and record it, with provenance, on the leaderboard.
+
+    A checkpoint (by sha256) is entered once per board (the suite without its models);
+    submitting it again reports that and exits 0."""
+    from oodbench.leaderboard import LeaderboardError, parse_options
+    from oodbench.leaderboard import submit as submit_
+    from oodbench.suite import load_suite
+
+    try:
+        options = parse_options(arch_options)
+        suite = load_suite(suite_file)
+        sub = submit_(checkpoint, suite=suite, name=name, arch=arch, arch_options=options,
+                      adapter=adapter, paper=paper, leaderboard=leaderboard_file,
+                      data_root=data_root, device=device, progress=not quiet)
+    except LeaderboardError as err:
+        click.echo(f"error: {err}", err=True)
+        sys.exit(2)
+    if not sub.added:
+        click.echo(f"{checkpoint} (sha256 {sub.checkpoint_sha256[:16]}…) is already on the leaderboard "
+                   f"for this suite (board {sub.suite_hash[:16]}, entry {sub.entry_id}); nothing added")
+        return
+    click.echo(f"added entry {sub.entry_id} to board {sub.suite_hash[:16]} of {leaderboard_file}\n"
+               f"sha256: {sub.checkpoint_sha256}\nresults: {sub.results_store} (run {sub.run_id})")
+
+
+@main.group()
+def leaderboard() -> None:
+    """Leaderboard files: render them as a static site."""
+
+
+@leaderboard.command("render")
+@click.option("--leaderboard", "leaderboard_file", type=click.Path(path_type=Path),
+              default=Path("leaderboard.db"), show_default=True, help="Leaderboard file (SQLite).")
+@click.option("--out", "-o", required=True, type=click.Path(file_okay=False, path_type=Path),
+              help="Directory for the site (index.html, one page per board and per entry).")
+def leaderboard_render(leaderboard_file: Path, out: Path) -> None:
+    """Write the leaderboard as static HTML (sortable tables, works offline)."""
+    from oodbench.leaderboard import LeaderboardError, render_site
+
+    try:
+        pages = render_site(leaderboard_file, out)
+    except LeaderboardError as err:
+        click.echo(f"error: {err}", err=True)
+        sys.exit(2)
+    click.echo(f"wrote {len(pages)} pages to {out} (open {out / 'index.html'})")
+
+
 if __name__ == "__main__":  # pragma: no cover
     main()

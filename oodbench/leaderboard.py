@@ -1,0 +1,321 @@
+"""The leaderboard: submit a checkpoint (evaluate it on a suite and record it with provenance),
+and render the boards as a static, offline, sortable HTML site.
+
+A *board* is a suite without its models: every field of the suite that defines the results
+(in-distribution set, probes and attacks, metrics, seed, batch size, ...) except ``models``,
+``device``, ``download``, ``output``, ``data_root`` and ``description``; its key is
+:func:`board_hash`. Submitting evaluates the suite with its ``models`` replaced by the submitted
+checkpoint. A changed suite (say a probe with another ``n``) is a different board. One
+checkpoint (by sha256) appears at most once per board: submitting it again adds nothing.
+
+The leaderboard is one SQLite file (``leaderboard.db`` by default); the results store of the
+evaluations lies beside it (``<stem>-results.db``), so a resubmission of a known job is reused.
+
+Schema (version in ``meta.schema_version``):
+
+- ``boards``: suite hash, suite name, suite JSON (without models), metric order, created (UTC).
+- ``entries``: one per (board, checkpoint sha256): name, adapter, arch + options, paper URL,
+  oodbench / torch / torchvision versions, device, environment JSON, submitted (UTC), and the
+  results-store run it came from.
+- ``entry_metrics``: the full metrics of an entry in long format (probe, metric, value).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import sqlite3
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Optional, Union
+
+from oodbench.suite import Suite, parse_suite
+
+SCHEMA_VERSION = 1
+DEFAULT_LEADERBOARD = "leaderboard.db"
+
+# Suite fields that do not define a board: the models (the submissions), and how/where it runs.
+BOARD_EXCLUDE = {"models", "device", "download", "output", "data_root", "description"}
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS boards (
+    suite_hash TEXT PRIMARY KEY, suite_name TEXT NOT NULL, suite_json TEXT NOT NULL,
+    metric_order TEXT NOT NULL, created TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS entries (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    suite_hash TEXT NOT NULL REFERENCES boards(suite_hash),
+    checkpoint_sha256 TEXT NOT NULL, name TEXT NOT NULL, adapter TEXT NOT NULL,
+    arch TEXT NOT NULL, arch_options TEXT NOT NULL, paper TEXT,
+    oodbench_version TEXT NOT NULL, torch_version TEXT NOT NULL, torchvision_version TEXT NOT NULL,
+    device TEXT NOT NULL, environment_json TEXT NOT NULL, submitted TEXT NOT NULL,
+    results_store TEXT NOT NULL, run_id INTEGER NOT NULL,
+    UNIQUE (suite_hash, checkpoint_sha256));
+CREATE TABLE IF NOT EXISTS entry_metrics (
+    entry_id INTEGER NOT NULL REFERENCES entries(id) ON DELETE CASCADE,
+    probe TEXT NOT NULL, metric TEXT NOT NULL, value REAL,
+    PRIMARY KEY (entry_id, probe, metric));
+"""
+
+
+class LeaderboardError(ValueError):
+    """A submission or render that cannot proceed (bad option, unreadable leaderboard)."""
+
+
+def board_hash(suite: Suite) -> str:
+    """sha256 of the canonical JSON of the suite without its models (see the module doc)."""
+    payload = suite.model_dump(mode="json", exclude=BOARD_EXCLUDE)
+    return hashlib.sha256(json.dumps(payload, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+
+
+def default_results_store(leaderboard: Union[str, Path]) -> Path:
+    """The results store beside a leaderboard: ``<dir>/<stem>-results.db``."""
+    lb = Path(leaderboard)
+    return lb.with_name(lb.stem + "-results.db")
+
+
+def adapter_for(checkpoint: Union[str, Path]) -> str:
+    """``safetensors`` for ``*.safetensors``, else ``checkpoint`` (a torch state dict)."""
+    return "safetensors" if str(checkpoint).lower().endswith(".safetensors") else "checkpoint"
+
+
+def parse_options(pairs: Any) -> dict[str, Any]:
+    """``["num_classes=5", "width=2.5"]`` → ``{"num_classes": 5, "width": 2.5}`` (values as YAML)."""
+    import yaml
+
+    out: dict[str, Any] = {}
+    for pair in pairs or ():
+        key, sep, value = str(pair).partition("=")
+        if not sep or not key.strip():
+            raise LeaderboardError(f"--arch-option {pair!r}: expected KEY=VALUE")
+        try:
+            out[key.strip()] = yaml.safe_load(value) if value.strip() else ""
+        except yaml.YAMLError:
+            out[key.strip()] = value
+    return out
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+class Leaderboard:
+    """A leaderboard file on disk. Use as a context manager or call :meth:`close`."""
+
+    def __init__(self, path: Union[str, Path], *, create: bool = True):
+        self.path = Path(path)
+        if not create and not self.path.is_file():
+            raise FileNotFoundError(f"{self.path}: no such leaderboard")
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._db = sqlite3.connect(self.path)
+        self._db.execute("PRAGMA foreign_keys = ON")
+        try:
+            self._db.executescript(_SCHEMA)
+        except sqlite3.DatabaseError as err:
+            self._db.close()
+            raise LeaderboardError(f"{self.path}: not a leaderboard ({err})") from None
+        row = self._db.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
+        if row is None:
+            with self._db:
+                self._db.execute("INSERT INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
+        elif int(row[0]) != SCHEMA_VERSION:
+            self._db.close()
+            raise LeaderboardError(f"{self.path}: leaderboard schema {row[0]}, this oodbench reads "
+                                   f"{SCHEMA_VERSION}")
+
+    def __enter__(self) -> "Leaderboard":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._db.close()
+
+    def find_entry(self, suite_hash: str, sha256: str) -> Optional[int]:
+        row = self._db.execute("SELECT id FROM entries WHERE suite_hash=? AND checkpoint_sha256=?",
+                               (suite_hash, sha256)).fetchone()
+        return None if row is None else int(row[0])
+
+    def add_entry(self, *, suite: Suite, suite_hash: str, entry: dict[str, Any],
+                  metrics: list[tuple[str, str, Optional[float]]]) -> int:
+        """Record a board (if new), an entry and its long-format metrics in one transaction."""
+        with self._db:
+            self._db.execute(
+                "INSERT OR IGNORE INTO boards VALUES (?,?,?,?,?)",
+                (suite_hash, suite.name,
+                 json.dumps(suite.model_dump(mode="json", exclude=BOARD_EXCLUDE), sort_keys=True),
+                 json.dumps(list(suite.metrics)), _now()))
+            cols = list(entry)
+            cur = self._db.execute(
+                f"INSERT INTO entries (suite_hash, {', '.join(cols)}) VALUES (?{', ?' * len(cols)})",
+                (suite_hash, *entry.values()))
+            entry_id = int(cur.lastrowid)
+            self._db.executemany("INSERT OR REPLACE INTO entry_metrics VALUES (?,?,?,?)",
+                                 [(entry_id, p, m, v) for p, m, v in metrics])
+        return entry_id
+
+    def boards(self) -> list[dict[str, Any]]:
+        rows = self._db.execute("SELECT suite_hash, suite_name, suite_json, metric_order, created "
+                                "FROM boards ORDER BY created, suite_hash").fetchall()
+        out = []
+        for h, name, sj, order, created in rows:
+            n = self._db.execute("SELECT count(*) FROM entries WHERE suite_hash=?", (h,)).fetchone()[0]
+            out.append({"hash": h, "name": name, "suite": json.loads(sj), "metric_order": json.loads(order),
+                        "created": created, "n_entries": int(n)})
+        return out
+
+    def entries(self, suite_hash: Optional[str] = None) -> list[dict[str, Any]]:
+        """Entries (all, or of one board) with their metrics as ``{(probe, metric): value}``."""
+        query = "SELECT * FROM entries" + (" WHERE suite_hash=?" if suite_hash else "") + " ORDER BY id"
+        cur = self._db.execute(query, (suite_hash,) if suite_hash else ())
+        names = [d[0] for d in cur.description]
+        out = []
+        for row in cur.fetchall():
+            e = dict(zip(names, row))
+            e["arch_options"] = json.loads(e["arch_options"])
+            e["environment"] = json.loads(e.pop("environment_json"))
+            e["metrics"] = {(p, m): v for p, m, v in self._db.execute(
+                "SELECT probe, metric, value FROM entry_metrics WHERE entry_id=? ORDER BY rowid",
+                (e["id"],))}
+            out.append(e)
+        return out
+
+
+@dataclass
+class Submission:
+    """What :func:`submit` did: the entry id, whether it was added now, and the keys."""
+
+    entry_id: int
+    added: bool
+    suite_hash: str
+    checkpoint_sha256: str
+    run_id: Optional[int] = None
+    results_store: Optional[Path] = None
+
+
+def submission_suite(suite: Suite, checkpoint: Union[str, Path], *, name: str, arch: str,
+                     arch_options: Optional[dict[str, Any]] = None,
+                     adapter: Optional[str] = None) -> Suite:
+    """``suite`` with its ``models`` replaced by the one checkpoint (validated like a suite file)."""
+    data = suite.model_dump(mode="json")
+    data["models"] = [{"name": name, "adapter": adapter or adapter_for(checkpoint),
+                       "path": str(Path(checkpoint).expanduser().resolve()), "arch": arch,
+                       "arch_options": dict(arch_options or {})}]
+    return parse_suite(data, source=suite.source)
+
+
+def submit(checkpoint: Union[str, Path], *, suite: Suite, name: str, arch: str,
+           arch_options: Optional[dict[str, Any]] = None, adapter: Optional[str] = None,
+           paper: Optional[str] = None, leaderboard: Union[str, Path] = DEFAULT_LEADERBOARD,
+           results: Union[str, Path, None] = None, data_root: Union[str, Path, None] = None,
+           device: Optional[str] = None, progress: bool = False) -> Submission:
+    """Evaluate ``checkpoint`` on ``suite`` (its models replaced) and record it on the board.
+
+    If the board already has this checkpoint (same sha256), nothing is run or added
+    (``added=False``). The results store defaults to :func:`default_results_store`.
+    """
+    from oodbench.models import file_sha256
+    from oodbench.runner import run_suite
+
+    path = Path(checkpoint).expanduser()
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such checkpoint")
+    if adapter is not None and adapter not in ("checkpoint", "safetensors"):
+        raise LeaderboardError(f"adapter must be checkpoint or safetensors, not {adapter!r}")
+    sub_suite = submission_suite(suite, path, name=name, arch=arch, arch_options=arch_options,
+                                 adapter=adapter)
+    digest = file_sha256(path)
+    key = board_hash(sub_suite)
+    with Leaderboard(leaderboard) as lb:
+        existing = lb.find_entry(key, digest)
+        if existing is not None:
+            return Submission(existing, False, key, digest)
+    store = Path(results) if results is not None else default_results_store(leaderboard)
+    result = run_suite(sub_suite, data_root=data_root, output=store, device=device, progress=progress)
+    import torch
+    import torchvision
+
+    import oodbench
+    from oodbench.runner import environment, resolve_device
+
+    dev = resolve_device(device or sub_suite.device)
+    model = sub_suite.models[0]
+    entry = {
+        "checkpoint_sha256": digest, "name": name, "adapter": model.adapter, "arch": arch,
+        "arch_options": json.dumps(model.arch_options, sort_keys=True), "paper": paper,
+        "oodbench_version": oodbench.__version__, "torch_version": str(torch.__version__),
+        "torchvision_version": str(torchvision.__version__), "device": str(dev),
+        "environment_json": json.dumps(environment(dev), sort_keys=True), "submitted": _now(),
+        "results_store": str(result.store_path), "run_id": result.run_id,
+    }
+    long = result.metrics
+    metrics = [(str(p), str(m), None if v != v else float(v))
+               for p, m, v in zip(long["probe"], long["metric"], long["value"])]
+    with Leaderboard(leaderboard) as lb:
+        entry_id = lb.add_entry(suite=sub_suite, suite_hash=key, entry=entry, metrics=metrics)
+    return Submission(entry_id, True, key, digest, result.run_id, result.store_path)
+
+
+# --------------------------------------------------------------------------- the static site
+
+def board_page(suite_hash: str) -> str:
+    return f"board-{suite_hash[:16]}.html"
+
+
+def entry_page(entry_id: int) -> str:
+    return f"entry-{entry_id}.html"
+
+
+def _fmt(value: Optional[float]) -> str:
+    return "–" if value is None or value != value else f"{value:.4f}"
+
+
+def _columns(entries: list[dict[str, Any]], metric_order: list[str]) -> list[tuple[str, str]]:
+    """(probe, metric) columns: probes in order of appearance, metrics in the suite's order."""
+    seen = list(dict.fromkeys(k for e in entries for k, v in e["metrics"].items() if v is not None))
+    probes = list(dict.fromkeys(p for p, _ in seen))
+    rank = {m: i for i, m in enumerate(metric_order)}
+    return sorted(seen, key=lambda pm: (probes.index(pm[0]), rank.get(pm[1], len(rank)), pm[1]))
+
+
+def render_site(leaderboard: Union[str, Path], out: Union[str, Path]) -> list[Path]:
+    """Write ``index.html``, one page per board and one per entry into ``out``; return the paths.
+
+    Every user string is escaped by Jinja2 autoescape (the report package's HTML environment);
+    the pages need no network (inline CSS and a small inline sorting script).
+    """
+    from oodbench.report.render import environment
+
+    env = environment("html")
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    written: list[Path] = []
+
+    def write(name: str, template: str, **ctx: Any) -> None:
+        path = out / name
+        path.write_text(env.get_template(template).render(**ctx), encoding="utf-8")
+        written.append(path)
+
+    with Leaderboard(leaderboard, create=False) as lb:
+        boards = lb.boards()
+        for board in boards:
+            board["page"] = board_page(board["hash"])
+            entries = lb.entries(board["hash"])
+            for e in entries:  # link only web addresses (never javascript: or data: URLs)
+                paper = e["paper"] or ""
+                e["paper_href"] = paper if paper.lower().startswith(("https://", "http://")) else None
+            cols = _columns(entries, board["metric_order"])
+            rows = [{"entry": e, "page": entry_page(e["id"]),
+                     "cells": [(_fmt(e["metrics"].get(c)),
+                                "" if e["metrics"].get(c) is None else repr(float(e["metrics"][c])))
+                               for c in cols]} for e in entries]
+            write(board["page"], "leaderboard_board.html.j2", board=board, columns=cols, rows=rows)
+            for e in entries:
+                metrics = [(p, m, _fmt(v)) for (p, m), v in e["metrics"].items()]
+                write(entry_page(e["id"]), "leaderboard_entry.html.j2", board=board, entry=e,
+                      metrics=metrics)
+    write("index.html", "leaderboard_index.html.j2", boards=boards)
+    return written
+

@@ -1,0 +1,183 @@
+"""The leaderboard: submit (evaluate + record with provenance), deduplication, boards per suite,
+and the static site (escaping, client-side sorting)."""
+
+from __future__ import annotations
+
+import re
+import shutil
+
+import pytest
+from click.testing import CliRunner
+
+from oodbench.cli import main
+from oodbench.leaderboard import Leaderboard, board_hash, parse_options, submission_suite
+from conftest import SUITE_HEADER  # noqa: E402  (tests/ is on sys.path under pytest)
+
+BOARD_SUITE = "name: lb-suite\n" + SUITE_HEADER + """\
+probes:
+  - {{name: uniform noise, dataset: uniform-noise, n: {n_uniform}}}
+metrics: [test-error, mmc, auroc, fpr95]
+"""
+
+EVIL = "<script>alert(1)</script>"
+
+
+def _submit(runner, lb, suite, weights, name="plain", *extra):
+    return runner.invoke(main, ["submit", str(weights), "--arch", "digits-net",
+                                "--arch-option", "num_classes=5", "--suite", str(suite),
+                                "--name", name, "--leaderboard", str(lb), "-q", *extra])
+
+
+@pytest.fixture
+def board(tmp_path, write_suite, digits_weights):
+    """One submission of the digits model on the small suite (n: 50 noise)."""
+    runner = CliRunner()
+    suite = write_suite(BOARD_SUITE, name="board.yaml", n_uniform=50)
+    lb = tmp_path / "lb" / "leaderboard.db"
+    res = _submit(runner, lb, suite, digits_weights, EVIL, "--paper", "javascript:alert(2)")
+    assert res.exit_code == 0, res.output
+    return runner, lb, suite
+
+
+def test_submit_records_entry_with_provenance(board, digits_weights, tmp_path):
+    from oodbench.models import file_sha256
+    from oodbench.runner import run_suite
+    from oodbench.suite import load_suite
+
+    runner, lb, suite_file = board
+    assert (lb.parent / "leaderboard-results.db").is_file()  # results store beside the board
+    suite = load_suite(suite_file)
+    with Leaderboard(lb) as board_db:
+        boards, entries = board_db.boards(), board_db.entries()
+    assert len(boards) == 1 and len(entries) == 1
+    entry = entries[0]
+    assert entry["checkpoint_sha256"] == file_sha256(digits_weights)
+    assert entry["name"] == EVIL and entry["arch"] == "digits-net"
+    assert entry["arch_options"] == {"num_classes": 5} and entry["adapter"] == "safetensors"
+    assert entry["device"] == "cpu" and entry["paper"] == "javascript:alert(2)"
+    assert entry["oodbench_version"] and entry["torch_version"] and entry["torchvision_version"]
+    assert entry["submitted"].endswith("+00:00")
+    assert boards[0]["hash"] == entry["suite_hash"] == board_hash(suite)
+    assert boards[0]["name"] == "lb-suite"
+
+    # the same numbers as evaluating the model directly (the suite's own model entry)
+    direct = run_suite(suite, output=tmp_path / "direct.db", progress=False).metrics
+    expected = {(p, m): v for p, m, v in zip(direct["probe"], direct["metric"], direct["value"])}
+    assert set(entry["metrics"]) == set(expected)
+    for key, value in expected.items():
+        assert entry["metrics"][key] == pytest.approx(value, nan_ok=True), key
+    assert ("uniform noise", "auroc") in entry["metrics"]
+
+
+def test_duplicate_adds_nothing_and_changed_suite_is_new_board(board, write_suite, digits_weights):
+    runner, lb, suite = board
+    again = _submit(runner, lb, suite, digits_weights, "renamed")
+    assert again.exit_code == 0, again.output
+    assert "already on the leaderboard" in again.output
+    with Leaderboard(lb) as board_db:
+        assert len(board_db.entries()) == 1 and len(board_db.boards()) == 1
+
+    changed = write_suite(BOARD_SUITE, name="changed.yaml", n_uniform=60)
+    res = _submit(runner, lb, changed, digits_weights)
+    assert res.exit_code == 0, res.output
+    assert "added entry" in res.output
+    with Leaderboard(lb) as board_db:
+        assert len(board_db.boards()) == 2 and len(board_db.entries()) == 2
+
+
+def test_board_hash_ignores_models_and_device(write_suite, digits_weights):
+    from oodbench.suite import load_suite
+
+    suite = load_suite(write_suite(BOARD_SUITE, n_uniform=50))
+    other = submission_suite(suite, digits_weights, name="x", arch="digits-net",
+                             arch_options={"num_classes": 5})
+    assert board_hash(other) == board_hash(suite)
+    assert board_hash(suite.model_copy(update={"device": "cuda"})) == board_hash(suite)
+    assert board_hash(suite.model_copy(update={"seed": 1})) != board_hash(suite)
+
+
+def test_render_site_escapes_and_sorts(board, tmp_path):
+    runner, lb, _ = board
+    site = tmp_path / "site"
+    res = runner.invoke(main, ["leaderboard", "render", "--leaderboard", str(lb), "--out", str(site)])
+    assert res.exit_code == 0, res.output
+    index = (site / "index.html").read_text()
+    boards = sorted(site.glob("board-*.html"))
+    entries = sorted(site.glob("entry-*.html"))
+    assert len(boards) == 1 and len(entries) == 1
+    assert boards[0].name in index and "lb-suite" in index
+    page = boards[0].read_text()
+    for html in (page, entries[0].read_text()):
+        assert EVIL not in html and "&lt;script&gt;alert(1)&lt;/script&gt;" in html
+        assert 'href="javascript:' not in html
+        assert "http://" not in html.replace("http://www.w3.org", "") and "https://" not in html
+    # exactly one script (ours, inline) and it sorts on header clicks
+    assert page.count("<script") == 1 and "<script src" not in page
+    assert 'addEventListener("click"' in page and "rows.sort" in page
+    header = re.search(r"<thead>(.*?)</thead>", page, re.S).group(1)
+    assert "uniform noise" in header and "auroc" in header and "test-error" in header
+    assert header.count('class="sortable"') == len(re.findall(r"<th ", header))
+    # numeric cells carry the full value to sort by
+    assert re.search(r'<td class="num" data-sort="[0-9.e-]+">', page)
+
+
+def test_errors(tmp_path, write_suite, digits_weights):
+    runner = CliRunner()
+    res = runner.invoke(main, ["leaderboard", "render", "--leaderboard", str(tmp_path / "none.db"),
+                               "--out", str(tmp_path / "site")])
+    assert res.exit_code == 2 and "error:" in res.output and "no such leaderboard" in res.output
+    suite = write_suite(BOARD_SUITE, n_uniform=50)
+    res = _submit(runner, tmp_path / "lb.db", suite, tmp_path / "missing.safetensors")
+    assert res.exit_code == 2 and "no such checkpoint" in res.output
+    res = runner.invoke(main, ["submit", str(digits_weights), "--arch", "digits-net",
+                               "--arch-option", "oops", "--suite", str(suite), "--name", "x",
+                               "--leaderboard", str(tmp_path / "lb.db")])
+    assert res.exit_code == 2 and "KEY=VALUE" in res.output
+    assert parse_options(["num_classes=5", "w=2.5", "s=abc"]) == {"num_classes": 5, "w": 2.5, "s": "abc"}
+
+
+def test_sorting_in_browser(board, tmp_path):
+    """Clicking a header re-sorts the rows (headless Chromium); screenshot under tmp_path."""
+    if shutil.which("chromium") is None or shutil.which("chromedriver") is None:
+        pytest.skip("needs headless Chromium and its driver: apt-get install chromium chromium-driver, "
+                    "and pip install selenium")
+    webdriver = pytest.importorskip("selenium.webdriver", reason="needs pip install selenium")
+    runner, lb, suite = board
+    with Leaderboard(lb) as board_db:  # a second, weaker entry to sort against
+        first = board_db.entries()[0]
+        from oodbench.suite import load_suite
+
+        entry = {k: first[k] for k in ("name", "adapter", "arch", "paper", "oodbench_version",
+                                       "torch_version", "torchvision_version", "device",
+                                       "submitted", "results_store", "run_id")}
+        entry.update(name="aaa-weak", checkpoint_sha256="0" * 64, arch_options="{}",
+                     environment_json="{}")
+        metrics = [(p, m, 0.0 if v is not None else None) for (p, m), v in first["metrics"].items()]
+        board_db.add_entry(suite=load_suite(suite), suite_hash=first["suite_hash"], entry=entry,
+                           metrics=metrics)
+    site = tmp_path / "site"
+    assert runner.invoke(main, ["leaderboard", "render", "--leaderboard", str(lb),
+                                "--out", str(site)]).exit_code == 0
+    page = next(site.glob("board-*.html"))
+    opts = webdriver.ChromeOptions()
+    opts.add_argument("--headless=new")
+    opts.add_argument("--no-sandbox")
+    driver = webdriver.Chrome(options=opts)
+    try:
+        driver.get(page.as_uri())
+
+        def names():
+            return [th.text.split(" paper")[0] for th in
+                    driver.find_elements("css selector", "tbody th")]
+
+        assert names() == [EVIL, "aaa-weak"]
+        headers = driver.find_elements("css selector", "thead th")
+        auroc = next(h for h in headers if h.text.endswith("auroc"))
+        auroc.click()
+        assert names() == ["aaa-weak", EVIL] and auroc.get_attribute("aria-sort") == "ascending"
+        auroc.click()
+        assert names() == [EVIL, "aaa-weak"] and auroc.get_attribute("aria-sort") == "descending"
+        driver.save_screenshot(str(tmp_path / "board.png"))
+    finally:
+        driver.quit()
+    assert (tmp_path / "board.png").stat().st_size > 0
