@@ -157,6 +157,27 @@ def report(results: Path, fmt: str, layout: str, run_ids: tuple[int, ...], preci
 
 
 @main.command()
+@click.argument("results", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--out", "-o", "out_dir", required=True, type=click.Path(file_okay=False, path_type=Path),
+              help="Directory for the figures (roc-<model>.<fmt>, hist-<model>.<fmt>).")
+@click.option("--run", "run_id", type=int, default=None, help="Run id (default: the latest).")
+@click.option("--format", "formats", type=click.Choice(["png", "pdf"]), multiple=True,
+              help="Figure format; repeat for several (default: png and pdf).")
+def plot(results: Path, out_dir: Path, run_id: Optional[int], formats: tuple[str, ...]) -> None:
+    """Draw ROC curves and confidence histograms of a stored run of RESULTS."""
+    from oodbench.report import ReportError
+    from oodbench.report.plots import FORMATS, write_plots
+
+    try:
+        paths = write_plots(results, out_dir, run_id=run_id, formats=list(formats) or FORMATS)
+    except ReportError as err:
+        click.echo(f"error: {err}", err=True)
+        sys.exit(2)
+    for path in paths:
+        click.echo(str(path))
+
+
+@main.command()
 @click.argument("recipe_file", type=click.Path(path_type=Path))
 @click.option("--device", default=None, help="cpu, cuda or auto (default: the recipe's).")
 @click.option("--output", "-o", type=click.Path(path_type=Path), default=None,
