@@ -24,12 +24,12 @@ from __future__ import annotations
 
 import hashlib
 import json
-import sqlite3
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Optional, Union
 
+from oodbench.store import open_versioned_db
 from oodbench.suite import Suite, parse_suite
 
 SCHEMA_VERSION = 1
@@ -107,22 +107,8 @@ class Leaderboard:
         self.path = Path(path)
         if not create and not self.path.is_file():
             raise FileNotFoundError(f"{self.path}: no such leaderboard")
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._db = sqlite3.connect(self.path)
-        self._db.execute("PRAGMA foreign_keys = ON")
-        try:
-            self._db.executescript(_SCHEMA)
-        except sqlite3.DatabaseError as err:
-            self._db.close()
-            raise LeaderboardError(f"{self.path}: not a leaderboard ({err})") from None
-        row = self._db.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
-        if row is None:
-            with self._db:
-                self._db.execute("INSERT INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
-        elif int(row[0]) != SCHEMA_VERSION:
-            self._db.close()
-            raise LeaderboardError(f"{self.path}: leaderboard schema {row[0]}, this oodbench reads "
-                                   f"{SCHEMA_VERSION}")
+        self._db = open_versioned_db(self.path, _SCHEMA, SCHEMA_VERSION, "leaderboard",
+                                     LeaderboardError)
 
     def __enter__(self) -> "Leaderboard":
         return self

@@ -70,22 +70,36 @@ class CorruptEntryWarning(UserWarning):
     """A stored array failed its checksum; the job is dropped and will be recomputed."""
 
 
+def open_versioned_db(path: Path, schema: str, version: int, what: str,
+                      error: type[Exception] = RuntimeError) -> sqlite3.Connection:
+    """Open (or create) one of oodbench's SQLite files: apply ``schema`` (which must define the
+    ``meta`` table), record ``version`` in a new file, and refuse a file of another kind or
+    version with ``error`` naming it, so an old file is never misread."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    db = sqlite3.connect(path)
+    try:
+        db.execute("PRAGMA foreign_keys = ON")
+        db.executescript(schema)
+        row = db.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
+    except sqlite3.DatabaseError as err:
+        db.close()
+        raise error(f"{path}: not a {what} ({err})") from None
+    if row is None:
+        with db:
+            db.execute("INSERT INTO meta VALUES ('schema_version', ?)", (str(version),))
+    elif int(row[0]) != version:
+        db.close()
+        raise error(f"{path}: {what} schema {row[0]}, this oodbench reads {version}; "
+                    "use a new file")
+    return db
+
+
 class ResultStore:
     """A results store on disk. Use as a context manager or call :meth:`close`."""
 
     def __init__(self, path: str | Path):
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._db = sqlite3.connect(self.path)
-        self._db.execute("PRAGMA foreign_keys = ON")
-        self._db.executescript(_SCHEMA)
-        row = self._db.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
-        if row is None:
-            with self._db:
-                self._db.execute("INSERT INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
-        elif int(row[0]) != SCHEMA_VERSION:
-            raise RuntimeError(f"{self.path}: results store schema {row[0]}, this oodbench reads "
-                               f"{SCHEMA_VERSION}; use a new output file")
+        self._db = open_versioned_db(self.path, _SCHEMA, SCHEMA_VERSION, "results store")
 
     def __enter__(self) -> "ResultStore":
         return self

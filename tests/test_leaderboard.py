@@ -181,3 +181,12 @@ def test_sorting_in_browser(board, tmp_path):
     finally:
         driver.quit()
     assert (tmp_path / "board.png").stat().st_size > 0
+
+
+def test_a_file_that_is_not_a_leaderboard_is_refused(tmp_path):
+    from oodbench.leaderboard import Leaderboard, LeaderboardError
+
+    junk = tmp_path / "junk.db"
+    junk.write_bytes(b"not a database" * 100)
+    with pytest.raises(LeaderboardError, match="not a leaderboard"):
+        Leaderboard(junk)

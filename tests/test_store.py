@@ -59,3 +59,18 @@ def test_zero_dimensional_arrays_keep_their_shape(tmp_path):
         out = store.get_job("h")
     assert out["count"].shape == () and int(out["count"]) == 12345
     assert out["flags"].dtype == np.bool_ and out["flags"].tolist() == [True, False]
+
+
+def test_foreign_or_newer_files_are_refused(tmp_path):
+    junk = tmp_path / "junk.db"
+    junk.write_bytes(b"this is not sqlite" * 100)
+    with pytest.raises(RuntimeError, match="not a results store"):
+        ResultStore(junk)
+    path = tmp_path / "r.db"
+    ResultStore(path).close()
+    db = sqlite3.connect(path)
+    with db:
+        db.execute("UPDATE meta SET value='99' WHERE key='schema_version'")
+    db.close()
+    with pytest.raises(RuntimeError, match="results store schema 99, this oodbench reads 1"):
+        ResultStore(path)
