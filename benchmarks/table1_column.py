@@ -1,24 +1,36 @@
 """A full Table-1 column for one model: oodbench vs the script a user would write.
 
-    python benchmarks/table1_column.py [--model plain|noise-trained|both]
+    python benchmarks/table1_column.py [--model plain|noise-trained|both] [--repeats 2]
+    python benchmarks/table1_column.py --scale mnist --data-root DIR [--noise-trained-weights W]
 
-The column follows Hein et al. (2019), Table 1, on the quickstart's embedded data (digits 0-4
-in-distribution): near-OOD digits 5-9, uniform noise, smoothed noise, adversarial noise (PGD,
-Linf 0.3, 200 × 0.0075, around smoothed noise), adversarial samples (PGD on CE, 80 steps) and a
-worst-case row (APGD, L2 1.0, 100 steps, around digits 5-9), with the metrics AUROC and FPR@95.
+The column follows Hein et al. (2019), Table 1: the clean probes, adversarial noise (PGD, Linf 0.3,
+200 × 0.0075, around smoothed noise), adversarial samples (PGD on CE, 80 steps; misclassified
+points score) and a worst-case row (APGD, L2 1.0, 100 steps), with the metrics AUROC and FPR@95.
+
+Scales:
+
+- ``digits`` (default, no download): in-distribution digits 0-4 of scikit-learn's embedded 8×8
+  digits, OOD digits 5-9, 1000 noise images; the plain model is ``model_zoo/digits-plain``, the
+  noise-trained one a digits-net trained here in a few seconds against adversarial noise.
+- ``mnist``: real MNIST in torchvision's layout under ``--data-root`` (downloaded there by
+  torchvision if ``--download``) with the LeNet of the papers: the plain model is
+  ``model_zoo/mnist-lenet-plain-cpu``; pass ``--noise-trained-weights`` (e.g. a model trained with
+  ``model_zoo/recipes/hein2019-mnist-acet-cpu.yaml``) for the second column. ``--n`` sets the
+  number of attacked points per attack row.
 
 The reference ("straightforward script") does what one writes by hand: for every probe it
 re-runs the clean pass over the in-distribution test set, builds the probe, attacks every point
-for the full budget (the same engine with ``full_budget=True``, so the same seeds and iterates
-as a plain PGD loop, no early stop) and computes the metrics. oodbench
-runs the same suite through `run_suite` into a fresh results store: one clean pass shared by all
-probes, and the exact early stop (a point whose confidence already exceeds every in-distribution
-confidence cannot change AUROC or FPR@95). The two must give identical AUROC/FPR@95; the script
-checks that and prints the speed ratio (targets: ≥ 3× for a plain model, ≥ 1.3× for a model
-trained against noise, where the attack rarely succeeds so early stop rarely fires).
+for the full budget (the same engine with ``full_budget=True``: the same seeds and iterates as a
+plain PGD/APGD loop, input gradients only, no early stop) and computes the metrics. oodbench runs
+the same column as a suite through ``run_suite`` into a fresh results store: one clean pass
+shared by all probes, and the exact early stop (a point whose confidence exceeds every
+in-distribution confidence, or reaches 1.0, cannot change AUROC or FPR@95). Both sides are built
+from one column description (:func:`column`), so they cannot drift apart.
 
-"noise-trained" is a digits-net trained here in a few seconds with the ACET idea (cross-entropy
-on digits + max-log-confidence on adversarially perturbed smoothed noise), using the engine.
+It prints the metrics of both sides (they must be identical, or the script fails), the times
+and their ratio, and per attack row the gradient evaluations of both sides and the share of
+points the exact early stop finished. That share bounds what any exact early stop can save:
+the row's work can shrink at most by the points that ever out-rank every in-distribution point.
 """
 
 from __future__ import annotations
@@ -26,7 +38,9 @@ from __future__ import annotations
 import argparse
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, Optional
 
 import numpy as np
 import torch
@@ -34,97 +48,136 @@ import torch.nn.functional as F
 from safetensors.torch import save_file
 
 from oodbench.attacks import AttackConfig, AttackSpec, ThreatModel, run_attack
-from oodbench.data import DataRequest, load_dataset, to_shape
+from oodbench.data import DataRequest, ImageSet, load_dataset, to_shape
+from oodbench.data.common import subsample_indices
 from oodbench.metrics import auroc, confidence, fpr_at_tpr
 from oodbench.models import load_model
 from oodbench.registry import architectures, attacks
 from oodbench.runner import forward_logits, run_suite
+from oodbench.store import ResultStore
 from oodbench.suite import parse_suite
 
 REPO = Path(__file__).resolve().parents[1]
-CLASSES_IN, CLASSES_OUT = [0, 1, 2, 3, 4], [5, 6, 7, 8, 9]
-N_NOISE = 1000
+DIGITS_IN, DIGITS_OUT = [0, 1, 2, 3, 4], [5, 6, 7, 8, 9]
 BATCH = 500
 
 
-def suite_dict(weights: Path) -> dict:
-    return {
-        "name": "table1-column", "seed": 0, "batch_size": BATCH, "device": "cpu",
-        "in_distribution": {"name": "digits 0-4", "dataset": "digits", "options": {"classes": CLASSES_IN}},
-        "models": [{"name": "m", "adapter": "safetensors", "arch": "digits-net",
-                    "arch_options": {"num_classes": 5}, "path": str(weights)}],
+@dataclass
+class Column:
+    """One model's column: the suite both sides evaluate, and where its data lives."""
+
+    suite: dict[str, Any]
+    data_root: Path
+
+
+def column(scale: str, weights: Path, *, n: int, data_root: Optional[Path], download: bool) -> Column:
+    if scale == "digits":
+        model = {"name": "m", "adapter": "safetensors", "arch": "digits-net",
+                 "arch_options": {"num_classes": 5}, "path": str(weights)}
+        in_dist = {"name": "digits 0-4", "dataset": "digits", "options": {"classes": DIGITS_IN}}
+        near = {"name": "digits 5-9", "dataset": "digits", "options": {"classes": DIGITS_OUT}}
+        noise_n, attack_n, root = 1000, None, Path(tempfile.gettempdir())
+    else:
+        if data_root is None:
+            raise SystemExit("--scale mnist needs --data-root (a directory with MNIST/raw/*-ubyte)")
+        model = {"name": "m", "adapter": "safetensors", "arch": "lenet", "path": str(weights)}
+        in_dist = {"name": "MNIST", "dataset": "mnist"}
+        near = {"name": "uniform noise (near)", "dataset": "uniform-noise", "n": 10000}
+        noise_n, attack_n, root = 10000, n, data_root
+    suite = {
+        "name": f"table1-column-{scale}", "seed": 0, "batch_size": BATCH, "device": "cpu",
+        "download": download, "in_distribution": in_dist, "models": [model],
         "probes": [
-            {"name": "digits 5-9", "dataset": "digits", "options": {"classes": CLASSES_OUT}},
-            {"name": "uniform noise", "dataset": "uniform-noise", "n": N_NOISE},
-            {"name": "smoothed noise", "dataset": "smoothed-noise", "n": N_NOISE},
-            {"name": "adv. noise", "dataset": "smoothed-noise", "n": N_NOISE,
+            near,
+            {"name": "uniform noise", "dataset": "uniform-noise", "n": noise_n},
+            {"name": "smoothed noise", "dataset": "smoothed-noise", "n": noise_n},
+            {"name": "adv. noise", "dataset": "smoothed-noise", "n": attack_n or 1000,
              "attack": {"name": "adversarial-noise"}},
-            {"name": "adv. samples", "attack": {"name": "adversarial-samples"}},
-            {"name": "worst-case", "dataset": "digits", "options": {"classes": CLASSES_OUT},
-             "attack": {"name": "worst-case"}},
+            {"name": "adv. samples", "n": attack_n, "attack": {"name": "adversarial-samples"}},
+            {"name": "worst-case", **{k: v for k, v in near.items() if k != "name"},
+             **({"n": attack_n} if attack_n else {}), "attack": {"name": "worst-case"}},
         ],
         "metrics": ["auroc", "fpr95"],
     }
+    return Column(suite, root)
 
 
-def straightforward(weights: Path) -> dict[tuple[str, str], float]:
+@dataclass
+class Side:
+    metrics: dict[tuple[str, str], float]
+    grad_evals: dict[str, int]
+    finished_early: dict[str, float]
+
+
+def straightforward(col: Column) -> Side:
     """The hand-written evaluation: clean pass per probe, full attack budget on every point."""
-    root = Path(tempfile.gettempdir())
-    model = load_model({"name": "m", "adapter": "safetensors", "arch": "digits-net",
-                        "arch_options": {"num_classes": 5}, "path": str(weights)})
-    out: dict[tuple[str, str], float] = {}
+    suite = parse_suite(col.suite)
+    spec = suite.models[0]
+    model = load_model(spec, suite.base_dir)
+    in_spec = suite.in_distribution
+    metrics: dict[tuple[str, str], float] = {}
+    evals: dict[str, int] = {}
 
-    def digits(classes):
-        return load_dataset("digits", DataRequest(root=root, options={"classes": classes}))
+    def load(ds) -> ImageSet:
+        return load_dataset(ds.dataset, DataRequest(root=col.data_root, split=ds.split, n=ds.n,
+                                                    seed=suite.seed, options=dict(ds.options),
+                                                    download=suite.download,
+                                                    reference=reference))
 
-    def attack(name, x, target=None):
-        kind = attacks.get(name)()
-        spec = kind.resolve(AttackSpec(name=name), "digits")
-        cfg = AttackConfig(threat=spec.threat, objective=spec.objective, optimizer=spec.optimizer,
-                           steps=spec.steps, step_size=spec.step_size, restarts=spec.restarts,
-                           random_start=spec.random_start, select=kind.select)
-        return run_attack(model, x, cfg, target=target, batch_size=BATCH, seed=0,
-                          full_budget=True).logits.numpy()
-
-    probes = {
-        "digits 5-9": lambda ref: forward_logits(model, digits(CLASSES_OUT).images, batch_size=BATCH),
-        "uniform noise": lambda ref: forward_logits(model, noise("uniform-noise", ref), batch_size=BATCH),
-        "smoothed noise": lambda ref: forward_logits(model, noise("smoothed-noise", ref), batch_size=BATCH),
-        "adv. noise": lambda ref: attack("adversarial-noise", noise("smoothed-noise", ref)),
-        "adv. samples": None,
-        "worst-case": lambda ref: attack("worst-case", digits(CLASSES_OUT).images),
-    }
-    for name, make in probes.items():
-        ref = digits(CLASSES_IN)  # the clean pass, repeated for every probe
+    for probe in suite.probes:
+        reference = None
+        ref = load(in_spec)  # the clean pass, repeated for every probe
+        reference = ref
         in_logits = forward_logits(model, ref.images, batch_size=BATCH)
-        if make is None:  # adversarial samples: misclassified adversarial test points
-            logits = attack("adversarial-samples", ref.images, ref.labels)
-            logits = logits[logits.argmax(1) != ref.labels.numpy()]
+        if probe.attack is None:
+            logits = forward_logits(model, to_shape(load(probe).images, ref.shape), batch_size=BATCH)
         else:
-            logits = make(ref)
+            kind = attacks.get(probe.attack.name)()
+            resolved = kind.resolve(probe.attack, in_spec.dataset or "")
+            cfg = AttackConfig(threat=resolved.threat, objective=resolved.objective,
+                               optimizer=resolved.optimizer, steps=resolved.steps,
+                               step_size=resolved.step_size, restarts=resolved.restarts,
+                               random_start=resolved.random_start, select=kind.select)
+            if kind.source == "in-distribution":
+                idx = subsample_indices(len(ref), probe.n, suite.seed)
+                x = ref.images if idx is None else ref.images[idx]
+                y = ref.labels if idx is None else ref.labels[idx]
+                result = run_attack(model, x, cfg, target=y, batch_size=BATCH, seed=suite.seed,
+                                    full_budget=True)
+                logits = result.logits.numpy()
+                logits = logits[logits.argmax(1) != y.numpy()]  # misclassified adversarial points
+            else:
+                x = to_shape(load(probe).images, ref.shape)
+                result = run_attack(model, x, cfg, batch_size=BATCH, seed=suite.seed, full_budget=True)
+                logits = result.logits.numpy()
+            evals[probe.label] = result.gradient_evaluations
         c_in, c_out = confidence(in_logits), confidence(logits)
-        out[(name, "auroc")], out[(name, "fpr95")] = auroc(c_in, c_out), fpr_at_tpr(c_in, c_out)
-    return out
+        metrics[(probe.label, "auroc")] = auroc(c_in, c_out)
+        metrics[(probe.label, "fpr95")] = fpr_at_tpr(c_in, c_out)
+    return Side(metrics, evals, {})
 
 
-def noise(name: str, ref) -> torch.Tensor:
-    return to_shape(load_dataset(name, DataRequest(root=Path("."), n=N_NOISE, seed=0, reference=ref)).images,
-                    ref.shape)
-
-
-def with_oodbench(weights: Path) -> dict[tuple[str, str], float]:
+def with_oodbench(col: Column) -> Side:
     with tempfile.TemporaryDirectory() as tmp:
-        suite = parse_suite(suite_dict(weights))
-        result = run_suite(suite, output=Path(tmp) / "r.db", progress=False)
-        return {(r.probe, r.metric): r.value for r in result.metrics.itertuples()
-                if r.probe != "digits 0-4"}
+        suite = parse_suite(col.suite)
+        result = run_suite(suite, output=Path(tmp) / "r.db", data_root=col.data_root, progress=False)
+        metrics = {(r.probe, r.metric): r.value for r in result.metrics.itertuples()
+                   if r.probe != suite.in_distribution.label}
+        evals, early = {}, {}
+        with ResultStore(Path(tmp) / "r.db") as store:
+            for job in store.run_jobs(result.run_id).itertuples():
+                arrays = store.get_job(job.job_hash)
+                if arrays is not None and "gradient_evaluations" in arrays:
+                    evals[job.probe] = int(arrays["gradient_evaluations"])
+                    early[job.probe] = float(arrays["stopped_early"].mean())
+        return Side(metrics, evals, early)
 
 
 def train_noise_model(path: Path) -> None:
     """A quick ACET-style digits-net: CE on digits + max-log-conf on adversarial noise."""
     torch.manual_seed(0)
     root = Path(tempfile.gettempdir())
-    train = load_dataset("digits", DataRequest(root=root, split="train", options={"classes": CLASSES_IN}))
+    train = load_dataset("digits", DataRequest(root=root, split="train", options={"classes": DIGITS_IN}))
     model = architectures.get("digits-net")(num_classes=5)
     opt = torch.optim.Adam(model.parameters(), lr=3e-3)
     cfg = AttackConfig(threat=ThreatModel(norm="Linf", eps=0.3), steps=10, step_size=0.05,
@@ -146,22 +199,27 @@ def train_noise_model(path: Path) -> None:
     save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(path))
 
 
-def measure(label: str, weights: Path, repeats: int) -> float:
+def measure(label: str, col: Column, repeats: int) -> float:
     """Best of ``repeats`` interleaved runs of each side (the first pays the cold start)."""
     t_ours, t_ref = [], []
     for _ in range(repeats):
         t = time.perf_counter()
-        ours = with_oodbench(weights)
+        ours = with_oodbench(col)
         t_ours.append(time.perf_counter() - t)
         t = time.perf_counter()
-        ref = straightforward(weights)
+        ref = straightforward(col)
         t_ref.append(time.perf_counter() - t)
     print(f"\n[{label}]")
-    print(f"{'probe':<16}{'metric':<8}{'oodbench':>10}{'script':>10}")
-    for key in ref:
-        print(f"{key[0]:<16}{key[1]:<8}{ours[key]:>10.4f}{ref[key]:>10.4f}")
-    same = all(ours[k] == ref[k] for k in ref)
+    print(f"{'probe':<22}{'metric':<8}{'oodbench':>10}{'script':>10}")
+    for key in ref.metrics:
+        print(f"{key[0]:<22}{key[1]:<8}{ours.metrics[key]:>10.4f}{ref.metrics[key]:>10.4f}")
+    print(f"\n{'attack row':<22}{'grad evals oodbench':>20}{'script':>10}{'finished early':>16}")
+    for probe, n_ref in ref.grad_evals.items():
+        print(f"{probe:<22}{ours.grad_evals[probe]:>20}{n_ref:>10}{ours.finished_early[probe]:>15.1%}")
+    same = all(ours.metrics[k] == ref.metrics[k] for k in ref.metrics)
+    work = sum(ref.grad_evals.values()) / max(sum(ours.grad_evals.values()), 1)
     print(f"identical AUROC/FPR@95: {same}")
+    print(f"attack work (gradient evaluations) script/oodbench: {work:.2f}x")
     print(f"straightforward script: {min(t_ref):.2f} s, oodbench: {min(t_ours):.2f} s, "
           f"speed-up: {min(t_ref) / min(t_ours):.2f}x (best of {repeats})")
     if not same:
@@ -172,17 +230,33 @@ def measure(label: str, weights: Path, repeats: int) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", choices=["plain", "noise-trained", "both"], default="both")
+    parser.add_argument("--scale", choices=["digits", "mnist"], default="digits")
+    parser.add_argument("--data-root", type=Path, help="MNIST in torchvision's layout (--scale mnist)")
+    parser.add_argument("--download", action="store_true", help="let torchvision download MNIST")
+    parser.add_argument("--n", type=int, default=500, help="attacked points per attack row (mnist)")
+    parser.add_argument("--plain-weights", type=Path)
+    parser.add_argument("--noise-trained-weights", type=Path)
     parser.add_argument("--repeats", type=int, default=2)
     args = parser.parse_args()
+
+    def col(weights: Path) -> Column:
+        return column(args.scale, weights, n=args.n, data_root=args.data_root, download=args.download)
+
+    plain = args.plain_weights or REPO / ("model_zoo/digits-plain.safetensors" if args.scale == "digits"
+                                          else "model_zoo/mnist-lenet-plain-cpu.safetensors")
     if args.model in ("plain", "both"):
-        measure("plain digits-net (target >= 3x)", REPO / "model_zoo/digits-plain.safetensors",
-                args.repeats)
+        measure(f"plain model, {args.scale} (target >= 3x)", col(plain), args.repeats)
     if args.model in ("noise-trained", "both"):
-        with tempfile.TemporaryDirectory() as tmp:
-            weights = Path(tmp) / "noise.safetensors"
-            train_noise_model(weights)
-            measure("digits-net trained against adversarial noise (target >= 1.3x)", weights,
-                    args.repeats)
+        label = f"model trained against adversarial noise, {args.scale} (target >= 1.3x)"
+        if args.noise_trained_weights is not None:
+            measure(label, col(args.noise_trained_weights), args.repeats)
+        elif args.scale == "digits":
+            with tempfile.TemporaryDirectory() as tmp:
+                weights = Path(tmp) / "noise.safetensors"
+                train_noise_model(weights)
+                measure(label, col(weights), args.repeats)
+        else:
+            print("\n(noise-trained column skipped: pass --noise-trained-weights)")
 
 
 if __name__ == "__main__":

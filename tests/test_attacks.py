@@ -122,6 +122,27 @@ def test_attack_raises_objective(digits_model, digits_in, smoothed, objective, o
         assert float((logits.argmax(1) == target).float().mean()) >= 0.9
 
 
+def test_pgd_momentum_raises_objective_inside_the_ball(digits_model, uniform):
+    """RATIO's training attack: L2 PGD on the CE to uniform with momentum 0.9 (Augustin et al.,
+    App. B). It must raise the objective like plain PGD, stay feasible, and actually use the
+    velocity (its iterates differ from momentum-free PGD)."""
+    x = uniform.images[:64]
+    threat = ThreatModel(norm="L2", eps=1.0)
+    runs = {}
+    for momentum in (0.0, 0.9):
+        cfg = AttackConfig(threat=threat, objective="ce-uniform", steps=10, step_size=0.1,
+                           momentum=momentum, select="objective")
+        runs[momentum] = run_attack(digits_model, x, cfg, seed=0)
+    before = _objective(digits_model, x, "ce-uniform", None)
+    after = _objective(digits_model, runs[0.9].x_adv, "ce-uniform", None)
+    assert bool((after >= before).all())
+    assert float(after.mean()) > float(before.mean()) + 0.25
+    assert bool(threat.contains(runs[0.9].x_adv, x).all())
+    assert not torch.allclose(runs[0.9].x_adv, runs[0.0].x_adv)
+    with pytest.raises(ValueError, match="APGD has its own"):
+        AttackConfig(threat=threat, optimizer="apgd", momentum=0.9)
+
+
 class _ReverseGradient(torch.autograd.Function):
     """Identity forward, negated gradient backward: every ascent step becomes a descent step."""
 

@@ -47,7 +47,7 @@ from oodbench.registry import attacks
 OPTION_DEFAULTS: dict[str, Any] = {"threshold": 0.999, "alpha_max": 1e20, "overconfident": 0.95,
                                    "growth": 2.0, "rtol": 1e-3}
 _UNUSED_FIELDS = ("threat", "objective", "optimizer", "steps", "step_size", "restarts",
-                  "random_start")
+                  "random_start", "momentum")
 
 
 def scale(x: torch.Tensor, alpha: torch.Tensor) -> torch.Tensor:

@@ -45,7 +45,8 @@ VERSIONS = ("standard", "plus", "rand", "custom")
 ATTACK_NAMES = ("apgd-ce", "apgd-dlr", "fab", "square", "apgd-t", "fab-t")
 OPTION_DEFAULTS: dict[str, Any] = {"version": "standard", "attacks": None, "chunk_size": 1000,
                                    "save_adversarial": False}
-_UNUSED_FIELDS = ("objective", "optimizer", "steps", "step_size", "restarts", "random_start")
+_UNUSED_FIELDS = ("objective", "optimizer", "steps", "step_size", "restarts", "random_start",
+                  "momentum")
 INSTALL_HINT = "pip install 'oodbench[autoattack]'"
 
 

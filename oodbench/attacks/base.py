@@ -39,6 +39,7 @@ class AttackSpec(BaseModel):
     step_size: Optional[float] = Field(None, gt=0)
     restarts: Optional[int] = Field(None, gt=0)
     random_start: Optional[bool] = None
+    momentum: Optional[float] = Field(None, ge=0, lt=1, description="PGD heavy-ball momentum")
     early_stop: Literal["auto", True, False] = Field(
         "auto", description="stop attacking OOD points that already out-rank every "
         "in-distribution point; 'auto' does it exactly when every metric asked is rank-based")

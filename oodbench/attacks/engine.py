@@ -48,6 +48,8 @@ class AttackConfig(BaseModel):
     step_size: Optional[float] = Field(None, gt=0, description="PGD step; default 2.5·eps/steps")
     restarts: int = Field(1, gt=0)
     random_start: bool = True
+    momentum: float = Field(0.0, ge=0, lt=1, description="PGD only: heavy-ball momentum on the "
+                            "normalised steps (Augustin et al. 2020 train with 0.9)")
     select: Literal["objective", "confidence"] = Field(
         "objective", description="what picks the reported iterate: the objective, or the "
         "confidence (for OOD attacks, whose metrics depend only on the confidence)")
@@ -55,6 +57,8 @@ class AttackConfig(BaseModel):
     @model_validator(mode="after")
     def _known_objective(self) -> "AttackConfig":
         objectives.entry(self.objective)
+        if self.momentum and self.optimizer != "pgd":
+            raise ValueError("momentum is a PGD setting; APGD has its own fixed momentum of 0.75")
         return self
 
     @property
@@ -142,9 +146,14 @@ def _take(t: Optional[torch.Tensor], keep: torch.Tensor) -> Optional[torch.Tenso
 
 def _pgd(f: _Evaluator, best: _Best, score: Callable, x: torch.Tensor, target: Optional[torch.Tensor],
          idx: torch.Tensor, start: torch.Tensor, cfg: AttackConfig) -> None:
-    """Projected gradient ascent with a fixed step (sign step for Linf, normalised for L2)."""
+    """Projected gradient ascent with a fixed step (sign step for Linf, normalised for L2).
+
+    With ``momentum`` μ > 0 the step follows a velocity v ← μ·v + d of the normalised ascent
+    directions d, itself normalised in the threat's norm (Augustin et al. 2020, App. B: "PGD with
+    the l2-normalized gradient ... and momentum weight 0.9"); the best iterate is kept as always."""
     threat, step = cfg.threat, cfg.pgd_step
     xk, tk, x0 = start, _take(target, idx), x[idx]
+    velocity: Optional[torch.Tensor] = None
     for it in range(cfg.steps + 1):
         last = it == cfg.steps
         logits, obj, grad = f(xk, tk, grad=not last)
@@ -154,8 +163,13 @@ def _pgd(f: _Evaluator, best: _Best, score: Callable, x: torch.Tensor, target: O
         keep = ~done
         if not keep.all():
             idx, xk, grad, x0, tk = idx[keep], xk[keep], grad[keep], x0[keep], _take(tk, keep)
+            velocity = _take(velocity, keep)
             if len(idx) == 0:
                 break
+        if cfg.momentum:
+            direction = threat.steepest_step(grad, 1.0, xk)
+            velocity = direction if velocity is None else cfg.momentum * velocity + direction
+            grad = velocity
         xk = threat.project(xk + threat.steepest_step(grad, step, xk), x0)
 
 

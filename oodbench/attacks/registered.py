@@ -39,6 +39,7 @@ class EngineAttack(Attack):
                             optimizer=spec.optimizer or "pgd", steps=spec.steps or 100,
                             step_size=spec.step_size, restarts=spec.restarts or 1,
                             random_start=True if spec.random_start is None else spec.random_start,
+                            momentum=spec.momentum or 0.0,
                             select=self.select)
 
     def target(self, ctx: AttackContext) -> torch.Tensor | None:
