@@ -19,7 +19,7 @@ from oodbench.registry import UnknownNameError, architectures, attacks, objectiv
 from oodbench.train import Recipe, RecipeError, load_recipe, train_from_recipe
 from oodbench.train import losses
 from oodbench.train.checkpoint import load_checkpoint
-from oodbench.train.data import augment, step_seed
+from oodbench.train.data import augment, cutout_boxes, step_seed
 from oodbench.train.recipe import Augment, Schedule, TrainAttack
 
 @pytest.fixture(autouse=True, scope="module")
@@ -403,6 +403,59 @@ def test_augment_crop_and_flip():
     assert torch.equal(out, again)
 
 
+def test_augment_crop_pads_with_fill():
+    x = torch.full((64, 3, 4, 4), 0.5)
+    fill = [0.1, 0.2, 0.3]
+    out = augment(x, Augment(crop_padding=2, fill=fill), torch.Generator().manual_seed(0))
+    values = {tuple(out[i, :, r, c].tolist()) for i in range(64) for r in range(4) for c in range(4)}
+    assert values == {(0.5, 0.5, 0.5), tuple(torch.tensor(fill).tolist())}  # exact, no arithmetic
+    with pytest.raises(ValueError, match="fill"):
+        Augment(fill=[0.1, 1.5, 0.0])
+    with pytest.raises(ValueError, match="fill"):
+        Augment(fill=[0.1, 0.2])
+    with pytest.raises(ValueError, match="3 values for 1-channel"):
+        augment(x[:, :1], Augment(crop_padding=1, fill=fill), torch.Generator())
+
+
+def test_cutout_zeroes_one_square_per_image():
+    x = torch.rand(200, 3, 32, 32) * 0.9 + 0.1  # no zeros of its own
+    out = augment(x, Augment(cutout=16), torch.Generator().manual_seed(0))
+    boxes = cutout_boxes(200, 32, 32, 16, torch.Generator().manual_seed(0))  # the same draws
+    assert out.dtype == torch.float32 and 0 <= float(out.min()) and float(out.max()) <= 1
+    full = 0
+    for img, src, (y0, y1, x0, x1) in zip(out, x, boxes.tolist()):
+        zero = img == 0
+        assert torch.equal(zero, zero[:1].expand_as(zero))  # every channel
+        expected = torch.zeros(32, 32, dtype=torch.bool)
+        expected[y0:y1, x0:x1] = True
+        assert torch.equal(zero[0], expected)
+        assert torch.equal(img[:, ~expected], src[:, ~expected])  # the rest untouched
+        # a 16-square centred on a uniform pixel, clipped only at the border
+        assert (y1 - y0 == 16 or y0 == 0 or y1 == 32) and (x1 - x0 == 16 or x0 == 0 or x1 == 32)
+        assert 8 <= y1 - y0 <= 16 and 8 <= x1 - x0 <= 16
+        full += (y1 - y0) * (x1 - x0) == 256
+    assert 25 < full < 100  # (17/32)² ≈ 28 % of the centres leave a full square
+
+
+def test_autoaugment_is_seeded_by_the_step_alone():
+    x = torch.randint(0, 256, (16, 3, 32, 32)).float() / 255
+    spec = Augment(autoaugment="cifar10")
+    rng_before = torch.get_rng_state()
+    out = augment(x, spec, torch.Generator().manual_seed(3))
+    assert torch.equal(torch.get_rng_state(), rng_before)  # the global RNG is left alone
+    torch.rand(5)  # global RNG use in between changes nothing
+    assert torch.equal(out, augment(x, spec, torch.Generator().manual_seed(3)))
+    assert not torch.equal(out, augment(x, spec, torch.Generator().manual_seed(4)))
+    assert out.shape == x.shape and out.dtype == torch.float32
+    assert not torch.equal(out, x) and sum(not torch.equal(a, b) for a, b in zip(out, x)) >= 4
+    assert 0 <= float(out.min()) and float(out.max()) <= 1
+    assert torch.equal(out * 255, (out * 255).round())  # still k/255 values
+    both = augment(x, Augment(autoaugment="cifar10", cutout=16, crop_padding=4, hflip=True),
+                   torch.Generator().manual_seed(3))
+    assert both.shape == x.shape and 0 <= float(both.min()) and float(both.max()) <= 1
+    assert not Augment().enabled and Augment(cutout=16).enabled and spec.enabled
+
+
 def test_step_seeds_are_distinct_and_stable():
     seeds = {step_seed(0, s, k) for s in range(50) for k in ("out", "attack", "augment")}
     assert len(seeds) == 150
@@ -435,6 +488,28 @@ def test_hein2019_mnist_recipes_follow_the_paper():
         if method == "acet":
             a = full.out_attack
             assert (a.threat.norm, a.threat.eps, a.steps, a.step_size) == ("Linf", 0.3, 40, 0.0075)
+
+
+def test_augustin2020_recipes_follow_the_paper():
+    """App. B.1: AutoAugment's CIFAR-10 policy with Cutout (16) on CIFAR-10, 80M Tiny Images as
+    the out-distribution, read from the original file (never held in memory)."""
+    for path in RECIPES:
+        if not path.stem.startswith("augustin2020-cifar10"):
+            continue
+        recipe = load_recipe(path)
+        a = recipe.augment
+        assert (a.crop_padding, a.hflip, a.autoaugment, a.cutout) == (4, True, "cifar10", 16), path
+        assert "image folder" not in path.read_text().lower()
+        if recipe.out_distribution is not None:
+            out = recipe.out_distribution
+            assert (out.dataset, out.n, out.loss, out.lam) == ("tiny-images", None, "ce-uniform", 1.0)
+        # App. B: PGD on l2-normalised steps of 0.1 with momentum 0.9 for every inner maximisation
+        method = trainers.get(recipe.method)(recipe)
+        for part in ("in_attack", "out_attack"):
+            attack = getattr(recipe, part)
+            if attack is not None:
+                assert (attack.threat.norm, attack.step_size, attack.momentum) == ("L2", 0.1, 0.9), path
+                assert method.attack_config(part, lr_drops=0).momentum == 0.9  # reaches the engine
 
 
 def test_cli_train_stop_and_resume(tmp_path):

@@ -4,6 +4,7 @@ Importing this package registers the built-ins in :data:`oodbench.registry.datas
 
 - ``torchvision_sets``: mnist, fashion-mnist, kmnist, emnist-letters, cifar10, cifar100, svhn,
   image-folder (real files under a data root, read through torchvision);
+- ``tiny_images``: tiny-images, 80 Million Tiny Images memory-mapped from ``tiny_images.bin``;
 - ``digits``: scikit-learn's embedded 8×8 digits (no download);
 - ``noise``: uniform-noise and smoothed-noise (synthetic, shaped like the in-distribution).
 
@@ -17,6 +18,7 @@ from __future__ import annotations
 import torch
 
 from oodbench.data import digits, noise, torchvision_sets  # noqa: F401  (registers built-ins)
+from oodbench.data import tiny_images  # noqa: F401  (registers tiny-images)
 from oodbench.data.base import DataRequest, DatasetNotFoundError, ImageSet
 from oodbench.data.transforms import describe_conversion, to_shape
 from oodbench.registry import datasets

@@ -188,8 +188,10 @@ def train_from_recipe(recipe: Recipe, *, device: Optional[str] = None,
     data_hash = hashlib.sha256(train_set.images.numpy().tobytes()
                                + train_set.labels.numpy().tobytes()).hexdigest()
     out_identity = out_source.identity() if out_source is not None else None
-    if out_identity is not None and "images_sha256" in out_identity:
-        data_hash = hashlib.sha256((data_hash + out_identity["images_sha256"]).encode()).hexdigest()
+    ident = out_identity or {}
+    out_hash = ident.get("images_sha256") or ident.get("fingerprint_sha256")
+    if out_hash:  # the out-distribution in memory, or the fingerprint of a file read per step
+        data_hash = hashlib.sha256((data_hash + out_hash).encode()).hexdigest()
 
     start_epoch, step, history, elapsed_before = 0, 0, [], 0.0
     if resume is not False and ckpt_path.exists():
@@ -214,7 +216,7 @@ def train_from_recipe(recipe: Recipe, *, device: Optional[str] = None,
                 "checkpoint": str(ckpt_path), "history": history}
     lam = method.lam
     autocast = (lambda: torch.autocast("cuda", dtype=amp_dtype)) if amp_dtype else contextlib.nullcontext
-    augmenting = recipe.augment.crop_padding > 0 or recipe.augment.hflip
+    augmenting = recipe.augment.enabled
     bar = tqdm(total=recipe.epochs * steps_per_epoch, initial=step, disable=not progress,
                desc=f"train {recipe.name} ({recipe.method})", unit="step")
     for epoch in range(start_epoch, recipe.epochs):

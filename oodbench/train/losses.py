@@ -30,7 +30,7 @@ decay.)
 the start point and every PGD iterate (``select="objective"``), as the authors' code of both
 papers does ("returns the point with the highest loss across its trajectory"); its PGD starts
 at a random point of the ball (``random_start``), like Hein et al.'s code. Augustin et al.'s PGD
-also uses momentum 0.9, which the engine's PGD does not have (APGD has momentum 0.75).
+also uses momentum 0.9: the recipe's ``momentum`` field (the engine's heavy-ball PGD).
 
 **Train/eval mode and BatchNorm.** Inner maximisations go through the one attack engine
 (:func:`oodbench.attacks.run_attack`), which runs the model in eval mode: BatchNorm uses its

@@ -121,6 +121,7 @@ class Method:
         return AttackConfig(threat=spec.threat, objective=spec.objective, optimizer=spec.optimizer,
                             steps=spec.steps_after(lr_drops), step_size=spec.step_size,
                             restarts=spec.restarts, random_start=spec.random_start,
+                            momentum=spec.momentum,
                             select="objective")
 
     def loss(self, model: nn.Module, batch: Batch, *, lr_drops: int, seed: int) -> losses.LossOutput:

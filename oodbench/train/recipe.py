@@ -61,6 +61,7 @@ class TrainAttack(BaseModel):
     step_size: Optional[float] = Field(None, gt=0, description="PGD step; default 2.5·eps/steps")
     restarts: int = Field(1, gt=0)
     random_start: bool = True
+    momentum: float = Field(0.0, ge=0, lt=1, description="PGD heavy-ball momentum (RATIO: 0.9)")
     steps_increase: int = Field(0, ge=0, description="steps added after each learning-rate drop")
     max_steps: Optional[int] = Field(None, gt=0)
 
@@ -79,8 +80,10 @@ class OutDistribution(BaseModel):
 
     ``dataset`` is any registered data set. Synthetic ones (``smoothed-noise``, ``uniform-noise``)
     are generated afresh at every step from the current training batch (the papers' noise);
-    real ones (an ``image-folder`` of 80M Tiny Images, CIFAR-100, …) are loaded once from
-    ``split`` (``n`` caps them) and converted to the in-distribution's shape.
+    real ones (CIFAR-100, an ``image-folder``, …) are loaded once from ``split`` (``n`` caps
+    them) and converted to the in-distribution's shape. Data sets with random access
+    (``tiny-images``: 80M Tiny Images, memory-mapped) are never loaded whole when ``n`` is unset:
+    every step reads its samples from the file.
     """
 
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
@@ -105,14 +108,39 @@ class OutDistribution(BaseModel):
 
 
 class Augment(BaseModel):
-    """Data augmentation of training images (never of test images or generated noise)."""
+    """Data augmentation of training images (never of test images or generated noise).
+
+    Applied per image in the order of Augustin et al.'s CIFAR pipeline: random crop, horizontal
+    flip, AutoAugment (Cubuk et al. 2019), Cutout (DeVries & Taylor 2017). Every draw comes from
+    the step's seed, so a step is reproducible and a resumed run equals an uninterrupted one.
+    """
 
     model_config = ConfigDict(extra="forbid")
 
-    crop_padding: int = Field(0, ge=0, description="random crop after zero-padding by this many "
+    crop_padding: int = Field(0, ge=0, description="random crop after padding by this many "
                               "pixels (0: off; the papers use 4)")
     hflip: bool = Field(False, description="random horizontal flip (CIFAR in the papers)")
+    autoaugment: Optional[Literal["cifar10", "svhn", "imagenet"]] = Field(
+        None, description="torchvision's AutoAugment with this learned policy (Augustin et al.: "
+        "cifar10 on CIFAR)")
+    cutout: int = Field(0, ge=0, description="side of one square per image set to 0, centred "
+                        "anywhere, clipped at the border (DeVries & Taylor; 16 on CIFAR; 0: off)")
+    fill: Union[float, list[float]] = Field(0.0, description="value (or [r, g, b]) of the pixels "
+                                            "that crop padding and AutoAugment's shifts bring in")
     out: bool = Field(True, description="augment real out-distribution images the same way")
+
+    @field_validator("fill")
+    @classmethod
+    def _unit_fill(cls, v: Union[float, list[float]]) -> Union[float, list[float]]:
+        values = v if isinstance(v, list) else [v]
+        if len(values) not in (1, 3) or any(not 0 <= f <= 1 for f in values):
+            raise ValueError(f"`fill` is one value or [r, g, b] in [0, 1], got {v!r}")
+        return v
+
+    @property
+    def enabled(self) -> bool:
+        """Whether anything changes the images (the loop skips augmentation otherwise)."""
+        return bool(self.crop_padding or self.hflip or self.autoaugment or self.cutout)
 
 
 class Schedule(BaseModel):
