@@ -135,16 +135,22 @@ def show(results: Path, run_id: Optional[int]) -> None:
               help="Report a run whose metrics do not verify against the stored jobs (warns).")
 @click.option("--out", "-o", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Write to this file instead of standard output.")
+@click.option("--plots", "plots_dir", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="HTML only: also draw the run's figures (as `oodbench plot`) into this directory "
+                   "and show them on the page, linked by paths relative to --out's directory (or to "
+                   "the working directory when printing); with several --run, one run-<id> folder each.")
 def report(results: Path, fmt: str, layout: str, run_ids: tuple[int, ...], precision: int,
            percent: bool, references: tuple[Path, ...], standalone: bool, allow_unverified: bool,
-           out: Optional[Path]) -> None:
-    """Render a stored run of RESULTS as a table (LaTeX, HTML, Markdown or CSV)."""
+           out: Optional[Path], plots_dir: Optional[Path]) -> None:
+    """Render a stored run of RESULTS as a table (LaTeX, HTML, Markdown or CSV); with --plots,
+    an HTML page that also links the run's figures."""
     from oodbench.report import ReportError, render
 
     try:
         text = render(results, fmt=fmt, layout=layout, run_id=list(run_ids) or None,
                       precision=precision, percent=percent, references=list(references),
-                      standalone=standalone, allow_unverified=allow_unverified)
+                      standalone=standalone, allow_unverified=allow_unverified, plots=plots_dir,
+                      link_from=None if out is None else out.parent)
     except ReportError as err:
         click.echo(f"error: {err}", err=True)
         sys.exit(2)
@@ -159,12 +165,15 @@ def report(results: Path, fmt: str, layout: str, run_ids: tuple[int, ...], preci
 @main.command()
 @click.argument("results", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option("--out", "-o", "out_dir", required=True, type=click.Path(file_okay=False, path_type=Path),
-              help="Directory for the figures (roc-<model>.<fmt>, hist-<model>.<fmt>).")
+              help="Directory for the figures (roc-<model>.<fmt>, hist-<model>.<fmt>, "
+                   "radius-<attack>-<norm>-<points>.<fmt>).")
 @click.option("--run", "run_id", type=int, default=None, help="Run id (default: the latest).")
 @click.option("--format", "formats", type=click.Choice(["png", "pdf"]), multiple=True,
               help="Figure format; repeat for several (default: png and pdf).")
 def plot(results: Path, out_dir: Path, run_id: Optional[int], formats: tuple[str, ...]) -> None:
-    """Draw ROC curves and confidence histograms of a stored run of RESULTS."""
+    """Draw ROC curves and confidence histograms (per model) and mean confidence vs attack
+    radius (per radius sweep: the same attack on the same points at several eps) of a stored
+    run of RESULTS."""
     from oodbench.report import ReportError
     from oodbench.report.plots import FORMATS, write_plots
 
@@ -214,13 +223,19 @@ def train(recipe_file: Path, device: Optional[str], output: Optional[Path],
 
 
 @main.command()
-@click.argument("checkpoint", type=click.Path(path_type=Path))
-@click.option("--arch", required=True, help="Registered architecture (`oodbench list architectures`).")
+@click.argument("checkpoint", required=False, type=click.Path(path_type=Path))
+@click.option("--card", default=None, metavar="NAME|FILE",
+              help="A model_zoo card (its name, or its YAML file) instead of CHECKPOINT: it gives "
+                   "the checkpoint (downloaded and sha256-verified if remote), --arch, "
+                   "--arch-option, --adapter, and the default --name and --paper.")
+@click.option("--zoo", "zoo_dir", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Folder of cards for --card NAME (default: ./model_zoo, then oodbench's own).")
+@click.option("--arch", default=None, help="Registered architecture (`oodbench list architectures`).")
 @click.option("--arch-option", "arch_options", multiple=True, metavar="KEY=VALUE",
               help="Keyword argument of the architecture (value read as YAML); repeatable.")
 @click.option("--suite", "suite_file", required=True, type=click.Path(path_type=Path),
               help="The suite to evaluate on (its models are replaced by CHECKPOINT).")
-@click.option("--name", required=True, help="The entry's name on the leaderboard.")
+@click.option("--name", default=None, help="The entry's name on the leaderboard (default: the card's).")
 @click.option("--paper", default=None, metavar="URL", help="Paper describing the model.")
 @click.option("--leaderboard", "leaderboard_file", type=click.Path(path_type=Path),
               default=Path("leaderboard.db"), show_default=True, help="Leaderboard file (SQLite).")
@@ -230,32 +245,90 @@ def train(recipe_file: Path, device: Optional[str], output: Optional[Path],
               help="Where datasets live (overrides $OODBENCH_DATA and the suite's data_root).")
 @click.option("--device", default=None, help="cpu, cuda, cuda:1 or auto (default: the suite's).")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bars.")
-def submit(checkpoint: Path, arch: str, arch_options: tuple[str, ...], suite_file: Path, name: str,
-           paper: Optional[str], leaderboard_file: Path, adapter: Optional[str],
-           data_root: Optional[Path], device: Optional[str], quiet: bool) -> None:
-    """Evaluate CHECKPOINT on a suite and record it, with provenance, on the leaderboard.
+def submit(checkpoint: Optional[Path], card: Optional[str], zoo_dir: Optional[Path],
+           arch: Optional[str], arch_options: tuple[str, ...], suite_file: Path,
+           name: Optional[str], paper: Optional[str], leaderboard_file: Path,
+           adapter: Optional[str], data_root: Optional[Path], device: Optional[str],
+           quiet: bool) -> None:
+    """Evaluate CHECKPOINT (with --arch and --name) or a model_zoo card (--card NAME) on a suite
+    and record it, with provenance, on the leaderboard.
 
     A checkpoint (by sha256) is entered once per board (the suite without its models);
     submitting it again reports that and exits 0."""
-    from oodbench.leaderboard import LeaderboardError, parse_options
+    from oodbench.leaderboard import LeaderboardError, parse_options, submit_card
     from oodbench.leaderboard import submit as submit_
     from oodbench.suite import load_suite
+    from oodbench.zoo import ZooError, find_card
 
+    run = dict(leaderboard=leaderboard_file, data_root=data_root, device=device, progress=not quiet)
     try:
-        options = parse_options(arch_options)
-        suite = load_suite(suite_file)
-        sub = submit_(checkpoint, suite=suite, name=name, arch=arch, arch_options=options,
-                      adapter=adapter, paper=paper, leaderboard=leaderboard_file,
-                      data_root=data_root, device=device, progress=not quiet)
-    except LeaderboardError as err:
+        if (checkpoint is None) == (card is None):
+            raise LeaderboardError("give either CHECKPOINT (with --arch and --name) or --card NAME")
+        if card is not None:
+            given = [o for o, v in (("--arch", arch), ("--arch-option", arch_options),
+                                    ("--adapter", adapter)) if v]
+            if given:
+                raise LeaderboardError(f"{', '.join(given)}: the card defines the model; "
+                                       "drop the option or edit the card")
+            zoo_card = find_card(card, zoo_dir)
+            sub = submit_card(zoo_card, suite=load_suite(suite_file), name=name, paper=paper, **run)
+            what = f"card {zoo_card.name} ({zoo_card.source})"
+        else:
+            if arch is None or name is None:
+                raise LeaderboardError("a CHECKPOINT needs --arch and --name (or use --card NAME)")
+            sub = submit_(checkpoint, suite=load_suite(suite_file), name=name, arch=arch,
+                          arch_options=parse_options(arch_options), adapter=adapter, paper=paper,
+                          **run)
+            what = str(checkpoint)
+    except (LeaderboardError, ZooError) as err:
         click.echo(f"error: {err}", err=True)
         sys.exit(2)
     if not sub.added:
-        click.echo(f"{checkpoint} (sha256 {sub.checkpoint_sha256[:16]}…) is already on the leaderboard "
+        click.echo(f"{what} (sha256 {sub.checkpoint_sha256[:16]}…) is already on the leaderboard "
                    f"for this suite (board {sub.suite_hash[:16]}, entry {sub.entry_id}); nothing added")
         return
     click.echo(f"added entry {sub.entry_id} to board {sub.suite_hash[:16]} of {leaderboard_file}\n"
                f"sha256: {sub.checkpoint_sha256}\nresults: {sub.results_store} (run {sub.run_id})")
+
+
+@main.group()
+def zoo() -> None:
+    """Model zoo cards: named models (architecture, checkpoint + sha256, paper numbers)."""
+
+
+@zoo.command("list")
+@click.option("--zoo", "zoo_dir", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Folder of cards (default: ./model_zoo, then oodbench's own).")
+def zoo_list(zoo_dir: Optional[Path]) -> None:
+    """List the cards: name, architecture, where the weights come from, paper. A card that does
+    not validate is reported on standard error (and the exit code is 1)."""
+    from oodbench.zoo import ZooError, list_cards
+
+    cards = list_cards(zoo_dir)
+    good = [c for c in cards if not isinstance(c, ZooError)]
+    width = max((len(c.name) for c in good), default=0)
+    for c in good:
+        where = c.weights if c.weights and c.url is None else c.url
+        click.echo(f"{c.name:<{width}}  {c.arch:<12}  {where}" + (f"  [{c.paper_ref}]" if c.paper_ref else ""))
+    for err in (c for c in cards if isinstance(c, ZooError)):
+        click.echo(f"error: {err}", err=True)
+    if len(good) < len(cards):
+        sys.exit(1)
+
+
+@zoo.command("fetch")
+@click.argument("card")
+@click.option("--zoo", "zoo_dir", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Folder of cards (default: ./model_zoo, then oodbench's own).")
+def zoo_fetch(card: str, zoo_dir: Optional[Path]) -> None:
+    """Download (if remote) and sha256-verify CARD's checkpoint; print its path."""
+    from oodbench.zoo import ZooError, find_card
+
+    try:
+        click.echo(str(find_card(card, zoo_dir).checkpoint()))
+    except ZooError as err:
+        click.echo(f"error: {err}", err=True)
+        sys.exit(2)
 
 
 @main.group()

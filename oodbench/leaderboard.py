@@ -18,6 +18,11 @@ Schema (version in ``meta.schema_version``):
   oodbench / torch / torchvision versions, device, environment JSON, submitted (UTC), and the
   results-store run it came from.
 - ``entry_metrics``: the full metrics of an entry in long format (probe, metric, value).
+
+A ``model_zoo`` card (:mod:`oodbench.zoo`) can be submitted by name (:func:`submit_card`): it
+supplies the checkpoint (downloaded and sha256-verified if remote), architecture, options,
+normalisation, name and paper. The site's entry pages show the entry's ROC curves and confidence
+histograms, drawn from its results-store run.
 """
 
 from __future__ import annotations
@@ -27,10 +32,15 @@ import json
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Optional, Union
+from typing import TYPE_CHECKING, Any, Optional, Union
+from urllib.parse import quote
 
 from oodbench.store import open_versioned_db
 from oodbench.suite import Suite, parse_suite
+
+if TYPE_CHECKING:  # pragma: no cover
+    from oodbench.models import Normalization
+    from oodbench.zoo import ZooCard
 
 SCHEMA_VERSION = 1
 DEFAULT_LEADERBOARD = "leaderboard.db"
@@ -183,17 +193,22 @@ class Submission:
 
 def submission_suite(suite: Suite, checkpoint: Union[str, Path], *, name: str, arch: str,
                      arch_options: Optional[dict[str, Any]] = None,
-                     adapter: Optional[str] = None) -> Suite:
+                     adapter: Optional[str] = None,
+                     normalize: Optional["Normalization"] = None) -> Suite:
     """``suite`` with its ``models`` replaced by the one checkpoint (validated like a suite file)."""
     data = suite.model_dump(mode="json")
-    data["models"] = [{"name": name, "adapter": adapter or adapter_for(checkpoint),
-                       "path": str(Path(checkpoint).expanduser().resolve()), "arch": arch,
-                       "arch_options": dict(arch_options or {})}]
+    model: dict[str, Any] = {"name": name, "adapter": adapter or adapter_for(checkpoint),
+                             "path": str(Path(checkpoint).expanduser().resolve()), "arch": arch,
+                             "arch_options": dict(arch_options or {})}
+    if normalize is not None:
+        model["normalize"] = normalize.model_dump()
+    data["models"] = [model]
     return parse_suite(data, source=suite.source)
 
 
 def submit(checkpoint: Union[str, Path], *, suite: Suite, name: str, arch: str,
            arch_options: Optional[dict[str, Any]] = None, adapter: Optional[str] = None,
+           normalize: Optional["Normalization"] = None,
            paper: Optional[str] = None, leaderboard: Union[str, Path] = DEFAULT_LEADERBOARD,
            results: Union[str, Path, None] = None, data_root: Union[str, Path, None] = None,
            device: Optional[str] = None, progress: bool = False) -> Submission:
@@ -211,7 +226,7 @@ def submit(checkpoint: Union[str, Path], *, suite: Suite, name: str, arch: str,
     if adapter is not None and adapter not in ("checkpoint", "safetensors"):
         raise LeaderboardError(f"adapter must be checkpoint or safetensors, not {adapter!r}")
     sub_suite = submission_suite(suite, path, name=name, arch=arch, arch_options=arch_options,
-                                 adapter=adapter)
+                                 adapter=adapter, normalize=normalize)
     digest = file_sha256(path)
     key = board_hash(sub_suite)
     with Leaderboard(leaderboard) as lb:
@@ -234,7 +249,7 @@ def submit(checkpoint: Union[str, Path], *, suite: Suite, name: str, arch: str,
         "oodbench_version": oodbench.__version__, "torch_version": str(torch.__version__),
         "torchvision_version": str(torchvision.__version__), "device": str(dev),
         "environment_json": json.dumps(environment(dev), sort_keys=True), "submitted": _now(),
-        "results_store": str(result.store_path), "run_id": result.run_id,
+        "results_store": str(Path(result.store_path).resolve()), "run_id": result.run_id,
     }
     long = result.metrics
     metrics = [(str(p), str(m), None if v != v else float(v))
@@ -242,6 +257,18 @@ def submit(checkpoint: Union[str, Path], *, suite: Suite, name: str, arch: str,
     with Leaderboard(leaderboard) as lb:
         entry_id = lb.add_entry(suite=sub_suite, suite_hash=key, entry=entry, metrics=metrics)
     return Submission(entry_id, True, key, digest, result.run_id, result.store_path)
+
+
+def submit_card(card: "ZooCard", *, suite: Suite, name: Optional[str] = None,
+                paper: Optional[str] = None, cache_dir: Union[str, Path, None] = None,
+                **kwargs: Any) -> Submission:
+    """Submit a ``model_zoo`` card's model: the card gives the checkpoint (downloaded into the
+    cache and sha256-verified if remote), arch, options, adapter and normalisation, so these
+    cannot disagree with the weights; ``name`` and ``paper`` default to the card's.
+    ``kwargs`` go to :func:`submit` (leaderboard, results, data_root, device, progress)."""
+    return submit(card.checkpoint(cache_dir=cache_dir), suite=suite, name=name or card.name,
+                  arch=card.arch, arch_options=card.arch_options, adapter=card.adapter_name,
+                  normalize=card.normalize, paper=paper or card.paper_ref, **kwargs)
 
 
 # --------------------------------------------------------------------------- the static site
@@ -266,11 +293,61 @@ def _columns(entries: list[dict[str, Any]], metric_order: list[str]) -> list[tup
     return sorted(seen, key=lambda pm: (probes.index(pm[0]), rank.get(pm[1], len(rank)), pm[1]))
 
 
+# Captions of the figures :func:`oodbench.report.plots.write_plots` draws, by file-name prefix.
+PLOT_CAPTIONS = {"roc": "ROC curves: in-distribution against each OOD set",
+                 "hist": "Confidence histograms (log scale)",
+                 "radius": "Mean confidence (MMC) against the attack radius"}
+
+
+def entry_dir(entry_id: int) -> str:
+    """The site folder of an entry's figures (relative to the site root)."""
+    return f"entries/{entry_id}"
+
+
+def entry_results_store(entry: dict[str, Any], leaderboard: Union[str, Path]) -> Optional[Path]:
+    """The entry's results store: the recorded path, else the file of that name beside the
+    leaderboard (a leaderboard folder copied elsewhere, or a path recorded relative to another
+    working directory); None if neither exists."""
+    recorded = Path(entry["results_store"]).expanduser()
+    for candidate in (recorded, Path(leaderboard).parent / recorded.name):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def entry_plots(entry: dict[str, Any], leaderboard: Union[str, Path],
+                out: Path) -> tuple[list[dict[str, str]], str]:
+    """Draw an entry's figures (PNG) into ``out/entries/<id>/`` from its results-store run.
+
+    Returns ``(figures, note)``: each figure's ``src`` (URL-quoted, relative to the site root),
+    ``alt`` and ``caption``; ``note`` says why there are none. A missing or unreadable store
+    costs that entry its plots, not the whole site (its metrics are in the leaderboard)."""
+    from oodbench.report.data import ReportError
+    from oodbench.report.plots import write_plots
+
+    store = entry_results_store(entry, leaderboard)
+    if store is None:
+        return [], (f"No plots: the results store {entry['results_store']} is missing "
+                    "(the metrics above come from the leaderboard).")
+    try:
+        paths = write_plots(store, out / entry_dir(entry["id"]), run_id=entry["run_id"],
+                            formats=["png"])
+    except (ReportError, FileNotFoundError, RuntimeError) as err:  # RuntimeError: not a store
+        return [], f"No plots: {err}"
+    figures = []
+    for path in paths:
+        caption = PLOT_CAPTIONS.get(path.stem.split("-", 1)[0], path.stem)
+        figures.append({"src": quote(path.relative_to(out).as_posix()), "caption": caption,
+                        "alt": f"{caption}, {entry['name']}"})
+    return figures, "" if figures else "No plots: the run has nothing to plot."
+
+
 def render_site(leaderboard: Union[str, Path], out: Union[str, Path]) -> list[Path]:
-    """Write ``index.html``, one page per board and one per entry into ``out``; return the paths.
+    """Write ``index.html``, one page per board and one per entry into ``out``; return the paths
+    of the pages (each entry's figures go to ``entries/<id>/``, see :func:`entry_plots`).
 
     Every user string is escaped by Jinja2 autoescape (the report package's HTML environment);
-    the pages need no network (inline CSS and a small inline sorting script).
+    the pages need no network (inline CSS, a small inline sorting script, local images).
     """
     from oodbench.report.render import environment
 
@@ -300,8 +377,9 @@ def render_site(leaderboard: Union[str, Path], out: Union[str, Path]) -> list[Pa
             write(board["page"], "leaderboard_board.html.j2", board=board, columns=cols, rows=rows)
             for e in entries:
                 metrics = [(p, m, _fmt(v)) for (p, m), v in e["metrics"].items()]
+                figures, note = entry_plots(e, leaderboard, out)
                 write(entry_page(e["id"]), "leaderboard_entry.html.j2", board=board, entry=e,
-                      metrics=metrics)
+                      metrics=metrics, figures=figures, plots_note=note)
     write("index.html", "leaderboard_index.html.j2", boards=boards)
     return written
 

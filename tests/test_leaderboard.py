@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import re
 import shutil
+from pathlib import Path
+from urllib.parse import unquote
 
 import pytest
 from click.testing import CliRunner
@@ -121,6 +123,34 @@ def test_render_site_escapes_and_sorts(board, tmp_path):
     assert re.search(r'<td class="num" data-sort="[0-9.e-]+">', page)
 
 
+def test_entry_page_shows_its_plots(board, tmp_path):
+    """Each entry page shows the ROC curves and histograms of its own run, as local PNGs."""
+    runner, lb, _ = board
+    site = tmp_path / "site"
+    assert runner.invoke(main, ["leaderboard", "render", "--leaderboard", str(lb),
+                                "--out", str(site)]).exit_code == 0
+    with Leaderboard(lb) as board_db:
+        (entry,) = board_db.entries()
+    html = (site / f"entry-{entry['id']}.html").read_text()
+    srcs = re.findall(r'<img src="([^"]+)"', html)
+    assert any("/roc-" in s for s in srcs) and any("/hist-" in s for s in srcs), html
+    for src in srcs:
+        assert src.startswith(f"entries/{entry['id']}/") and src.endswith(".png")
+        image = site / unquote(src)
+        assert image.is_file() and image.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert entry["results_store"] in html and "No plots" not in html
+    assert EVIL not in html  # in the alt text too
+
+    # without its results store the page says so, and the site still renders
+    Path(entry["results_store"]).rename(tmp_path / "moved.db")
+    site2 = tmp_path / "site2"
+    res = runner.invoke(main, ["leaderboard", "render", "--leaderboard", str(lb), "--out", str(site2)])
+    assert res.exit_code == 0, res.output
+    html = (site2 / f"entry-{entry['id']}.html").read_text()
+    assert "<img" not in html and "No plots: the results store" in html and "is missing" in html
+    assert "entries" not in {p.name for p in site2.iterdir()}
+
+
 def test_errors(tmp_path, write_suite, digits_weights):
     runner = CliRunner()
     res = runner.invoke(main, ["leaderboard", "render", "--leaderboard", str(tmp_path / "none.db"),
@@ -178,6 +208,9 @@ def test_sorting_in_browser(board, tmp_path):
         auroc.click()
         assert names() == [EVIL, "aaa-weak"] and auroc.get_attribute("aria-sort") == "descending"
         driver.save_screenshot(str(tmp_path / "board.png"))
+        driver.get((site / f"entry-{first['id']}.html").as_uri())  # its figures load
+        images = driver.find_elements("css selector", "figure img")
+        assert images and all(int(img.get_attribute("naturalWidth")) > 0 for img in images)
     finally:
         driver.quit()
     assert (tmp_path / "board.png").stat().st_size > 0

@@ -413,6 +413,60 @@ def test_end_to_end_from_a_real_run(tmp_path):
     assert render(result.store_path, fmt="csv").count(",noise\n") == 2 * 3  # 2 noise probes x 3 metrics
 
 
+# --------------------------------------------------------------------------- figures on the HTML page
+
+
+def _page_links(text: str) -> list[str]:
+    import html
+    from urllib.parse import unquote
+
+    return [unquote(h) for h in re.findall(r'(?:src|href)="([^"]*)"', html.unescape(text))]
+
+
+def test_html_figures_escape_names_and_link_relative_files(tmp_path):
+    evil = '<script>alert("x")</script> & co'
+    values = {(evil if m == "OE" else m, p): v for (m, p), v in VALUES.items()}
+    path = make_store(tmp_path / "evil.db", values, models=("Plain", evil))
+    page = tmp_path / "page"
+    text = render(path, fmt="html", plots=tmp_path / "figs", link_from=page)
+    assert "<script>" not in text and "&lt;script&gt;alert(&#34;x&#34;)&lt;/script&gt; &amp; co" in text
+    assert 'alt="ROC, &lt;script&gt;alert(&#34;x&#34;)&lt;/script&gt; &amp; co (run 1)"' in text
+    links = _page_links(text)
+    assert {Path(h).name for h in links} == {f"{kind}-{m}.{fmt}" for kind in ("roc", "hist")
+                                             for m in ("Plain", "script-alert-x-script-co")
+                                             for fmt in ("png", "pdf")}
+    assert all(h.startswith("../figs/") and (page / h).resolve().is_file() for h in links)
+
+
+def test_html_page_without_plots_is_unchanged(store_path, tmp_path):
+    """--plots only adds the figure styles and section: strip them and the page is the plain one."""
+    plain = render(store_path, fmt="html")
+    assert "figure" not in plain and "<img" not in plain
+    with_figs = render(store_path, fmt="html", plots=tmp_path / "f", link_from=tmp_path)
+    stripped = re.sub(r"\.figures \{.*?figcaption \{[^}]*\}\n", "", with_figs, flags=re.S)
+    stripped = re.sub(r"<h2>Figures</h2>.*?(?=</body>)", "", stripped, flags=re.S)
+    assert stripped == plain
+
+
+def test_html_figures_of_several_runs_do_not_overwrite(tmp_path):
+    path = make_store(tmp_path / "two.db")
+    make_store(path, name="again")
+    text = render(path, fmt="html", run_id=[1, 2], plots=tmp_path / "f", link_from=tmp_path)
+    links = _page_links(text)
+    assert "f/run-1/roc-Plain.png" in links and "f/run-2/roc-Plain.png" in links
+    assert all((tmp_path / h).is_file() for h in links)
+    assert "<h3>synthetic (run 1): OE</h3>" in text and "<h3>again (run 2): OE</h3>" in text
+
+
+def test_refused_or_non_html_report_draws_no_figures(store_path, tmp_path):
+    with pytest.raises(ReportError, match="only from html"):
+        render(store_path, fmt="latex", plots=tmp_path / "f")
+    _tamper(store_path, "UPDATE metrics SET job_hash=NULL WHERE model='OE' AND metric='ece'")
+    with pytest.raises(UnverifiedResultsError):
+        render(store_path, fmt="html", plots=tmp_path / "f")
+    assert not (tmp_path / "f").exists()
+
+
 # --------------------------------------------------------------------------- committed reports
 
 

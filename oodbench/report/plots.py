@@ -1,4 +1,4 @@
-"""Figures of a stored run: ROC curves and confidence histograms, from the per-sample arrays.
+"""Figures of a stored run: ROC curves, confidence histograms and mean confidence vs attack radius.
 
 Everything is recomputed from the logits in the results store (never from the metric values),
 the same way the runner scores a row: the detector is the confidence (maximum softmax
@@ -7,12 +7,23 @@ on OOD points) selects the samples that count. Rows without per-sample logits (`
 such as α-scaling) and rows scored like the in-distribution set (``robust``, e.g. AutoAttack) have
 no ROC curve and are left out.
 
+*Radius* figures show how over-confidence grows with the attacker's budget. A suite sweeps the
+radius by listing the same attack probe several times with different ``threat: {eps: …}`` (each
+entry needs its own ``name:``: table labels are unique). The attack rows of a run are grouped by
+(attack, norm, attacked data): the attacked data is the probe's data spec (dataset, split, n,
+options) as in the runner's cache key, so only rows attacking the very same points share a line.
+A clean probe on those same points is the radius-0 point. Each point is the row's mean maximum
+softmax confidence, computed like the ``mmc`` metric (a stored ``mask`` applies on OOD-scored
+rows), so it equals the table's MMC. Groups with fewer than two distinct radii are not drawn. Rows
+that differ only in other settings (steps, step size) share their figure and line, sorted by eps.
+
 matplotlib is imported lazily, with the non-interactive Agg backend, only when figures are drawn,
 so importing :mod:`oodbench` never touches it.
 """
 
 from __future__ import annotations
 
+import json
 import math
 import re
 from dataclasses import dataclass, field
@@ -21,14 +32,20 @@ from typing import Any, Optional, Sequence
 
 import numpy as np
 
-from oodbench.report.data import ReportError, _query, load_run
+from oodbench.report.data import ReportError, RunData, _query, load_run
 from oodbench.store import ResultStore
 
 FORMATS = ("png", "pdf")
 ROC_KINDS = ("ood", "noise", "adversarial", "worst-case")
 
-__all__ = ["FORMATS", "ROC_KINDS", "roc_points", "slugify", "ModelCurves", "PlotData",
-           "plot_data", "write_plots"]
+RADIUS_KINDS = ("adversarial", "worst-case", "robust")
+Point = tuple[float, str, float]  # a radius figure's point: (eps, row label, MMC)
+GroupKey = tuple[str, str, str]  # (attack, norm, data key of the attacked points)
+RADIUS_SECTION = "Mean confidence vs attack radius"
+
+__all__ = ["FORMATS", "ROC_KINDS", "RADIUS_KINDS", "roc_points", "slugify", "ModelCurves",
+           "RadiusCurve", "RadiusGroup", "PlotData", "Figure", "plot_data", "write_figures",
+           "write_plots"]
 
 
 def roc_points(conf_in: Any, conf_out: Any) -> tuple[np.ndarray, np.ndarray]:
@@ -69,11 +86,42 @@ class ModelCurves:
 
 
 @dataclass
+class RadiusCurve:
+    """One model's line of a radius figure: ``(eps, row label, MMC)`` sorted by eps; eps 0 is
+    the clean probe on the same points."""
+
+    model: str
+    points: list[Point]
+
+
+@dataclass
+class RadiusGroup:
+    """One radius figure: an attack and norm on one set of points, one curve per model."""
+
+    attack: str
+    norm: str
+    source: str  # the attacked points: the clean probe's label, else the dataset (and n)
+    slug: str
+    curves: list[RadiusCurve]
+
+
+@dataclass
 class PlotData:
     run_id: int
     in_label: str
     num_classes: int
     models: list[ModelCurves]
+    radius: list[RadiusGroup] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class Figure:
+    """A written figure, so that a report can link it: its section (the model, or
+    :data:`RADIUS_SECTION`), its title and its files, one per format."""
+
+    section: str
+    title: str
+    paths: tuple[Path, ...]
 
 
 def _job_arrays(store: ResultStore, hashes: Sequence[str]) -> Optional[dict[str, np.ndarray]]:
@@ -85,13 +133,10 @@ def _job_arrays(store: ResultStore, hashes: Sequence[str]) -> Optional[dict[str,
     return None
 
 
-def plot_data(store: ResultStore, run_id: Optional[int] = None) -> PlotData:
-    """Confidences of every model and plottable row of run ``run_id`` (default: the latest)."""
-    from oodbench.metrics import confidence
-
-    run = load_run(store, run_id)
+def _row_jobs(store: ResultStore, run: RunData) -> dict[tuple[str, str], list[str]]:
+    """(model, row label) -> job hashes: the row's own job (from its metrics) first, then any
+    other job the run used for it (a store written before metrics named their job)."""
     jobs = store.run_jobs(run.run_id)
-    # a row's own job (from its metrics) first, then any other job the run used for it
     preferred: dict[tuple[str, str], list[str]] = {}
     for model, probe, job_hash in _query(
             store, "SELECT DISTINCT model, probe, job_hash FROM metrics WHERE run_id=? "
@@ -103,7 +148,15 @@ def plot_data(store: ResultStore, run_id: Optional[int] = None) -> PlotData:
         hashes = preferred.setdefault((row.model, probe), [])
         if row.job_hash not in hashes:
             hashes.append(row.job_hash)
+    return preferred
 
+
+def plot_data(store: ResultStore, run_id: Optional[int] = None) -> PlotData:
+    """Confidences of every model and plottable row of run ``run_id`` (default: the latest)."""
+    from oodbench.metrics import confidence
+
+    run = load_run(store, run_id)
+    preferred = _row_jobs(store, run)
     rows = run.of_kind(*ROC_KINDS)
     models: list[ModelCurves] = []
     used_slugs: set[str] = set()
@@ -132,10 +185,126 @@ def plot_data(store: ResultStore, run_id: Optional[int] = None) -> PlotData:
         models.append(curves)
     if not models:
         raise ReportError(f"{store.path}: run {run.run_id} has no stored in-distribution logits to plot")
-    return PlotData(run.run_id, run.in_label, num_classes, models)
+    return PlotData(run.run_id, run.in_label, num_classes, models,
+                    radius_groups(store, run, preferred))
 
 
-def _save(fig: Any, out_dir: Path, stem: str, formats: Sequence[str]) -> list[Path]:
+# --------------------------------------------------------------------------- radius sweeps
+
+
+def _job_config(store: ResultStore, job_hash: str) -> dict[str, Any]:
+    """The stored config of a job (everything its cache key hashed); {} if absent or unreadable."""
+    row = _query(store, "SELECT config_json FROM jobs WHERE hash=?", (job_hash,))
+    try:
+        config = json.loads(row[0][0]) if row else {}
+    except json.JSONDecodeError:
+        return {}
+    return config if isinstance(config, dict) else {}
+
+
+def _row_job(store: ResultStore, hashes: Sequence[str],
+             kind: str) -> Optional[tuple[dict[str, Any], dict[str, np.ndarray]]]:
+    """(config, arrays) of the first of ``hashes`` that is a ``kind`` job with stored logits:
+    the config says which attack, radius and points a row used, which its label does not."""
+    for h in hashes:
+        config = _job_config(store, h)
+        if config.get("kind") != kind:
+            continue
+        arrays = store.get_job(h)
+        if arrays is not None and "logits" in arrays:
+            return config, arrays
+    return None
+
+
+def _row_mmc(arrays: dict[str, np.ndarray], *, masked: bool) -> Optional[float]:
+    """MMC of a row exactly as the runner's ``mmc`` metric scores it (a stored ``mask`` selects
+    the points of OOD-scored rows, not of rows scored like the in-distribution set); None when
+    no point counts (the metric is undefined there)."""
+    from oodbench.metrics import confidence, mean_max_confidence
+
+    logits = arrays["logits"]
+    if masked and "mask" in arrays:
+        logits = logits[arrays["mask"].astype(bool)]
+    return mean_max_confidence(confidence(logits)) if logits.shape[0] else None
+
+
+def _data_key(identity: Any) -> str:
+    """Canonical form of a probe's data identity: equal keys mean the very same points."""
+    return json.dumps(identity, sort_keys=True, default=str)
+
+
+def _source_label(identity: Any, clean_label: Optional[str], in_label: str) -> str:
+    """How a radius figure names the attacked points: the clean probe on them if the suite has
+    one, else the dataset (the in-distribution test points for attacks on those) and ``n``."""
+    if clean_label:
+        return clean_label
+    ident = identity if isinstance(identity, dict) else {}
+    name = str(ident.get("dataset") or f"{in_label} test points")
+    return f"{name} (n={ident['n']})" if ident.get("n") else name
+
+
+def _model_radius_points(store: ResultStore, run: RunData, model: str,
+                         preferred: dict[tuple[str, str], list[str]],
+                         clean_labels: dict[str, str]) -> dict[GroupKey, list[Point]]:
+    """One model's attack rows as (attack, norm, data key) -> [(eps, label, MMC)], each with the
+    clean probe on the same points (if any) as its radius-0 point. Fills ``clean_labels``."""
+    clean: dict[str, tuple[str, float]] = {}
+    for probe in run.of_kind("ood", "noise"):
+        found = _row_job(store, preferred.get((model, probe.label), []), "probe")
+        mmc = None if found is None else _row_mmc(found[1], masked=True)
+        if found is not None and mmc is not None:
+            key = _data_key(found[0].get("probe"))
+            clean.setdefault(key, (probe.label, mmc))
+            clean_labels.setdefault(key, probe.label)
+    groups: dict[GroupKey, list[Point]] = {}
+    for probe in run.of_kind(*RADIUS_KINDS):
+        found = _row_job(store, preferred.get((model, probe.label), []), "attack")
+        if found is None:
+            continue
+        attack = found[0].get("attack") or {}
+        threat = attack.get("threat") or {}
+        mmc = _row_mmc(found[1], masked=probe.kind != "robust")
+        if not isinstance(threat.get("eps"), (int, float)) or not threat.get("norm") or mmc is None:
+            continue
+        data = _data_key(found[0].get("probe"))
+        points = groups.setdefault((str(attack.get("name")), str(threat["norm"]), data), [])
+        if data in clean and not points:
+            points.append((0.0, *clean[data]))
+        points.append((float(threat["eps"]), probe.label, mmc))
+    return groups
+
+
+def radius_groups(store: ResultStore, run: RunData,
+                  preferred: Optional[dict[tuple[str, str], list[str]]] = None) -> list[RadiusGroup]:
+    """The radius figures of a run: attack rows grouped by (attack, norm, attacked points), one
+    curve per model, in suite order; only groups with at least two distinct radii (counting the
+    clean probe as radius 0), since one radius is no sweep."""
+    preferred = _row_jobs(store, run) if preferred is None else preferred
+    clean_labels: dict[str, str] = {}
+    by_key: dict[GroupKey, dict[str, list[Point]]] = {}
+    for model in run.models:
+        for key, points in _model_radius_points(store, run, model, preferred, clean_labels).items():
+            by_key.setdefault(key, {})[model] = sorted(points, key=lambda p: p[0])
+    groups: list[RadiusGroup] = []
+    used: set[str] = set()
+    for (attack, norm, data), curves in by_key.items():
+        if len({eps for points in curves.values() for eps, _, _ in points}) < 2:
+            continue
+        source = _source_label(json.loads(data), clean_labels.get(data), run.in_label)
+        slug = base = f"radius-{slugify(attack)}-{slugify(norm)}-{slugify(source)}"
+        i = 2
+        while slug in used:
+            slug, i = f"{base}-{i}", i + 1
+        used.add(slug)
+        groups.append(RadiusGroup(attack, norm, source, slug,
+                                  [RadiusCurve(m, pts) for m, pts in curves.items()]))
+    return groups
+
+
+# --------------------------------------------------------------------------- drawing
+
+
+def _save(fig: Any, out_dir: Path, stem: str, formats: Sequence[str]) -> tuple[Path, ...]:
     paths = []
     for fmt in formats:
         path = out_dir / f"{stem}.{fmt}"
@@ -143,16 +312,74 @@ def _save(fig: Any, out_dir: Path, stem: str, formats: Sequence[str]) -> list[Pa
         meta = {"CreationDate": None} if fmt == "pdf" else {"Software": None}
         fig.savefig(path, format=fmt, metadata=meta, bbox_inches="tight")
         paths.append(path)
-    return paths
+    return tuple(paths)
 
 
-def write_plots(results: str | Path, out_dir: str | Path, *, run_id: Optional[int] = None,
-                formats: Sequence[str] = FORMATS) -> list[Path]:
-    """Write ``roc-<model>`` and ``hist-<model>`` figures of a stored run; returns the paths.
+def _draw_roc(plt: Any, data: PlotData, m: ModelCurves, out: Path, formats: Sequence[str]) -> Figure:
+    """ROC curves of one model, one per OOD row, AUROC (equal to the stored metric) in the legend."""
+    from oodbench.metrics import auroc
 
-    ROC curves: one figure per model, one curve per OOD row (AUROC in the legend, equal to the
-    stored ``auroc`` metric). Confidence histograms: one figure per model, step histograms of the
-    in-distribution set and every OOD row on a log-scaled y axis, bins on [1/K, 1].
+    fig, ax = plt.subplots(figsize=(5, 4.5))
+    ax.plot([0, 1], [0, 1], color="0.7", lw=0.8, ls="--")
+    for label, _kind, conf in m.probes:
+        fpr, tpr = roc_points(m.in_conf, conf)
+        ax.plot(fpr, tpr, lw=1.4, label=f"{label} (AUROC {auroc(m.in_conf, conf):.3f})")
+    title = f"ROC, {m.model} (run {data.run_id})"
+    ax.set(xlim=(0, 1), ylim=(0, 1.01), xlabel="false positive rate (OOD accepted)",
+           ylabel=f"true positive rate ({data.in_label} accepted)", title=title)
+    if m.probes:
+        ax.legend(loc="lower right", fontsize="small")
+    paths = _save(fig, out, f"roc-{m.slug}", formats)
+    plt.close(fig)
+    return Figure(m.model, title, paths)
+
+
+def _draw_hist(plt: Any, data: PlotData, m: ModelCurves, out: Path, formats: Sequence[str]) -> Figure:
+    """Step histograms of the in-distribution set and every OOD row on a log-scaled y axis."""
+    k = max(data.num_classes, 1)
+    bins = np.linspace(1.0 / k, 1.0, 21) if k > 1 else np.linspace(0.0, 1.0, 21)
+    fig, ax = plt.subplots(figsize=(5.5, 4))
+    for label, conf in [(data.in_label, m.in_conf)] + [(p[0], p[2]) for p in m.probes]:
+        ax.hist(np.clip(conf, bins[0], bins[-1]), bins=bins, histtype="step", lw=1.4,
+                weights=np.full(conf.shape, 1.0 / conf.size), log=True, label=label)
+    title = f"Confidence, {m.model} (run {data.run_id})"
+    ax.set(xlim=(bins[0], bins[-1]), xlabel="confidence (max. softmax probability)",
+           ylabel="fraction of samples (log scale)", title=title)
+    ax.legend(loc="upper left", fontsize="small")
+    paths = _save(fig, out, f"hist-{m.slug}", formats)
+    plt.close(fig)
+    return Figure(m.model, title, paths)
+
+
+def _draw_radius(plt: Any, data: PlotData, g: RadiusGroup, out: Path, formats: Sequence[str]) -> Figure:
+    """MMC against the attack radius, one line per model; the dashed line is 1/K, the MMC of a
+    model that is maximally uncertain (the ideal on OOD points)."""
+    fig, ax = plt.subplots(figsize=(5, 4))
+    for curve in g.curves:
+        ax.plot([p[0] for p in curve.points], [p[2] for p in curve.points], marker="o", lw=1.4,
+                label=curve.model)
+    if data.num_classes > 1:
+        ax.axhline(1.0 / data.num_classes, color="0.7", lw=0.8, ls="--",
+                   label=f"uniform (1/{data.num_classes})")
+    top = max(p[0] for c in g.curves for p in c.points)
+    title = f"Mean confidence vs radius: {g.attack} on {g.source} (run {data.run_id})"
+    ax.set(xlim=(-0.04 * top, 1.04 * top), ylim=(0, 1.02), xlabel=f"attack radius ε ({g.norm})",
+           ylabel="mean confidence (MMC)", title=f"{g.attack} on {g.source}\n"
+           f"in-distribution: {data.in_label}, run {data.run_id}")
+    ax.legend(loc="lower right", fontsize="small")
+    paths = _save(fig, out, g.slug, formats)
+    plt.close(fig)
+    return Figure(RADIUS_SECTION, title, paths)
+
+
+def write_figures(results: str | Path, out_dir: str | Path, *, run_id: Optional[int] = None,
+                  formats: Sequence[str] = FORMATS) -> list[Figure]:
+    """Write the figures of a stored run and describe them (for a report to link).
+
+    Per model ``roc-<model>`` (one curve per OOD row, AUROC in the legend, equal to the stored
+    ``auroc`` metric) and ``hist-<model>`` (step histograms of the in-distribution set and every
+    OOD row, log-scaled y, bins on [1/K, 1]); then ``radius-<attack>-<norm>-<points>`` per radius
+    sweep (see the module doc), one line per model.
     """
     formats = list(dict.fromkeys(formats))
     bad = [f for f in formats if f not in FORMATS]
@@ -169,35 +396,18 @@ def write_plots(results: str | Path, out_dir: str | Path, *, run_id: Optional[in
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from oodbench.metrics import auroc
-
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    k = max(data.num_classes, 1)
-    bins = np.linspace(1.0 / k, 1.0, 21) if k > 1 else np.linspace(0.0, 1.0, 21)
-    written: list[Path] = []
+    figures: list[Figure] = []
     for m in data.models:
-        fig, ax = plt.subplots(figsize=(5, 4.5))
-        ax.plot([0, 1], [0, 1], color="0.7", lw=0.8, ls="--")
-        for label, _kind, conf in m.probes:
-            fpr, tpr = roc_points(m.in_conf, conf)
-            ax.plot(fpr, tpr, lw=1.4, label=f"{label} (AUROC {auroc(m.in_conf, conf):.3f})")
-        ax.set(xlim=(0, 1), ylim=(0, 1.01), xlabel="false positive rate (OOD accepted)",
-               ylabel=f"true positive rate ({data.in_label} accepted)",
-               title=f"ROC, {m.model} (run {data.run_id})")
-        if m.probes:
-            ax.legend(loc="lower right", fontsize="small")
-        written += _save(fig, out, f"roc-{m.slug}", formats)
-        plt.close(fig)
+        figures += [_draw_roc(plt, data, m, out, formats), _draw_hist(plt, data, m, out, formats)]
+    figures += [_draw_radius(plt, data, g, out, formats) for g in data.radius]
+    return figures
 
-        fig, ax = plt.subplots(figsize=(5.5, 4))
-        for label, conf in [(data.in_label, m.in_conf)] + [(p[0], p[2]) for p in m.probes]:
-            ax.hist(np.clip(conf, bins[0], bins[-1]), bins=bins, histtype="step", lw=1.4,
-                    weights=np.full(conf.shape, 1.0 / conf.size), log=True, label=label)
-        ax.set(xlim=(bins[0], bins[-1]), xlabel="confidence (max. softmax probability)",
-               ylabel="fraction of samples (log scale)",
-               title=f"Confidence, {m.model} (run {data.run_id})")
-        ax.legend(loc="upper left", fontsize="small")
-        written += _save(fig, out, f"hist-{m.slug}", formats)
-        plt.close(fig)
-    return written
+
+def write_plots(results: str | Path, out_dir: str | Path, *, run_id: Optional[int] = None,
+                formats: Sequence[str] = FORMATS) -> list[Path]:
+    """Write the figures of :func:`write_figures` and return their paths: ``roc-<model>`` and
+    ``hist-<model>`` per model, then one ``radius-…`` figure per radius sweep."""
+    return [path for fig in write_figures(results, out_dir, run_id=run_id, formats=formats)
+            for path in fig.paths]

@@ -1,15 +1,20 @@
 """``render``: a stored run as a LaTeX, HTML, Markdown or CSV table.
 
 The output depends only on the stored run and the options — no dates, paths or versions — so
-a committed report regenerates byte for byte.
+a committed report regenerates byte for byte. An HTML report can also draw the run's figures
+(:mod:`oodbench.report.plots`) and link them by paths relative to the page, so that the page and
+its figure folder can be moved or opened from disk together.
 """
 
 from __future__ import annotations
 
+import os
 import warnings
+from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 from typing import Iterable, Optional, Sequence, Union
+from urllib.parse import quote
 
 import jinja2
 import pandas as pd
@@ -82,6 +87,49 @@ def _csv(runs: list[RunData], numbers: Numbers, refs: References) -> str:
     return pd.concat(frames, ignore_index=True).to_csv(index=False, lineterminator="\n")
 
 
+@dataclass(frozen=True)
+class FigureLink:
+    """A figure as the HTML page links it: ``image`` (the PNG shown inline, or None) and
+    ``files`` ((format, href) per written file); hrefs are relative, URL-quoted paths."""
+
+    title: str
+    image: Optional[str]
+    files: tuple[tuple[str, str], ...]
+
+
+@dataclass(frozen=True)
+class FigureSection:
+    """The figures under one heading of the page (a model, or the radius sweeps)."""
+
+    heading: str
+    figures: tuple[FigureLink, ...]
+
+
+def relative_href(path: Path, start: Path) -> str:
+    """``path`` as a link from a page in directory ``start``: relative (the page opens from
+    disk, wherever the pair is moved), with ``/`` separators and URL-quoted (a ``#`` or space in
+    a folder name must not cut the link). HTML escaping is left to the template."""
+    rel = os.path.relpath(Path(path).resolve(), Path(start).resolve())
+    return quote(Path(rel).as_posix())
+
+
+def figure_sections(store_path: Path, runs: list[RunData], plots: Path,
+                    link_from: Path) -> list[FigureSection]:
+    """Draw every run's figures into ``plots`` (one ``run-<id>`` folder each when there are
+    several runs, so their files do not overwrite each other) and group their links by section."""
+    from oodbench.report.plots import FORMATS, write_figures
+
+    sections: dict[str, list[FigureLink]] = {}
+    for run in runs:
+        out = plots if len(runs) == 1 else plots / f"run-{run.run_id}"
+        prefix = "" if len(runs) == 1 else f"{run.name} (run {run.run_id}): "
+        for fig in write_figures(store_path, out, run_id=run.run_id, formats=FORMATS):
+            files = tuple((p.suffix.lstrip("."), relative_href(p, link_from)) for p in fig.paths)
+            image = next((href for fmt, href in files if fmt == "png"), None)
+            sections.setdefault(prefix + fig.section, []).append(FigureLink(fig.title, image, files))
+    return [FigureSection(heading, tuple(links)) for heading, links in sections.items()]
+
+
 def build_table(runs: list[RunData], layout: str, numbers: Numbers, refs: References) -> Table:
     if layout not in BUILDERS:
         raise ReportError(f"unknown layout {layout!r}; layouts: {', '.join(LAYOUTS)}")
@@ -91,7 +139,8 @@ def build_table(runs: list[RunData], layout: str, numbers: Numbers, refs: Refere
 def render(store_path: Union[str, Path], *, fmt: str, layout: str = "hein2019-table1",
            run_id: Union[int, Sequence[int], None] = None, precision: int = 3, percent: bool = False,
            references: Optional[Iterable[Union[str, Path, ReferenceCard]]] = None,
-           standalone: bool = False, allow_unverified: bool = False) -> str:
+           standalone: bool = False, allow_unverified: bool = False,
+           plots: Union[str, Path, None] = None, link_from: Union[str, Path, None] = None) -> str:
     """Render run(s) of the results store at ``store_path`` as a table.
 
     fmt: ``latex`` (a booktabs ``table`` environment; ``standalone=True`` wraps it in a
@@ -102,6 +151,10 @@ def render(store_path: Union[str, Path], *, fmt: str, layout: str = "hein2019-ta
     the latest. references: reference cards (YAML paths) putting the paper's numbers beside the
     measured ones. Each run is verified first (:func:`verify_run`);
     :class:`UnverifiedResultsError` lists the problems unless ``allow_unverified``.
+    plots (``html`` only): draw the runs' figures into this directory (as ``oodbench plot``:
+    ROC curves, confidence histograms, mean confidence vs attack radius) and link them from the
+    page by paths relative to ``link_from``, the directory the page is written to (default: the
+    working directory). Without ``plots`` the page is exactly as before.
     """
     if fmt not in FORMATS:
         raise ReportError(f"unknown format {fmt!r}; formats: {', '.join(FORMATS)}")
@@ -109,6 +162,8 @@ def render(store_path: Union[str, Path], *, fmt: str, layout: str = "hein2019-ta
         raise ReportError(f"unknown layout {layout!r}; layouts: {', '.join(LAYOUTS)}")
     if not isinstance(precision, int) or not 0 <= precision <= 12:
         raise ReportError(f"precision must be an integer from 0 to 12, not {precision!r}")
+    if plots is not None and fmt != "html":
+        raise ReportError(f"figures are linked only from html reports, not {fmt}")
     path = Path(store_path)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no such results store")
@@ -134,6 +189,10 @@ def render(store_path: Union[str, Path], *, fmt: str, layout: str = "hein2019-ta
     if fmt == "csv":
         return _csv(runs, numbers, refs)
     table = build_table(runs, layout, numbers, refs)
+    # drawn last, once the run verified and the table built: a refused report writes no files
+    figures = [] if plots is None else figure_sections(
+        path, runs, Path(plots), Path.cwd() if link_from is None else Path(link_from))
     template = {"latex": "table.tex.j2", "html": "table.html.j2", "md": "table.md.j2"}[fmt]
     return environment(fmt).get_template(template).render(
-        table=table, standalone=standalone, label=latex_label(table.label), layout=layout)
+        table=table, standalone=standalone, label=latex_label(table.label), layout=layout,
+        figures=figures)
