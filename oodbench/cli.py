@@ -117,6 +117,25 @@ def show(results: Path, run_id: Optional[int]) -> None:
 
 @main.command()
 @click.argument("results", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--run", "run_id", type=int, default=None, help="Run id (default: the latest).")
+def verify(results: Path, run_id: Optional[int]) -> None:
+    """Check a run of RESULTS: jobs, checksums, and every metric recomputed from the stored
+    arrays. Exit 1 if anything differs."""
+    from oodbench.report.data import full_verification
+    from oodbench.store import ResultStore
+
+    with ResultStore(results) as store:
+        run_id = store.latest_run_id() if run_id is None else run_id
+        problems = full_verification(store, run_id) if run_id is not None else ["no runs stored"]
+    for problem in problems:
+        click.echo(f"  - {problem}")
+    click.echo(f"{results}: run {run_id} " + ("verifies" if not problems else
+                                            f"does not verify ({len(problems)} problem(s))"))
+    sys.exit(1 if problems else 0)
+
+
+@main.command()
+@click.argument("results", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option("--format", "fmt", type=click.Choice(["latex", "html", "md", "csv"]), required=True,
               help="latex (booktabs table), html (self-contained page), md (GitHub Markdown), "
                    "csv (long metric table).")
@@ -333,7 +352,26 @@ def zoo_fetch(card: str, zoo_dir: Optional[Path]) -> None:
 
 @main.group()
 def leaderboard() -> None:
-    """Leaderboard files: render them as a static site."""
+    """Leaderboard files: render them as a static site, verify their entries."""
+
+
+@leaderboard.command("verify")
+@click.option("--leaderboard", "leaderboard_file", type=click.Path(path_type=Path),
+              default=Path("leaderboard.db"), show_default=True, help="Leaderboard file (SQLite).")
+def leaderboard_verify(leaderboard_file: Path) -> None:
+    """Re-check every entry against its results store; exit 1 if any does not verify."""
+    from oodbench.leaderboard import LeaderboardError, verify_entries
+
+    try:
+        results = verify_entries(leaderboard_file)
+    except (LeaderboardError, FileNotFoundError) as err:
+        click.echo(f"error: {err}", err=True)
+        sys.exit(2)
+    for entry_id, problems in results.items():
+        click.echo(f"entry {entry_id}: " + ("ok" if not problems else f"{len(problems)} problem(s)"))
+        for problem in problems:
+            click.echo(f"  - {problem}")
+    sys.exit(1 if any(results.values()) else 0)
 
 
 @leaderboard.command("render")

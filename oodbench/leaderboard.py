@@ -342,6 +342,34 @@ def entry_plots(entry: dict[str, Any], leaderboard: Union[str, Path],
     return figures, "" if figures else "No plots: the run has nothing to plot."
 
 
+def verify_entries(leaderboard: Union[str, Path]) -> dict[int, list[str]]:
+    """Problems per entry (empty list: it verifies) of re-checking every entry against its
+    results store: the run verifies and every metric recomputes from the stored arrays
+    (:func:`oodbench.report.data.full_verification`), and the entry's metrics are exactly the
+    run's metrics of its model. A leaderboard is only as trustworthy as this check."""
+    from oodbench.report.data import full_verification
+    from oodbench.store import ResultStore
+
+    out: dict[int, list[str]] = {}
+    with Leaderboard(leaderboard, create=False) as board:
+        entries = board.entries()
+    for entry in entries:
+        path = entry_results_store(entry, leaderboard)
+        if path is None:
+            out[entry["id"]] = [f"results store {entry['results_store']} is missing"]
+            continue
+        with ResultStore(path) as store:
+            problems = full_verification(store, entry["run_id"])
+            frame = store.metrics_frame(entry["run_id"])
+        stored = {(r.probe, r.metric): r.value for r in frame.itertuples() if r.model == entry["name"]}
+        for key in sorted(set(stored) | set(entry["metrics"]), key=str):
+            a, b = entry["metrics"].get(key), stored.get(key)
+            if not (a == b or (a is None or a != a) and (b is None or b != b)):  # NaN-safe equality
+                problems.append(f"{key[0]} / {key[1]}: leaderboard {a!r}, results store {b!r}")
+        out[entry["id"]] = problems
+    return out
+
+
 def render_site(leaderboard: Union[str, Path], out: Union[str, Path]) -> list[Path]:
     """Write ``index.html``, one page per board and one per entry into ``out``; return the paths
     of the pages (each entry's figures go to ``entries/<id>/``, see :func:`entry_plots`).

@@ -223,3 +223,29 @@ def test_a_file_that_is_not_a_leaderboard_is_refused(tmp_path):
     junk.write_bytes(b"not a database" * 100)
     with pytest.raises(LeaderboardError, match="not a leaderboard"):
         Leaderboard(junk)
+
+
+def test_verify_catches_edited_values_in_leaderboard_and_results_store(board):
+    """`leaderboard verify` recomputes every metric from the stored logits: an honest board
+    verifies; a value edited in the leaderboard, or in the results store, is named."""
+    import sqlite3
+
+    from oodbench.leaderboard import default_results_store
+
+    runner, lb, _ = board
+    ok = runner.invoke(main, ["leaderboard", "verify", "--leaderboard", str(lb)])
+    assert ok.exit_code == 0 and "entry 1: ok" in ok.output, ok.output
+
+    with sqlite3.connect(lb) as db:
+        db.execute("UPDATE entry_metrics SET value=0.999 WHERE probe='uniform noise' AND metric='auroc'")
+    bad = runner.invoke(main, ["leaderboard", "verify", "--leaderboard", str(lb)])
+    assert bad.exit_code == 1
+    assert "uniform noise / auroc: leaderboard 0.999" in bad.output, bad.output
+
+    store = default_results_store(lb)
+    with sqlite3.connect(store) as db:  # the same edit in the store: now it fails recomputation
+        db.execute("UPDATE metrics SET value=0.999 WHERE probe='uniform noise' AND metric='auroc'")
+    bad = runner.invoke(main, ["leaderboard", "verify", "--leaderboard", str(lb)])
+    assert bad.exit_code == 1 and "stored 0.999, but the stored arrays give" in bad.output, bad.output
+    direct = runner.invoke(main, ["verify", str(store)])
+    assert direct.exit_code == 1 and "uniform noise / auroc" in direct.output, direct.output

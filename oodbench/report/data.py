@@ -62,8 +62,8 @@ def verify_run(store: ResultStore, run_id: int) -> list[str]:
 
     Checks: the run exists; every metrics row names a job (``job_hash``) that is in ``jobs``,
     belongs to the same model and probe, is recorded as used by the run, and has arrays whose
-    sha256 checksums match. A metric value edited in place is not detected (that would need
-    recomputing it from the stored logits).
+    sha256 checksums match. A metric value edited in place is caught only by the slower
+    :func:`recomputed_metric_problems` (``oodbench verify``), which recomputes every value.
     """
     if not _query(store, "SELECT 1 FROM runs WHERE id=?", (run_id,)):
         return [f"run {run_id} is not in the store"]
@@ -103,6 +103,61 @@ def verify_run(store: ResultStore, run_id: int) -> list[str]:
             if hashlib.sha256(data).hexdigest() != digest:
                 problems.append(f"job {job_hash[:12]} ({' / '.join(map(str, jobs[job_hash]))}): "
                                 f"array {key!r} fails its sha256 checksum")
+    return problems
+
+
+def _same_value(stored: Optional[float], computed: Optional[float]) -> bool:
+    def nan(v: Optional[float]) -> bool:
+        return v is None or (isinstance(v, float) and math.isnan(v))
+
+    return (nan(stored) and nan(computed)) or (not nan(stored) and not nan(computed)
+                                               and float(stored) == float(computed))
+
+
+def recomputed_metric_problems(store: ResultStore, run_id: int) -> list[str]:
+    """Metric values of a run that differ from the same metrics recomputed from its stored arrays.
+
+    Uses the runner's own :func:`oodbench.runner.row_values` with the run's seed, so an honest
+    file reproduces every value bit for bit. Call it only after :func:`verify_run` found nothing:
+    it reads the arrays through the store, which drops a job whose checksum fails. Rows whose
+    attack is not registered here are reported as not recomputable.
+    """
+    from oodbench.registry import UnknownNameError, attacks
+    from oodbench.runner import row_values
+
+    suite = _suite_json(store, run_id)
+    seed = int(suite.get("seed", 0))
+    in_label = _suite_labels(suite)[0]
+    rows = _query(store, "SELECT model, probe, metric, value, job_hash FROM metrics WHERE run_id=? "
+                  "ORDER BY rowid", (run_id,))
+    configs = {h: json.loads(c) for h, c in _query(store, "SELECT hash, config_json FROM jobs")}
+    by_row: dict[tuple[str, str, str], dict[str, Optional[float]]] = {}
+    for model, probe, metric, value, job_hash in rows:
+        by_row.setdefault((model, probe, job_hash), {})[metric] = value
+    clean = {model: job_hash for model, probe, job_hash in by_row if probe == in_label}
+    problems: list[str] = []
+    for (model, probe, job_hash), stored in by_row.items():
+        arrays = store.get_job(job_hash)
+        clean_arrays = store.get_job(clean[model]) if model in clean else None
+        if arrays is None or clean_arrays is None:
+            problems.append(f"{model} / {probe}: its arrays (or its model's clean pass) are missing")
+            continue
+        config = configs[job_hash]
+        kind, attack = {"clean": "in", "probe": "probe"}.get(config.get("kind"), "probe"), None
+        if config.get("kind") == "attack":
+            try:
+                attack = attacks.get(config["attack"]["name"])()
+            except UnknownNameError:
+                problems.append(f"{model} / {probe}: attack {config['attack']['name']!r} is not "
+                                "registered here, its metrics cannot be recomputed")
+                continue
+            kind = attack.row
+        names = list(suite.get("metrics") or stored)  # as the run computed them
+        computed = row_values(kind, arrays, clean_arrays, names, seed=seed, attack=attack)
+        for metric, value in stored.items():
+            if not _same_value(value, computed.get(metric)):
+                problems.append(f"{model} / {probe} / {metric}: stored {value!r}, but the stored "
+                                f"arrays give {computed.get(metric)!r} (edited in place?)")
     return problems
 
 
@@ -248,3 +303,8 @@ def load_run(store: ResultStore, run_id: Optional[int]) -> RunData:
                    description=str(suite.get("description") or ""), in_label=in_label,
                    models=models, probes=probes, metrics=long,
                    declared=[in_label, *probe_labels])
+
+
+def full_verification(store: ResultStore, run_id: int) -> list[str]:
+    """:func:`verify_run`, then (if it passed) every metric recomputed from the stored arrays."""
+    return verify_run(store, run_id) or recomputed_metric_problems(store, run_id)
