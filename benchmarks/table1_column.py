@@ -16,7 +16,8 @@ Scales:
   torchvision if ``--download``) with the LeNet of the papers: the plain model is
   ``model_zoo/mnist-lenet-plain-cpu``; pass ``--noise-trained-weights`` (e.g. a model trained with
   ``model_zoo/recipes/hein2019-mnist-acet-cpu.yaml``) for the second column. ``--n`` sets the
-  number of attacked points per attack row.
+  number of attacked points per attack row. The near-OOD probe is FashionMNIST when it is under
+  the data root (or with ``--download``), else 5000 uniform-noise images.
 
 The reference ("straightforward script") does what one writes by hand: for every probe it
 re-runs the clean pass over the in-distribution test set, builds the probe, attacks every point
@@ -82,7 +83,10 @@ def column(scale: str, weights: Path, *, n: int, data_root: Optional[Path], down
             raise SystemExit("--scale mnist needs --data-root (a directory with MNIST/raw/*-ubyte)")
         model = {"name": "m", "adapter": "safetensors", "arch": "lenet", "path": str(weights)}
         in_dist = {"name": "MNIST", "dataset": "mnist"}
-        near = {"name": "uniform noise (near)", "dataset": "uniform-noise", "n": 10000}
+        if download or (data_root / "FashionMNIST").is_dir():
+            near = {"name": "FMNIST", "dataset": "fashion-mnist"}
+        else:  # offline without FashionMNIST: a clean probe of its own data (not shared with others)
+            near = {"name": "uniform noise 5k", "dataset": "uniform-noise", "n": 5000}
         noise_n, attack_n, root = 10000, n, data_root
     suite = {
         "name": f"table1-column-{scale}", "seed": 0, "batch_size": BATCH, "device": "cpu",

@@ -535,3 +535,22 @@ def test_cli_train_stop_and_resume(tmp_path):
     bad.write_text("name: x\nmethod: cedaa\narch: digits-net\ndataset: {dataset: digits}\noutput: w.safetensors\n")
     result = runner.invoke(main, ["train", str(bad)])
     assert result.exit_code == 2 and "Did you mean 'ceda'" in result.output
+
+
+@pytest.mark.slow
+def test_amp_path_runs_on_the_cpu_with_bfloat16(tmp_path):
+    """`amp: bfloat16` runs the autocast path of CUDA training on the CPU: an ACET training
+    (inner attack under autocast too) still learns, records its precision, and its weights
+    differ from the float32 run with the same seed (autocast was really active)."""
+    kw = dict(out_attack={"threat": {"norm": "Linf", "eps": 0.3}, "steps": 3})  # 10 epochs
+    fp32 = train_from_recipe(_digits_recipe(tmp_path, "acet", **kw, amp=True,
+                                            output=str(tmp_path / "fp32.safetensors")), progress=False)
+    bf16 = train_from_recipe(_digits_recipe(tmp_path, "acet", **kw, amp="bfloat16",
+                                            output=str(tmp_path / "bf16.safetensors")), progress=False)
+    assert fp32["trained_with"]["amp"] is None and bf16["trained_with"]["amp"] == "bfloat16"
+    assert bf16["metrics"]["test_error"] < 0.3, bf16["metrics"]
+    assert abs(bf16["metrics"]["test_error"] - fp32["metrics"]["test_error"]) < 0.1
+    a, b = load_file(str(tmp_path / "fp32.safetensors")), load_file(str(tmp_path / "bf16.safetensors"))
+    assert any(not torch.equal(a[k], b[k]) for k in a)
+    with pytest.raises(ValueError):
+        Recipe(**{**_digits_recipe(tmp_path, "plain").dump(), "amp": "float8"})

@@ -71,6 +71,11 @@ def _optimizer(recipe: Recipe, model: nn.Module) -> torch.optim.Optimizer:
 
 
 def _amp(recipe: Recipe, dev: torch.device) -> Optional[torch.dtype]:
+    """The autocast dtype. ``amp: true`` means CUDA only (on a CPU bfloat16 is slow without AMX
+    and float16 is unsupported); ``amp: bfloat16`` forces bfloat16 on any device, which is how
+    the CUDA + AMP code path is exercised on machines without a GPU."""
+    if recipe.amp == "bfloat16":
+        return torch.bfloat16
     if dev.type != "cuda" or not recipe.amp:
         return None
     return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
@@ -215,7 +220,7 @@ def train_from_recipe(recipe: Recipe, *, device: Optional[str] = None,
         return {"status": "stopped", "name": recipe.name, "epoch": start_epoch, "step": step,
                 "checkpoint": str(ckpt_path), "history": history}
     lam = method.lam
-    autocast = (lambda: torch.autocast("cuda", dtype=amp_dtype)) if amp_dtype else contextlib.nullcontext
+    autocast = (lambda: torch.autocast(dev.type, dtype=amp_dtype)) if amp_dtype else contextlib.nullcontext
     augmenting = recipe.augment.enabled
     bar = tqdm(total=recipe.epochs * steps_per_epoch, initial=step, disable=not progress,
                desc=f"train {recipe.name} ({recipe.method})", unit="step")

@@ -222,7 +222,9 @@ class Recipe(BaseModel):
     out_distribution: Optional[OutDistribution] = None
     in_attack: Optional[TrainAttack] = None
     out_attack: Optional[TrainAttack] = None
-    amp: bool = Field(True, description="bfloat16/float16 autocast on CUDA (never on CPU)")
+    amp: Union[bool, Literal["bfloat16"]] = Field(
+        True, description="true: bfloat16 (or float16 + grad scaler) autocast on CUDA, none on the "
+        "CPU; 'bfloat16': bfloat16 autocast on any device, so the AMP path also runs on a CPU")
     evaluate: FinalEval = Field(default_factory=FinalEval)
     seed: int = 0
     device: str = "auto"
