@@ -135,10 +135,11 @@ def recomputed_metric_problems(store: ResultStore, run_id: int) -> list[str]:
     for model, probe, metric, value, job_hash in rows:
         by_row.setdefault((model, probe, job_hash), {})[metric] = value
     clean = {model: job_hash for model, probe, job_hash in by_row if probe == in_label}
+    clean_arrays_of = {model: store.get_job(job_hash) for model, job_hash in clean.items()}
     problems: list[str] = []
     for (model, probe, job_hash), stored in by_row.items():
-        arrays = store.get_job(job_hash)
-        clean_arrays = store.get_job(clean[model]) if model in clean else None
+        arrays = clean_arrays_of.get(model) if job_hash == clean.get(model) else store.get_job(job_hash)
+        clean_arrays = clean_arrays_of.get(model)
         if arrays is None or clean_arrays is None:
             problems.append(f"{model} / {probe}: its arrays (or its model's clean pass) are missing")
             continue
