@@ -20,7 +20,7 @@ import math
 import warnings
 from dataclasses import dataclass
 from functools import cached_property
-from typing import Any, Callable
+from typing import Any, Callable, Optional, Sequence
 
 import numpy as np
 
@@ -38,6 +38,9 @@ __all__ = [
     "aupr_in",
     "aupr_out",
     "fpr_at_tpr",
+    "acceptance_threshold",
+    "settled_above",
+    "early_stop_is_exact",
     "expected_calibration_error",
     "fit_temperature",
     "DEFAULT_TEMPERATURE_GRID",
@@ -459,11 +462,19 @@ def fpr_at_tpr(conf_in: Any, conf_out: Any, *, tpr: float = 0.95) -> float:
     if checked is None:
         return float("nan")
     cin, cout = checked
-    n = cin.size
+    return float(np.mean(cout >= acceptance_threshold(cin, t)))
+
+
+def acceptance_threshold(conf_in: np.ndarray, tpr: float) -> float:
+    """The confidence threshold of :func:`fpr_at_tpr`: inputs ``>=`` it are accepted.
+
+    The largest threshold that still accepts ``tpr`` of the (non-empty) in-distribution
+    confidences: ``s[n - ceil(tpr * n)]`` with ``s`` sorted ascending.
+    """
+    n = conf_in.size
     # round() absorbs float error such as 0.07 * 100 = 7.000000000000001 before the ceil.
-    k = min(n, max(1, math.ceil(round(t * n, 9))))
-    threshold = np.sort(cin)[n - k]
-    return float(np.mean(cout >= threshold))
+    k = min(n, max(1, math.ceil(round(tpr * n, 9))))
+    return float(np.sort(conf_in)[n - k])
 
 
 # --------------------------------------------------------------------------------------------
@@ -641,11 +652,17 @@ class Metric:
     scope: str
     higher_is_better: bool
     doc: str = ""
-    rank_only: bool = False
-    """True if the value depends on a probe only through how its confidences rank against the
-    in-distribution ones. Then an OOD point whose confidence already exceeds every
-    in-distribution confidence cannot change the metric any more, which lets attacks stop on
-    it early without changing the result (MMC, which averages the confidences, is not)."""
+    settled_above: Optional[Callable[[np.ndarray], float]] = None
+    """For a probe metric that depends on the probe only through how its confidences compare
+    with the in-distribution ones: given the in-distribution confidences, the confidence above
+    which an OOD point's contribution is final, however much an attack raises it further
+    (AUROC: above every in-distribution confidence; FPR@95: at or above the 95% acceptance
+    threshold). Attacks stop on such points without changing the metric. ``None`` for metrics
+    that need every confidence as it is (MMC averages them)."""
+
+    @property
+    def rank_only(self) -> bool:
+        return self.settled_above is not None
 
     def __post_init__(self) -> None:
         if self.scope not in SCOPES:
@@ -658,18 +675,30 @@ class Metric:
 
 
 def _register(name: str, *, scope: str, higher_is_better: bool,
-              rank_only: bool = False) -> Callable[[Callable], Callable]:
+              settled_above: Optional[Callable[[np.ndarray], float]] = None
+              ) -> Callable[[Callable], Callable]:
     """Register ``fn(MetricInput) -> float`` as a :class:`Metric`; its docstring is the doc."""
 
     def decorator(fn: Callable[[MetricInput], float]) -> Callable[[MetricInput], float]:
         doc = " ".join((fn.__doc__ or "").split())
-        metric = Metric(name, fn, scope, higher_is_better, doc, rank_only)
+        metric = Metric(name, fn, scope, higher_is_better, doc, settled_above)
         first = (fn.__doc__ or "").strip().splitlines()[0] if fn.__doc__ else ""
         metric_registry.add(name, metric, doc=first, scope=scope, higher_is_better=higher_is_better,
-                            rank_only=rank_only)
+                            rank_only=metric.rank_only)
         return fn
 
     return decorator
+
+
+def _above_every_in(conf_in: np.ndarray) -> float:
+    # An OOD point above the most confident in-distribution point already out-ranks all of them.
+    return float(conf_in.max())
+
+
+def _accepted_at_tpr95(conf_in: np.ndarray) -> float:
+    # Accepted means ">= threshold"; the next float below it turns that into the strict ">" of
+    # the early stop, so a point exactly at the threshold (already a false positive) stops too.
+    return float(np.nextafter(acceptance_threshold(conf_in, 0.95), -np.inf))
 
 
 @_register("test-error", scope="in", higher_is_better=False)
@@ -714,31 +743,31 @@ def _mmc_metric(inp: MetricInput) -> float:
     return mean_max_confidence(inp.in_conf if inp.out_logits is None else inp.out_conf)
 
 
-@_register("auroc", scope="probe", higher_is_better=True, rank_only=True)
+@_register("auroc", scope="probe", higher_is_better=True, settled_above=_above_every_in)
 def _auroc_metric(inp: MetricInput) -> float:
     """AUROC of confidence separating in-distribution (positive) from the probe; ties count 1/2."""
     return auroc(inp.in_conf, inp.out_conf)
 
 
-@_register("auroc-conservative", scope="probe", higher_is_better=True, rank_only=True)
+@_register("auroc-conservative", scope="probe", higher_is_better=True, settled_above=_above_every_in)
 def _auroc_conservative_metric(inp: MetricInput) -> float:
     """AUROC where tied confidences count as failed detections (robust to saturated models)."""
     return auroc_conservative(inp.in_conf, inp.out_conf)
 
 
-@_register("aupr-in", scope="probe", higher_is_better=True, rank_only=True)
+@_register("aupr-in", scope="probe", higher_is_better=True, settled_above=_above_every_in)
 def _aupr_in_metric(inp: MetricInput) -> float:
     """Average precision with in-distribution as the positive class, confidence as score."""
     return aupr_in(inp.in_conf, inp.out_conf)
 
 
-@_register("aupr-out", scope="probe", higher_is_better=True, rank_only=True)
+@_register("aupr-out", scope="probe", higher_is_better=True, settled_above=_above_every_in)
 def _aupr_out_metric(inp: MetricInput) -> float:
     """Average precision with the OOD probe as the positive class, -confidence as score."""
     return aupr_out(inp.in_conf, inp.out_conf)
 
 
-@_register("fpr95", scope="probe", higher_is_better=False, rank_only=True)
+@_register("fpr95", scope="probe", higher_is_better=False, settled_above=_accepted_at_tpr95)
 def _fpr95_metric(inp: MetricInput) -> float:
     """Share of probe samples accepted at the threshold keeping 95% of in-distribution samples."""
     return fpr_at_tpr(inp.in_conf, inp.out_conf, tpr=0.95)
@@ -782,3 +811,34 @@ def compute_metrics(names: list[str], inp: MetricInput, *, row: str) -> dict[str
     if row == "probe" and selected and inp.out_logits is None:
         raise ValueError("row='probe' needs MetricInput.out_logits (the probe's logits)")
     return {m.name: m(inp) for m in selected}
+
+
+def _probe_row_metrics(names: Sequence[str]) -> list[Any]:
+    return [metric_registry.get(n) for n in names
+            if metric_registry.get(n).scope in _ROW_SCOPES["probe"]]
+
+
+def early_stop_is_exact(names: Sequence[str]) -> bool:
+    """Whether an attack may stop on settled OOD points without changing any of these metrics:
+    true when every probe-row metric asked declares ``settled_above`` (MMC does not)."""
+    return all(getattr(m, "settled_above", None) is not None for m in _probe_row_metrics(names))
+
+
+def settled_above(names: Sequence[str], conf_in: np.ndarray) -> Optional[float]:
+    """The confidence above which an OOD point can no longer change any of the named metrics
+    (the largest of their own ``settled_above`` values), or ``None`` when one of them needs the
+    full attack. Metrics of the in-distribution row do not constrain it.
+
+    >>> conf_in = np.arange(1, 21) / 20      # 0.05 ... 1.00
+    >>> settled_above(["fpr95"], conf_in) < 0.10 < settled_above(["fpr95", "auroc"], conf_in)
+    True
+    >>> settled_above(["auroc", "mmc"], conf_in) is None
+    True
+    """
+    if not early_stop_is_exact(names):
+        return None
+    rules = [m.settled_above for m in _probe_row_metrics(names)]
+    if not rules:
+        return None
+    conf = np.asarray(conf_in, dtype=np.float64)
+    return max(rule(conf) for rule in rules)

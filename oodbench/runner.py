@@ -29,7 +29,7 @@ import oodbench
 from oodbench.attacks import Attack, AttackContext
 from oodbench.data import DataRequest, DatasetNotFoundError, ImageSet, load_dataset, to_shape
 from oodbench.data.common import subsample_indices
-from oodbench.metrics import MetricInput, compute_metrics
+from oodbench.metrics import MetricInput, compute_metrics, confidence, settled_above
 from oodbench.models import load_model, model_fingerprint
 from oodbench.registry import attacks
 from oodbench.store import ResultStore, canonical_hash
@@ -180,14 +180,6 @@ class _SuiteData:
         return self._cache[key]
 
 
-def early_stop_allowed(metric_names: Sequence[str]) -> bool:
-    """True when every probe-row metric asked for is rank-based (see ``Metric.rank_only``)."""
-    from oodbench.registry import metrics as metric_registry
-
-    return all(metric_registry.meta(m)["scope"] == "in" or metric_registry.meta(m).get("rank_only")
-               for m in metric_names)
-
-
 def row_values(kind: str, arrays: Mapping[str, np.ndarray], clean: Mapping[str, np.ndarray],
                metric_names: Sequence[str], *, seed: int,
                attack: Optional[Attack] = None) -> dict[str, float]:
@@ -270,8 +262,10 @@ class _ModelJobs:
         attack: Attack = attacks.get(probe.attack.name)()
         in_name = self.suite.in_distribution.dataset or ""
         spec = attack.resolve(probe.attack, in_name)
-        early = attack.supports_early_stop and (
-            spec.early_stop is True or (spec.early_stop == "auto" and early_stop_allowed(self.suite.metrics)))
+        # The stop threshold is part of the job's identity: an attack stopped for FPR@95 alone
+        # must not be served to a run that also asks for AUROC.
+        stop_above = (settled_above(self.suite.metrics, confidence(clean["logits"]))
+                      if attack.supports_early_stop and spec.early_stop is not False else None)
 
         def compute(job_hash: str) -> dict[str, np.ndarray]:
             source = (self.data.in_distribution_subset(probe.n) if attack.source == "in-distribution"
@@ -279,14 +273,14 @@ class _ModelJobs:
             ctx = AttackContext(
                 model=self.model, images=source.images, labels=source.labels, spec=spec,
                 in_logits=clean["logits"], device=self.device, batch_size=self.suite.batch_size,
-                seed=self.suite.seed, early_stop=early, progress=self.progress,
+                seed=self.suite.seed, stop_above=stop_above, progress=self.progress,
                 artifact_dir=artifact_dir(self.result.store_path, job_hash),
                 label=f"{self.spec.name} / {probe.label}")
             return attack.run(ctx)
 
         job_hash, arrays = self.job("attack", probe, compute,
                                     {"attack": spec.model_dump(mode="json", exclude={"early_stop"}),
-                                     "early_stop": early})
+                                     "stop_above": stop_above})
         return job_hash, arrays, attack
 
 

@@ -19,6 +19,7 @@ import yaml
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from oodbench.attacks.base import AttackSpec
+from oodbench.metrics import early_stop_is_exact
 from oodbench.models.spec import ModelSpec
 from oodbench.registry import UnknownNameError, architectures, attacks, datasets, metrics, models
 
@@ -167,7 +168,7 @@ class Suite(BaseModel):
     def _early_stop_is_exact(self) -> "Suite":
         """A forced early stop would silently bias MMC: allow it only with rank metrics."""
         not_rank = [m for m in self.metrics if metrics.meta(m)["scope"] != "in"
-                    and not metrics.meta(m).get("rank_only", False)]
+                    and not early_stop_is_exact([m])]
         for i, probe in enumerate(self.probes):
             if probe.attack is not None and probe.attack.early_stop is True and not_rank:
                 raise _LocatedError(

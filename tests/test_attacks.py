@@ -11,6 +11,7 @@ registered attack through the base-class interface only, so a new attack is test
 from __future__ import annotations
 
 import pytest
+import numpy as np
 import torch
 from torch import nn
 
@@ -19,7 +20,7 @@ from oodbench.attacks.base import Attack
 from oodbench.attacks.registered import EngineAttack
 from oodbench.attacks.threats import _project_l1_ball
 from oodbench.data import DataRequest, load_dataset
-from oodbench.metrics import auroc, confidence, fpr_at_tpr
+from oodbench.metrics import acceptance_threshold, auroc, confidence, fpr_at_tpr, settled_above
 from oodbench.models import load_model
 from oodbench.registry import UnknownNameError, attacks, objectives
 
@@ -428,9 +429,10 @@ def test_registered_engine_attacks_leave_model_untouched(name, digits_model, dig
     images = digits_in.images[:32] if source_in else smoothed.images[:32]
     labels = digits_in.labels[:32] if source_in else None
     before = _snapshot(digits_model)
-    for early_stop in (False, True) if attack.supports_early_stop else (False,):
+    rank_stop = settled_above(["auroc", "fpr95"], confidence(in_logits))
+    for stop_above in (None, rank_stop) if attack.supports_early_stop else (None,):
         out = attack.run(AttackContext(model=digits_model, images=images, labels=labels, spec=spec,
-                                       in_logits=in_logits, device=CPU, early_stop=early_stop))
+                                       in_logits=in_logits, device=CPU, stop_above=stop_above))
         assert out["logits"].shape == (32, 5)
         _assert_untouched(digits_model, before)
 
@@ -449,7 +451,7 @@ def test_adversarial_noise_makes_plain_model_overconfident(digits_model, smoothe
         "max-log-conf", "pgd", 200, 0.0075)
     x = smoothed.images  # 200 points
     out = attack.run(AttackContext(model=digits_model, images=x, labels=None, spec=spec,
-                                   in_logits=in_logits, device=CPU, early_stop=False))
+                                   in_logits=in_logits, device=CPU))
     with torch.no_grad():
         clean = confidence(digits_model(x).numpy())
     adv = confidence(out["logits"])
@@ -498,11 +500,12 @@ def test_early_stop_is_exact_for_rank_metrics(name, overrides, digits_model, ear
     assert attack.supports_early_stop
     spec = attack.resolve(AttackSpec(name=name, **overrides), "digits")
     conf_in = confidence(in_logits)
+    assert settled_above(["auroc", "fpr95"], conf_in) == conf_in.max()
     outs = {}
     for early_stop in (False, True):
         ctx = AttackContext(model=digits_model, images=early_stop_probe, labels=None, spec=spec,
                             in_logits=in_logits, device=CPU, batch_size=64, seed=0,
-                            early_stop=early_stop)
+                            stop_above=conf_in.max() if early_stop else None)
         outs[early_stop] = attack.run(ctx)
     full, early = outs[False], outs[True]
     c_full, c_early = confidence(full["logits"]), confidence(early["logits"])
@@ -523,6 +526,33 @@ def test_early_stop_is_exact_for_rank_metrics(name, overrides, digits_model, ear
     assert bool((c_full[stopped] > conf_in.max()).all())
     assert int(early["gradient_evaluations"]) < int(full["gradient_evaluations"])
     assert int(full["gradient_evaluations"]) <= len(early_stop_probe) * spec.steps * spec.restarts
+
+
+def test_fpr95_alone_stops_at_the_acceptance_threshold(digits_model, early_stop_probe, in_logits):
+    """Asked only for FPR@95, a point is settled once it is accepted at the 95%-TPR threshold,
+    far below the largest in-distribution confidence: the same FPR@95 for much less work."""
+    attack = attacks.get("adversarial-noise")()
+    spec = attack.resolve(AttackSpec(name="adversarial-noise", threat={"norm": "Linf", "eps": 0.12},
+                                     step_size=0.012, steps=40), "digits")
+    conf_in = confidence(in_logits)
+    threshold = acceptance_threshold(conf_in, 0.95)
+    stop = settled_above(["fpr95"], conf_in)
+    assert stop < threshold < conf_in.max() and np.nextafter(stop, 1.0) == threshold
+    outs = {}
+    for name, value in (("full", None), ("auroc", conf_in.max()), ("fpr95", stop)):
+        outs[name] = attack.run(AttackContext(model=digits_model, images=early_stop_probe, labels=None,
+                                              spec=spec, in_logits=in_logits, device=CPU,
+                                              batch_size=64, stop_above=value))
+    fpr = {k: fpr_at_tpr(conf_in, confidence(v["logits"])) for k, v in outs.items()}
+    assert fpr["fpr95"] == fpr["full"] == fpr["auroc"]
+    assert 0.0 < fpr["full"] < 1.0
+    evals = {k: int(v["gradient_evaluations"]) for k, v in outs.items()}
+    assert evals["fpr95"] < evals["auroc"] < evals["full"]
+    c_fpr = confidence(outs["fpr95"]["logits"])
+    stopped = outs["fpr95"]["stopped_early"]
+    assert bool((c_fpr[stopped] >= threshold).all())
+    # a point that stopped below the largest in-distribution confidence: AUROC was not exact
+    assert bool((c_fpr[stopped] < conf_in.max()).any())
 
 
 # --------------------------------------------------------------------------------------------

@@ -149,6 +149,27 @@ def test_early_stop_auto_only_with_rank_metrics(write_suite, tmp_path):
         assert fast_m[("plain", "adv. noise", metric)] == full_m[("plain", "adv. noise", metric)]
 
 
+def test_attack_stopped_for_fpr95_is_not_reused_for_auroc(write_suite, tmp_path):
+    """FPR@95 alone settles points earlier than AUROC does, so the stop threshold is part of the
+    job's identity: the same store must recompute the attack when AUROC is asked later."""
+    def run(metrics: str, db: str):
+        result = run_suite(load_suite(write_suite(ATTACK_SUITE, steps=40, metrics=metrics)),
+                           output=tmp_path / db, progress=False)
+        with ResultStore(tmp_path / db) as store:
+            jobs = store.run_jobs(result.run_id).set_index("probe")
+            arrays = store.get_job(jobs.loc["adv. noise"].job_hash)
+        return result, metrics_dict(result), arrays
+
+    _, fpr_only, fpr_arrays = run("[fpr95]", "shared.db")
+    later, both, both_arrays = run("[auroc, fpr95]", "shared.db")
+    assert "plain / adv. noise" in later.computed
+    _, fresh, _ = run("[auroc, fpr95]", "fresh.db")
+    key = ("plain", "adv. noise")
+    assert both[key + ("auroc",)] == fresh[key + ("auroc",)]
+    assert fpr_only[key + ("fpr95",)] == both[key + ("fpr95",)] == fresh[key + ("fpr95",)]
+    assert int(fpr_arrays["gradient_evaluations"]) < int(both_arrays["gradient_evaluations"])
+
+
 def test_forced_early_stop_with_mmc_is_refused(write_suite):
     text = ATTACK_SUITE.replace("name: adversarial-noise,", "name: adversarial-noise, early_stop: true,")
     with pytest.raises(Exception, match="early_stop: true.*would change mmc"):

@@ -41,15 +41,19 @@ class AttackSpec(BaseModel):
     random_start: Optional[bool] = None
     momentum: Optional[float] = Field(None, ge=0, lt=1, description="PGD heavy-ball momentum")
     early_stop: Literal["auto", True, False] = Field(
-        "auto", description="stop attacking OOD points that already out-rank every "
-        "in-distribution point; 'auto' does it exactly when every metric asked is rank-based")
+        "auto", description="stop attacking OOD points whose confidence can no longer change "
+        "any metric asked (above every in-distribution confidence for AUROC/AUPR, accepted at "
+        "the 95%-TPR threshold for FPR@95); 'auto' does it whenever that is exact, i.e. unless "
+        "a metric such as MMC needs every confidence")
     options: dict[str, Any] = Field(default_factory=dict, description="attack-specific settings")
 
 
 @dataclass
 class AttackContext:
     """Everything an attack may use. ``images``/``labels`` are its source points (already in the
-    in-distribution's shape); ``in_logits`` are the model's clean in-distribution logits."""
+    in-distribution's shape); ``in_logits`` are the model's clean in-distribution logits;
+    ``stop_above``: the confidence above which an OOD point cannot change any metric asked
+    (:func:`oodbench.metrics.settled_above`), or ``None`` to attack every point fully."""
 
     model: nn.Module
     images: torch.Tensor
@@ -59,7 +63,7 @@ class AttackContext:
     device: torch.device
     batch_size: int = 256
     seed: int = 0
-    early_stop: bool = False
+    stop_above: Optional[float] = None
     progress: bool = False
     artifact_dir: Optional[Path] = None
     label: str = "attack"

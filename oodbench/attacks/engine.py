@@ -15,9 +15,10 @@ Guarantees (each one tested):
 - a point whose confidence (the ``select="confidence"`` score) reaches 1.0 is finished: no
   iterate can beat it strictly, so the reported point is final for every metric;
 - with ``stop_above`` set, a point stops being attacked once its best confidence exceeds that
-  value. When the value is the largest in-distribution confidence this is *exact* for the rank
-  metrics (AUROC, AUPR, FPR@95): such a point already ranks above every in-distribution point,
-  so no further iterate can change them. Only the work is saved.
+  value. When the value is :func:`oodbench.metrics.settled_above` of the metrics asked, this is
+  *exact*: for AUROC and AUPR the point already ranks above every in-distribution point, for
+  FPR@95 it is already accepted at the 95%-TPR threshold, so no further iterate can change
+  them. Only the work is saved.
 """
 
 from __future__ import annotations

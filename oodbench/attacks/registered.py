@@ -18,14 +18,9 @@ import torch
 
 from oodbench.attacks.base import Attack, AttackContext, AttackSpec
 from oodbench.attacks.engine import AttackConfig, run_attack
-from oodbench.metrics import confidence
 from oodbench.registry import attacks
 
 GREY_DATASETS = {"mnist", "fashion-mnist", "kmnist", "emnist-letters", "digits"}
-
-def max_in_confidence(in_logits: np.ndarray) -> float:
-    """Largest clean in-distribution confidence, computed exactly as the metrics compute it."""
-    return float(confidence(in_logits).max())
 
 
 class EngineAttack(Attack):
@@ -46,9 +41,8 @@ class EngineAttack(Attack):
         return None
 
     def run(self, ctx: AttackContext) -> dict[str, np.ndarray]:
-        stop = max_in_confidence(ctx.in_logits) if ctx.early_stop else None
         result = run_attack(ctx.model, ctx.images, self.config(ctx.spec), target=self.target(ctx),
-                            stop_above=stop, batch_size=ctx.batch_size, device=ctx.device,
+                            stop_above=ctx.stop_above, batch_size=ctx.batch_size, device=ctx.device,
                             seed=ctx.seed, progress=ctx.progress, desc=ctx.label)
         out = {"logits": result.logits.numpy(), "stopped_early": result.stopped_early.numpy(),
                "gradient_evaluations": np.array(result.gradient_evaluations)}
