@@ -235,20 +235,17 @@ def submit(checkpoint: Union[str, Path], *, suite: Suite, name: str, arch: str,
             return Submission(existing, False, key, digest)
     store = Path(results) if results is not None else default_results_store(leaderboard)
     result = run_suite(sub_suite, data_root=data_root, output=store, device=device, progress=progress)
-    import torch
-    import torchvision
-
-    import oodbench
     from oodbench.runner import environment, resolve_device
 
     dev = resolve_device(device or sub_suite.device)
+    env = environment(dev)
     model = sub_suite.models[0]
     entry = {
         "checkpoint_sha256": digest, "name": name, "adapter": model.adapter, "arch": arch,
         "arch_options": json.dumps(model.arch_options, sort_keys=True), "paper": paper,
-        "oodbench_version": oodbench.__version__, "torch_version": str(torch.__version__),
-        "torchvision_version": str(torchvision.__version__), "device": str(dev),
-        "environment_json": json.dumps(environment(dev), sort_keys=True), "submitted": _now(),
+        "oodbench_version": env["oodbench"], "torch_version": env["torch"],
+        "torchvision_version": env["torchvision"], "device": str(dev),
+        "environment_json": json.dumps(env, sort_keys=True), "submitted": _now(),
         "results_store": str(Path(result.store_path).resolve()), "run_id": result.run_id,
     }
     long = result.metrics

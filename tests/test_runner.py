@@ -1,4 +1,5 @@
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -132,17 +133,20 @@ def test_attack_probes_raise_confidence_and_are_cached(write_suite, tmp_path):
     assert more.computed == ["plain / adv. noise"]
 
 
-def test_early_stop_auto_only_with_rank_metrics(write_suite, tmp_path):
-    def attack_job(metrics: str, db: str):
-        result = run_suite(load_suite(write_suite(ATTACK_SUITE, steps=40, metrics=metrics)),
-                           output=tmp_path / db, progress=False)
-        with ResultStore(tmp_path / db) as store:
-            jobs = store.run_jobs(result.run_id).set_index("probe")
-            arrays = store.get_job(jobs.loc["adv. noise"].job_hash)
-        return metrics_dict(result), arrays
+def _adv_noise_run(write_suite, db: Path, metrics: str):
+    """Run ATTACK_SUITE asking ``metrics`` into ``db``: the result, its metrics and the stored
+    arrays of the adversarial-noise job."""
+    result = run_suite(load_suite(write_suite(ATTACK_SUITE, steps=40, metrics=metrics)),
+                       output=db, progress=False)
+    with ResultStore(db) as store:
+        jobs = store.run_jobs(result.run_id).set_index("probe")
+        arrays = store.get_job(jobs.loc["adv. noise"].job_hash)
+    return result, metrics_dict(result), arrays
 
-    full_m, full = attack_job("[auroc, fpr95, mmc]", "full.db")
-    fast_m, fast = attack_job("[auroc, fpr95]", "fast.db")
+
+def test_early_stop_auto_only_with_rank_metrics(write_suite, tmp_path):
+    _, full_m, full = _adv_noise_run(write_suite, tmp_path / "full.db", "[auroc, fpr95, mmc]")
+    _, fast_m, fast = _adv_noise_run(write_suite, tmp_path / "fast.db", "[auroc, fpr95]")
     assert fast["stopped_early"].sum() > full["stopped_early"].sum()
     assert int(fast["gradient_evaluations"]) < int(full["gradient_evaluations"])
     for metric in ("auroc", "fpr95"):
@@ -152,18 +156,10 @@ def test_early_stop_auto_only_with_rank_metrics(write_suite, tmp_path):
 def test_attack_stopped_for_fpr95_is_not_reused_for_auroc(write_suite, tmp_path):
     """FPR@95 alone settles points earlier than AUROC does, so the stop threshold is part of the
     job's identity: the same store must recompute the attack when AUROC is asked later."""
-    def run(metrics: str, db: str):
-        result = run_suite(load_suite(write_suite(ATTACK_SUITE, steps=40, metrics=metrics)),
-                           output=tmp_path / db, progress=False)
-        with ResultStore(tmp_path / db) as store:
-            jobs = store.run_jobs(result.run_id).set_index("probe")
-            arrays = store.get_job(jobs.loc["adv. noise"].job_hash)
-        return result, metrics_dict(result), arrays
-
-    _, fpr_only, fpr_arrays = run("[fpr95]", "shared.db")
-    later, both, both_arrays = run("[auroc, fpr95]", "shared.db")
+    _, fpr_only, fpr_arrays = _adv_noise_run(write_suite, tmp_path / "shared.db", "[fpr95]")
+    later, both, both_arrays = _adv_noise_run(write_suite, tmp_path / "shared.db", "[auroc, fpr95]")
     assert "plain / adv. noise" in later.computed
-    _, fresh, _ = run("[auroc, fpr95]", "fresh.db")
+    _, fresh, _ = _adv_noise_run(write_suite, tmp_path / "fresh.db", "[auroc, fpr95]")
     key = ("plain", "adv. noise")
     assert both[key + ("auroc",)] == fresh[key + ("auroc",)]
     assert fpr_only[key + ("fpr95",)] == both[key + ("fpr95",)] == fresh[key + ("fpr95",)]
