@@ -660,10 +660,6 @@ class Metric:
     threshold). Attacks stop on such points without changing the metric. ``None`` for metrics
     that need every confidence as it is (MMC averages them)."""
 
-    @property
-    def rank_only(self) -> bool:
-        return self.settled_above is not None
-
     def __post_init__(self) -> None:
         if self.scope not in SCOPES:
             raise ValueError(
@@ -683,8 +679,7 @@ def _register(name: str, *, scope: str, higher_is_better: bool,
         doc = " ".join((fn.__doc__ or "").split())
         metric = Metric(name, fn, scope, higher_is_better, doc, settled_above)
         first = (fn.__doc__ or "").strip().splitlines()[0] if fn.__doc__ else ""
-        metric_registry.add(name, metric, doc=first, scope=scope, higher_is_better=higher_is_better,
-                            rank_only=metric.rank_only)
+        metric_registry.add(name, metric, doc=first, scope=scope, higher_is_better=higher_is_better)
         return fn
 
     return decorator
