@@ -120,6 +120,13 @@ class Side:
     """Script only: per probe, (seconds of its clean in-distribution pass, seconds of the rest)."""
 
 
+def load_spec(col: Column, suite: Any, ds: Any, reference: Optional[ImageSet] = None) -> ImageSet:
+    """One data set of the column, loaded the way the script loads it."""
+    return load_dataset(ds.dataset, DataRequest(root=col.data_root, split=ds.split, n=ds.n,
+                                                seed=suite.seed, options=dict(ds.options),
+                                                download=suite.download, reference=reference))
+
+
 def straightforward(col: Column) -> Side:
     """The hand-written evaluation: clean pass per probe, full attack budget on every point."""
     suite = parse_suite(col.suite)
@@ -129,22 +136,15 @@ def straightforward(col: Column) -> Side:
     metrics: dict[tuple[str, str], float] = {}
     evals: dict[str, int] = {}
 
-    def load(ds) -> ImageSet:
-        return load_dataset(ds.dataset, DataRequest(root=col.data_root, split=ds.split, n=ds.n,
-                                                    seed=suite.seed, options=dict(ds.options),
-                                                    download=suite.download,
-                                                    reference=reference))
-
     seconds: dict[str, tuple[float, float]] = {}
     for probe in suite.probes:
         start = time.perf_counter()
-        reference = None
-        ref = load(in_spec)  # the clean pass, repeated for every probe
-        reference = ref
+        ref = load_spec(col, suite, in_spec)  # the clean pass, repeated for every probe
         in_logits = forward_logits(model, ref.images, batch_size=BATCH)
         clean_done = time.perf_counter()
         if probe.attack is None:
-            logits = forward_logits(model, to_shape(load(probe).images, ref.shape), batch_size=BATCH)
+            x = to_shape(load_spec(col, suite, probe, ref).images, ref.shape)
+            logits = forward_logits(model, x, batch_size=BATCH)
         else:
             kind = attacks.get(probe.attack.name)()
             resolved = kind.resolve(probe.attack, in_spec.dataset or "")
@@ -161,7 +161,7 @@ def straightforward(col: Column) -> Side:
                 logits = result.logits.numpy()
                 logits = logits[logits.argmax(1) != y.numpy()]  # misclassified adversarial points
             else:
-                x = to_shape(load(probe).images, ref.shape)
+                x = to_shape(load_spec(col, suite, probe, ref).images, ref.shape)
                 result = run_attack(model, x, cfg, batch_size=BATCH, seed=suite.seed, full_budget=True)
                 logits = result.logits.numpy()
             evals[probe.label] = result.gradient_evaluations
@@ -234,10 +234,7 @@ def warm_up(col: Column) -> None:
     import torchvision  # noqa: F401  (the MNIST loaders import it)
 
     suite = parse_suite(col.suite)
-    spec = suite.in_distribution
-    load_dataset(spec.dataset, DataRequest(root=col.data_root, split=spec.split, n=spec.n,
-                                           seed=suite.seed, options=dict(spec.options),
-                                           download=suite.download))
+    load_spec(col, suite, suite.in_distribution)
 
 
 def measure(label: str, col: Column, repeats: int) -> float:

@@ -809,8 +809,8 @@ def compute_metrics(names: list[str], inp: MetricInput, *, row: str) -> dict[str
 
 
 def _probe_row_metrics(names: Sequence[str]) -> list[Any]:
-    return [metric_registry.get(n) for n in names
-            if metric_registry.get(n).scope in _ROW_SCOPES["probe"]]
+    metrics = [metric_registry.get(n) for n in names]
+    return [m for m in metrics if m.scope in _ROW_SCOPES["probe"]]
 
 
 def early_stop_is_exact(names: Sequence[str]) -> bool:
