@@ -7,10 +7,14 @@ happen inside the commands so that `oodbench --help` is instant. No logic lives 
 from __future__ import annotations
 
 import sys
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Optional
+from typing import TYPE_CHECKING, Iterator, Optional
 
 import click
+
+if TYPE_CHECKING:
+    from oodbench.suite import Suite
 
 
 class _FriendlyErrors(click.Group):
@@ -53,25 +57,68 @@ def main() -> None:
 @click.option("--skip-missing", is_flag=True, default=None,
               help="Skip probes whose data is missing, with a warning, instead of stopping.")
 @click.option("--no-download", is_flag=True, help="Never download datasets.")
-@click.option("--quiet", "-q", is_flag=True, help="No progress bars.")
+@click.option("--quiet", "-q", is_flag=True, help="No progress bars or job lines.")
+@click.option("--executor", default=None,
+              help="Who runs the shards (`oodbench list executors`; default: the suite's, local).")
+@click.option("--dry-run", is_flag=True, help="Print the plan (as `oodbench plan`) and run nothing.")
 def run(suite_file: Path, data_root: Optional[Path], output: Optional[Path], device: Optional[str],
-        skip_missing: Optional[bool], no_download: bool, quiet: bool) -> None:
-    """Evaluate every model of SUITE_FILE; jobs already in the results store are reused."""
-    import warnings
-
+        skip_missing: Optional[bool], no_download: bool, quiet: bool, executor: Optional[str],
+        dry_run: bool) -> None:
+    """Evaluate every model of SUITE_FILE: plan the jobs, run the shards the results store
+    lacks, store each as it finishes, score every row. A killed run resumes where it stopped."""
     from oodbench.runner import format_table, run_suite
     from oodbench.suite import load_suite
 
-    suite = load_suite(suite_file, download=False if no_download else None)
-    with warnings.catch_warnings():
-        warnings.simplefilter("always")
-        warnings.showwarning = lambda msg, *a, **k: click.echo(f"warning: {msg}", err=True)
+    overrides = {"download": False if no_download else None, "executor": executor}
+    suite = load_suite(suite_file, **overrides)
+    if dry_run:
+        _print_plan(suite, data_root, output, skip_missing)
+        return
+    with _warnings_as_lines():
         result = run_suite(suite, data_root=data_root, output=output, device=device,
                            skip_missing=skip_missing or None, progress=not quiet)
     click.echo(format_table(result.table()))
     click.echo(f"\n{len(result.computed)} jobs computed, {len(result.cached)} reused from the store"
                + (f", probes skipped: {', '.join(result.skipped)}" if result.skipped else ""))
     click.echo(f"results: {result.store_path} (run {result.run_id})")
+
+
+@contextmanager
+def _warnings_as_lines() -> Iterator[None]:
+    """Library warnings (a skipped probe, a recomputed entry) as one ``warning:`` line each."""
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("always")
+        warnings.showwarning = lambda msg, *a, **k: click.echo(f"warning: {msg}", err=True)
+        yield
+
+
+def _print_plan(suite: "Suite", data_root: Optional[Path], output: Optional[Path],
+                skip_missing: Optional[bool]) -> None:
+    from oodbench.plan import format_plan
+    from oodbench.runner import plan_suite
+
+    with _warnings_as_lines():
+        click.echo(format_plan(plan_suite(suite, data_root=data_root, output=output,
+                                          skip_missing=skip_missing or None)))
+
+
+@main.command("plan")
+@click.argument("suite_file", type=click.Path(path_type=Path))
+@click.option("--data-root", type=click.Path(path_type=Path), default=None,
+              help="Where datasets live (overrides $OODBENCH_DATA and the suite's data_root).")
+@click.option("--output", "-o", type=click.Path(path_type=Path), default=None,
+              help="Results store to check for cached shards (default: the suite's).")
+@click.option("--skip-missing", is_flag=True, default=None,
+              help="Leave out probes whose data is missing instead of stopping.")
+def plan_(suite_file: Path, data_root: Optional[Path], output: Optional[Path],
+          skip_missing: Optional[bool]) -> None:
+    """Print the jobs a run of SUITE_FILE would execute: model, row, kind, shards, what the
+    results store already holds, and the estimated forward and gradient evaluations."""
+    from oodbench.suite import load_suite
+
+    _print_plan(load_suite(suite_file), data_root, output, skip_missing)
 
 
 @main.command()

@@ -121,6 +121,7 @@ BUILTIN_MODULES = (
     "oodbench.metrics",
     "oodbench.attacks",
     "oodbench.train.methods",
+    "oodbench.execute.local",
 )
 
 _plugins_loaded = False
@@ -148,7 +149,9 @@ metrics: Registry[Any] = Registry("metrics")
 objectives: Registry[Callable[..., Any]] = Registry("objectives")
 attacks: Registry[Any] = Registry("attacks")
 trainers: Registry[Any] = Registry("trainers")
+executors: Registry[Any] = Registry("executors")
 
 FAMILIES: dict[str, Registry[Any]] = {
-    r.family: r for r in (architectures, models, datasets, metrics, objectives, attacks, trainers)
+    r.family: r for r in (architectures, models, datasets, metrics, objectives, attacks, trainers,
+                          executors)
 }

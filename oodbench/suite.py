@@ -21,7 +21,8 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationErr
 from oodbench.attacks.base import AttackSpec
 from oodbench.metrics import early_stop_is_exact
 from oodbench.models.spec import ModelSpec
-from oodbench.registry import UnknownNameError, architectures, attacks, datasets, metrics, models
+from oodbench.registry import (UnknownNameError, architectures, attacks, datasets, executors,
+                               metrics, models)
 
 DATA_ROOT_ENV = "OODBENCH_DATA"
 DEFAULT_DATA_ROOT = Path("~/.cache/oodbench/data")
@@ -147,11 +148,19 @@ class Suite(BaseModel):
     download: bool = Field(True, description="download missing datasets (torchvision) into data_root")
     skip_missing: bool = Field(False, description="skip probes whose data is missing, with a warning")
     output: Optional[str] = Field(None, description="results store; default results/<name>.db")
+    shard_size: int = Field(1000, gt=0, description="points per stored shard: the unit that is "
+                            "stored, resumed and scheduled (results do not depend on it)")
+    executor: str = Field("local", description="who runs the shards (`oodbench list executors`)")
     in_distribution: DataSpec
     models: list[SuiteModel] = Field(min_length=1)
     probes: list[DataSpec] = Field(default_factory=list)
     metrics: list[MetricName] = Field(default_factory=lambda: list(DEFAULT_METRICS))
     source: Optional[Path] = Field(None, exclude=True)
+
+    @field_validator("executor")
+    @classmethod
+    def _known_executor(cls, v: str) -> str:
+        return _check_registered(executors, v)
 
     @model_validator(mode="after")
     def _attacks_resolve(self) -> "Suite":
@@ -200,7 +209,8 @@ class Suite(BaseModel):
 
     def content_hash(self) -> str:
         """sha256 of the canonical JSON of everything that defines the suite's results."""
-        payload = self.model_dump(mode="json", exclude={"output", "data_root", "description"})
+        payload = self.model_dump(mode="json", exclude={"output", "data_root", "description",
+                                                        "shard_size", "executor"})
         return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
 
 

@@ -89,17 +89,24 @@ metrics: [test-error, auroc]
 """
 
 
-def test_missing_data_stops_loudly_but_keeps_computed_jobs(write_suite, tmp_path):
+def test_missing_data_stops_loudly_before_any_work(write_suite, tmp_path):
+    """Missing data is found while planning, so the run stops before it spends anything."""
     suite = load_suite(write_suite(SUITE_WITH_MISSING))
     empty_root = tmp_path / "no-data"
     with pytest.raises(DatasetNotFoundError) as err:
         run_suite(suite, data_root=empty_root, output=tmp_path / "r.db", progress=False)
     assert "fashion-mnist" in str(err.value) and str(empty_root) in str(err.value)
+    with ResultStore(tmp_path / "r.db") as store:
+        assert store.runs().empty
+    with pytest.warns(UserWarning, match="skipping probe 'FMNIST'"):
+        skipping = run_suite(suite, data_root=empty_root, output=tmp_path / "r.db", progress=False,
+                             skip_missing=True)
+    assert len(skipping.computed) == 2 and skipping.skipped == ["FMNIST"]
+    assert "FMNIST" not in set(skipping.metrics.probe)
     with pytest.warns(UserWarning, match="skipping probe 'FMNIST'"):
         again = run_suite(suite, data_root=empty_root, output=tmp_path / "r.db", progress=False,
                           skip_missing=True)
-    assert len(again.cached) == 2 and again.computed == [] and again.skipped == ["FMNIST"]
-    assert "FMNIST" not in set(again.metrics.probe)
+    assert len(again.cached) == 2 and again.computed == []
 
 
 def test_same_seed_same_numbers_in_a_fresh_store(write_suite, tmp_path):
@@ -153,17 +160,33 @@ def test_early_stop_auto_only_with_rank_metrics(write_suite, tmp_path):
         assert fast_m[("plain", "adv. noise", metric)] == full_m[("plain", "adv. noise", metric)]
 
 
-def test_attack_stopped_for_fpr95_is_not_reused_for_auroc(write_suite, tmp_path):
-    """FPR@95 alone settles points earlier than AUROC does, so the stop threshold is part of the
-    job's identity: the same store must recompute the attack when AUROC is asked later."""
+def test_attack_stopped_for_fpr95_reattacks_only_unsettled_points_for_auroc(write_suite, tmp_path):
+    """FPR@95 alone settles points earlier than AUROC does. The stop threshold is stored with
+    the shard, not in the job's key: asking AUROC later re-attacks exactly the points that
+    stopped below the AUROC threshold, and gives a fresh run's arrays and numbers."""
+    from oodbench.metrics import settled_above
+
     _, fpr_only, fpr_arrays = _adv_noise_run(write_suite, tmp_path / "shared.db", "[fpr95]")
+    with ResultStore(tmp_path / "shared.db") as store:
+        clean_hash = store.run_jobs(1).set_index("probe", drop=False).loc[
+            lambda d: d.probe.isna()].job_hash.iloc[0]
+        clean = store.get_job(clean_hash)
+    auroc_stop = settled_above(["auroc", "fpr95"], confidence(clean["logits"]))
+    unsettled = fpr_arrays["stopped_early"] & ~(confidence(fpr_arrays["logits"]) > auroc_stop)
+    assert 0 < unsettled.sum() < len(unsettled)
+
     later, both, both_arrays = _adv_noise_run(write_suite, tmp_path / "shared.db", "[auroc, fpr95]")
     assert "plain / adv. noise" in later.computed
-    _, fresh, _ = _adv_noise_run(write_suite, tmp_path / "fresh.db", "[auroc, fpr95]")
+    _, fresh, fresh_arrays = _adv_noise_run(write_suite, tmp_path / "fresh.db", "[auroc, fpr95]")
     key = ("plain", "adv. noise")
     assert both[key + ("auroc",)] == fresh[key + ("auroc",)]
     assert fpr_only[key + ("fpr95",)] == both[key + ("fpr95",)] == fresh[key + ("fpr95",)]
-    assert int(fpr_arrays["gradient_evaluations"]) < int(both_arrays["gradient_evaluations"])
+    # Points already settled for AUROC kept their stored iterate; the others are a fresh run's.
+    np.testing.assert_array_equal(both_arrays["logits"][unsettled], fresh_arrays["logits"][unsettled])
+    np.testing.assert_array_equal(both_arrays["logits"][~unsettled], fpr_arrays["logits"][~unsettled])
+    # The second run paid only for the re-attacked points: less than a fresh AUROC attack.
+    extra = int(both_arrays["gradient_evaluations"]) - int(fpr_arrays["gradient_evaluations"])
+    assert 0 < extra < int(fresh_arrays["gradient_evaluations"])
 
 
 def test_forced_early_stop_with_mmc_is_refused(write_suite):

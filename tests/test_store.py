@@ -72,5 +72,5 @@ def test_foreign_or_newer_files_are_refused(tmp_path):
     with db:
         db.execute("UPDATE meta SET value='99' WHERE key='schema_version'")
     db.close()
-    with pytest.raises(RuntimeError, match="results store schema 99, this oodbench reads 1"):
+    with pytest.raises(RuntimeError, match="results store schema 99, this oodbench reads 2"):
         ResultStore(path)

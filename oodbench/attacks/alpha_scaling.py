@@ -43,6 +43,7 @@ from tqdm.auto import tqdm
 
 from oodbench.attacks.base import Attack, AttackContext, AttackSpec, merge_options
 from oodbench.registry import attacks
+from oodbench.score.rows import RowKind
 
 OPTION_DEFAULTS: dict[str, Any] = {"threshold": 0.999, "alpha_max": 1e20, "overconfident": 0.95,
                                    "growth": 2.0, "rtol": 1e-3}
@@ -138,7 +139,7 @@ class AlphaScaling(Attack):
     """
 
     source = "probe"
-    row = "summary"
+    row = RowKind.SUMMARY
 
     def defaults(self, in_dataset: str) -> dict[str, Any]:
         return {"options": dict(OPTION_DEFAULTS)}

@@ -39,7 +39,9 @@ import torch
 from tqdm.auto import tqdm
 
 from oodbench.attacks.base import Attack, AttackContext, AttackSpec, merge_options
+from oodbench.plan.cost import Cost
 from oodbench.registry import attacks
+from oodbench.score.rows import RowKind
 
 VERSIONS = ("standard", "plus", "rand", "custom")
 ATTACK_NAMES = ("apgd-ce", "apgd-dlr", "fab", "square", "apgd-t", "fab-t")
@@ -112,7 +114,13 @@ class AutoAttackRobustness(Attack):
     """
 
     source = "in-distribution"
-    row = "in"
+    row = RowKind.IN_DISTRIBUTION
+
+    def estimate_cost(self, spec: AttackSpec, n_points: int) -> Cost:
+        """The standard version's budget on every point: APGD-CE and APGD-T (9 targets) with
+        100 iterations each, FAB-T (9 targets × 100) and Square's 5000 queries; points broken
+        early skip the rest, so this is an upper bound."""
+        return Cost(forward=n_points * 5000, gradient=n_points * 1900)
 
     def defaults(self, in_dataset: str) -> dict[str, Any]:
         return {"threat": {"norm": "Linf", "eps": 8 / 255}, "options": dict(OPTION_DEFAULTS)}

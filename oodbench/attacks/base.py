@@ -5,7 +5,7 @@ its points come from (the probe's data set, or the in-distribution test set), wh
 row it produces, and its paper defaults; it returns per-sample arrays that the results store
 keeps, so metrics are recomputed later without re-attacking.
 
-Rows: ``probe`` rows are scored like any OOD probe against the model's clean in-distribution
+Rows (:class:`~oodbench.score.RowKind`): ``probe`` rows are scored like any OOD probe against the model's clean in-distribution
 confidences (an optional boolean ``mask`` array selects the points that count, e.g. the
 misclassified adversarial samples); ``in`` rows are scored like the in-distribution row (test
 error under attack = 1 − robust accuracy); ``summary`` rows report the attack's own quantities
@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar, Literal, Mapping, Optional
+from typing import Any, Callable, ClassVar, Literal, Mapping, Optional
 
 import numpy as np
 import torch
@@ -24,6 +24,8 @@ from pydantic import BaseModel, ConfigDict, Field
 from torch import nn
 
 from oodbench.attacks.threats import ThreatModel
+from oodbench.plan.cost import Cost
+from oodbench.score.rows import RowKind
 
 
 class AttackSpec(BaseModel):
@@ -68,6 +70,11 @@ class AttackContext:
     artifact_dir: Optional[Path] = None
     label: str = "attack"
     extra: dict[str, Any] = field(default_factory=dict)
+    #: Global indices of ``images`` in the attack's full source set (None: 0..N-1). A point's
+    #: random draws depend on its index only, so a shard gives the same arrays as the whole job.
+    indices: Optional[torch.Tensor] = None
+    #: Told the number of gradient evaluations as they are done (progress bars).
+    on_progress: Optional[Callable[[int], None]] = None
 
 
 def merge_options(attack: str, given: Mapping[str, Any], defaults: Mapping[str, Any]) -> dict[str, Any]:
@@ -85,8 +92,16 @@ class Attack:
     ``summary`` rows). Class attributes declare how the runner treats it."""
 
     source: ClassVar[Literal["probe", "in-distribution"]] = "probe"
-    row: ClassVar[Literal["probe", "in", "summary"]] = "probe"
+    row: ClassVar[RowKind] = RowKind.OOD
     supports_early_stop: ClassVar[bool] = False
+    #: Whether the job may be cut into shards of points: each point's result must depend on
+    #: that point (and its index) only, never on which other points share its batch or shard.
+    shardable: ClassVar[bool] = False
+
+    def estimate_cost(self, spec: AttackSpec, n_points: int) -> Cost:
+        """Model evaluations the attack needs at most (the plan's cost column; early stops and
+        broken points make the real figure smaller). Default: one forward pass per point."""
+        return Cost(forward=n_points)
 
     def defaults(self, in_dataset: str) -> dict[str, Any]:
         """Paper settings for an in-distribution data set; the suite's fields override them."""

@@ -43,7 +43,9 @@ import torch.nn.functional as F
 from oodbench.attacks.base import Attack, AttackContext, AttackSpec, merge_options
 from oodbench.attacks.engine import AttackConfig, run_attack
 from oodbench.attacks.threats import ThreatModel
+from oodbench.plan.cost import Cost
 from oodbench.registry import attacks
+from oodbench.score.rows import RowKind
 
 DEFAULT_RADII = {"L2": [0.5, 1.0, 2.0, 3.0], "Linf": [2 / 255, 4 / 255, 8 / 255, 16 / 255],
                  "L1": [2.0, 5.0, 10.0, 20.0]}
@@ -100,7 +102,17 @@ class Counterfactuals(Attack):
     """
 
     source = "in-distribution"
-    row = "summary"
+    row = RowKind.SUMMARY
+
+    def estimate_cost(self, spec: AttackSpec, n_points: int) -> Cost:
+        """``n_images`` × targets × radii × steps gradient evaluations; ``targets: all`` is
+        counted as 9 (ten classes), as the plan is made before the model is loaded."""
+        opts = _options(spec)
+        targets = opts["targets"]
+        n_targets = 9 if targets == "all" else len(targets) if isinstance(targets, list) else 1
+        n_images = min(int(opts["n_images"]), n_points)
+        return Cost(forward=n_images, gradient=n_images * n_targets * len(opts["radii"])
+                    * (spec.steps or 100) * (spec.restarts or 1))
 
     def defaults(self, in_dataset: str) -> dict[str, Any]:
         return {"objective": "targeted-conf", "optimizer": "apgd", "steps": 100, "restarts": 1,

@@ -124,8 +124,10 @@ def _score_fn(config: AttackConfig, objective: Callable) -> Callable:
 class _Evaluator:
     """Forward (+ input gradient) of the model, counting gradient evaluations."""
 
-    def __init__(self, model: nn.Module, objective: Callable):
+    def __init__(self, model: nn.Module, objective: Callable,
+                 on_progress: Optional[Callable[[int], None]] = None):
         self.model, self.objective, self.grad_evals = model, objective, 0
+        self.on_progress = on_progress
 
     def __call__(self, x: torch.Tensor, target: Optional[torch.Tensor], *, grad: bool):
         if not grad:
@@ -138,6 +140,8 @@ class _Evaluator:
             obj = self.objective(logits, target)
             (g,) = torch.autograd.grad(obj.sum(), x)
         self.grad_evals += len(x)
+        if self.on_progress is not None:
+            self.on_progress(len(x))
         return logits.detach(), obj.detach(), g.detach()
 
 
@@ -238,13 +242,15 @@ _OPTIMIZERS = {"pgd": _pgd, "apgd": _apgd}
 def run_attack(model: nn.Module, x: torch.Tensor, config: AttackConfig, *,
                target: Optional[torch.Tensor] = None, stop_above: Optional[float] = None,
                batch_size: int = 256, device: str | torch.device = "cpu", seed: int = 0,
-               progress: bool = False, desc: str = "attack", full_budget: bool = False) -> AttackResult:
+               progress: bool = False, desc: str = "attack", full_budget: bool = False,
+               on_progress: Optional[Callable[[int], None]] = None) -> AttackResult:
     """Attack every point of ``x`` (N, C, H, W in [0, 1]); return the best iterates.
 
     ``target``: true labels (``ce``) or target classes (``targeted-conf``). ``stop_above``: stop
     a point once its confidence exceeds this value (requires ``select="confidence"``).
     ``full_budget``: never finish a point early, not even at confidence 1.0 — what a plain PGD
     loop does. The results are identical; it exists to verify that and to measure the saving.
+    ``on_progress`` is told the number of gradient evaluations after each one (progress bars).
     """
     if stop_above is not None and config.select != "confidence":
         raise ValueError("stop_above needs select='confidence': the early stop is judged on the "
@@ -253,7 +259,7 @@ def run_attack(model: nn.Module, x: torch.Tensor, config: AttackConfig, *,
     model = model.to(device).eval()
     objective = objectives.get(config.objective)
     score = _score_fn(config, objective)
-    f = _Evaluator(model, objective)
+    f = _Evaluator(model, objective, on_progress)
     optimise = _OPTIMIZERS[config.optimizer]
     gen = torch.Generator().manual_seed(seed)
     outs: list[tuple[torch.Tensor, ...]] = []

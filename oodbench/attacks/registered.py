@@ -18,6 +18,7 @@ import torch
 
 from oodbench.attacks.base import Attack, AttackContext, AttackSpec
 from oodbench.attacks.engine import AttackConfig, run_attack
+from oodbench.plan.cost import Cost
 from oodbench.registry import attacks
 
 GREY_DATASETS = {"mnist", "fashion-mnist", "kmnist", "emnist-letters", "digits"}
@@ -27,6 +28,13 @@ class EngineAttack(Attack):
     """An attack that is one call of the engine; subclasses set defaults and post-processing."""
 
     select = "confidence"
+    shardable = True
+
+    def estimate_cost(self, spec: AttackSpec, n_points: int) -> Cost:
+        """Every restart's steps on every point, plus a no-gradient pass for the start and the
+        last iterate of each restart."""
+        steps, restarts = spec.steps or 100, spec.restarts or 1
+        return Cost(forward=n_points * (1 + restarts), gradient=n_points * steps * restarts)
 
     def config(self, spec: AttackSpec) -> AttackConfig:
         assert spec.threat is not None and spec.objective is not None
@@ -43,7 +51,9 @@ class EngineAttack(Attack):
     def run(self, ctx: AttackContext) -> dict[str, np.ndarray]:
         result = run_attack(ctx.model, ctx.images, self.config(ctx.spec), target=self.target(ctx),
                             stop_above=ctx.stop_above, batch_size=ctx.batch_size, device=ctx.device,
-                            seed=ctx.seed, progress=ctx.progress, desc=ctx.label)
+                            seed=ctx.seed, progress=ctx.progress, desc=ctx.label,
+                            on_progress=ctx.on_progress,
+                            **({} if ctx.indices is None else {"indices": ctx.indices}))
         out = {"logits": result.logits.numpy(), "stopped_early": result.stopped_early.numpy(),
                "gradient_evaluations": np.array(result.gradient_evaluations)}
         if ctx.labels is not None:

@@ -117,13 +117,13 @@ def _same_value(stored: Optional[float], computed: Optional[float]) -> bool:
 def recomputed_metric_problems(store: ResultStore, run_id: int) -> list[str]:
     """Metric values of a run that differ from the same metrics recomputed from its stored arrays.
 
-    Uses the runner's own :func:`oodbench.runner.row_values` with the run's seed, so an honest
+    Uses the run's own scorer, :func:`oodbench.score.score_row`, with the run's seed, so an honest
     file reproduces every value bit for bit. Call it only after :func:`verify_run` found nothing:
     it reads the arrays through the store, which drops a job whose checksum fails. Rows whose
     attack is not registered here are reported as not recomputable.
     """
-    from oodbench.registry import UnknownNameError, attacks
-    from oodbench.runner import row_values
+    from oodbench.registry import UnknownNameError
+    from oodbench.score import row_of_job, score_row
 
     suite = _suite_json(store, run_id)
     seed = int(suite.get("seed", 0))
@@ -144,17 +144,14 @@ def recomputed_metric_problems(store: ResultStore, run_id: int) -> list[str]:
             problems.append(f"{model} / {probe}: its arrays (or its model's clean pass) are missing")
             continue
         config = configs[job_hash]
-        kind, attack = {"clean": "in", "probe": "probe"}.get(config.get("kind"), "probe"), None
-        if config.get("kind") == "attack":
-            try:
-                attack = attacks.get(config["attack"]["name"])()
-            except UnknownNameError:
-                problems.append(f"{model} / {probe}: attack {config['attack']['name']!r} is not "
-                                "registered here, its metrics cannot be recomputed")
-                continue
-            kind = attack.row
+        try:
+            kind, attack = row_of_job(config)
+        except UnknownNameError:
+            problems.append(f"{model} / {probe}: attack {config['attack']['name']!r} is not "
+                            "registered here, its metrics cannot be recomputed")
+            continue
         names = list(suite.get("metrics") or stored)  # as the run computed them
-        computed = row_values(kind, arrays, clean_arrays, names, seed=seed, attack=attack)
+        computed = score_row(kind, arrays, clean_arrays, names, seed=seed, attack=attack)
         for metric, value in stored.items():
             if not _same_value(value, computed.get(metric)):
                 problems.append(f"{model} / {probe} / {metric}: stored {value!r}, but the stored "

@@ -221,10 +221,9 @@ def _row_mmc(arrays: dict[str, np.ndarray], *, masked: bool) -> Optional[float]:
     the points of OOD-scored rows, not of rows scored like the in-distribution set); None when
     no point counts (the metric is undefined there)."""
     from oodbench.metrics import confidence, mean_max_confidence
+    from oodbench.score import ArrayKey, ood_logits
 
-    logits = arrays["logits"]
-    if masked and "mask" in arrays:
-        logits = logits[arrays["mask"].astype(bool)]
+    logits = ood_logits(arrays) if masked else arrays[ArrayKey.LOGITS.value]
     return mean_max_confidence(confidence(logits)) if logits.shape[0] else None
 
 

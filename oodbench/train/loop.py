@@ -39,7 +39,7 @@ from oodbench.data import DataRequest, ImageSet, load_dataset
 from oodbench.metrics import auroc, confidence, mean_max_confidence, test_error
 from oodbench.models.normalize import with_normalization
 from oodbench.registry import architectures, attacks, trainers
-from oodbench.runner import forward_logits, resolve_device
+from oodbench.execute.forward import forward_logits, resolve_device
 from oodbench.suite import resolve_data_root as _resolve_data_root
 from oodbench.train import checkpoint as ckpt
 from oodbench.train.data import OutSource, augment, generator, load_in_distribution, step_seed

@@ -1,0 +1,159 @@
+"""The driver: runs a plan's missing shards on an executor and is the one process writing the store.
+
+It submits every job whose dependencies are complete (an attack needs its model's clean pass: its
+early-stop threshold comes from the clean scores), stores each finished shard at once — a killed
+run loses at most the shards in flight — and submits the jobs that become ready. Attack shards
+stored with a looser early stop than this run needs are completed by re-attacking only the points
+that stopped too soon (:mod:`oodbench.plan.thresholds`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+
+from oodbench.execute.base import Executor
+from oodbench.execute.inputs import RunContext
+from oodbench.execute.progress import RunProgress
+from oodbench.execute.tasks import ShardTask
+from oodbench.plan.jobs import Job, JobKind, Plan, ShardState
+from oodbench.plan.thresholds import merge_reattacked, needed_threshold, points_to_reattack
+from oodbench.registry import attacks
+from oodbench.store import ResultStore
+
+
+def artifact_dir(store_path: Path, job_hash: str) -> Path:
+    """Files an attack writes (image grids, resumable state) live beside the results store."""
+    return store_path.with_name(store_path.stem + "-artifacts") / job_hash[:16]
+
+
+@dataclass
+class Executed:
+    """Which jobs this run computed (any shard or point) and which it found complete."""
+
+    computed: set[str] = field(default_factory=set)
+    seconds: dict[str, float] = field(default_factory=dict)
+
+
+class _Driver:
+    def __init__(self, plan: Plan, store: ResultStore, executor: Executor, ctx: RunContext,
+                 metrics: list[str], progress: RunProgress):
+        self.plan, self.store, self.executor, self.ctx = plan, store, executor, ctx
+        self.metrics, self.progress = metrics, progress
+        self.jobs: dict[str, Job] = {}
+        for job in plan.jobs:  # one checkpoint under two names is one job
+            self.jobs.setdefault(job.key, job)
+        self.complete: set[str] = set()
+        self.submitted: set[str] = set()
+        self.outstanding: dict[str, int] = {}
+        self.merge: dict[str, np.ndarray] = {}  # task id -> positions re-attacked in its shard
+        self.result = Executed()
+
+    def _base_task(self, job: Job, start: int, stop: int, **kw: object) -> ShardTask:
+        return ShardTask(job_key=job.key, kind=job.kind, label=job.label, start=start, stop=stop,
+                         context=self.ctx, model_index=job.model_index, probe_index=job.probe_index,
+                         attack=job.attack, **kw)  # type: ignore[arg-type]
+
+    def _tasks(self, job: Job) -> list[ShardTask]:
+        if job.kind is not JobKind.ATTACK:
+            return [self._base_task(job, s.start, s.stop) for s in job.shards
+                    if s.state is ShardState.MISSING]
+        assert job.attack is not None
+        clean = self.store.get_job(job.depends_on[0])
+        if clean is None:
+            raise RuntimeError(f"{job.label}: the clean pass it depends on is not stored")
+        attack = attacks.get(job.attack.name)()
+        needed = needed_threshold(attack, job.attack, self.metrics, clean)
+        kw = dict(stop_above=needed, in_logits=clean["logits"],
+                  artifact_dir=str(artifact_dir(Path(self.ctx.store_path), job.key)))
+        stored = {(s.start, s.stop): s.stop_above for s in self.store.shards(job.key)}
+        tasks = []
+        for shard in job.shards:
+            if (shard.start, shard.stop) not in stored:
+                tasks.append(self._base_task(job, shard.start, shard.stop, **kw))
+                continue
+            arrays = self.store.get_shard(job.key, shard.start, shard.stop)
+            if arrays is None:  # failed its checksum since planning: deleted, compute again
+                tasks.append(self._base_task(job, shard.start, shard.stop, **kw))
+                continue
+            positions = points_to_reattack(arrays, stored[(shard.start, shard.stop)], needed)
+            if not len(positions):
+                continue
+            if not job.shardable:
+                tasks.append(self._base_task(job, shard.start, shard.stop, **kw))
+                continue
+            task = self._base_task(job, shard.start, shard.stop,
+                                   indices=shard.start + positions, **kw)
+            self.merge[task.id] = positions
+            tasks.append(task)
+        return tasks
+
+    def _ready(self, job: Job) -> bool:
+        return job.key not in self.submitted and all(d in self.complete for d in job.depends_on)
+
+    def _submit(self, job: Job) -> None:
+        self.submitted.add(job.key)
+        tasks = self._tasks(job)
+        if not tasks:
+            self._finish(job)
+            return
+        self.result.computed.add(job.key)
+        self.outstanding[job.key] = len(tasks)
+        for task in tasks:
+            self.executor.submit(task)
+
+    def _finish(self, job: Job) -> None:
+        self.complete.add(job.key)
+        if job.key in self.result.computed:
+            self.progress.job_done(job, self.result.seconds.get(job.key, 0.0))
+        for other in self.jobs.values():
+            if self._ready(other):
+                self._submit(other)
+
+    def _store(self, task: ShardTask, arrays: dict[str, np.ndarray], seconds: float) -> None:
+        positions = self.merge.pop(task.id, None)
+        if positions is not None:
+            stored = self.store.get_shard(task.job_key, task.start, task.stop)
+            if stored is None:
+                raise RuntimeError(f"{task.id}: its stored shard vanished during the run")
+            arrays = merge_reattacked(stored, positions, arrays)
+        self.store.put_shard(task.job_key, task.start, task.stop, arrays, seconds=seconds,
+                             stop_above=task.stop_above)
+
+    def run(self) -> Executed:
+        for job in self.jobs.values():
+            self.store.put_job_record(job.key, kind=job.kind.value, model=job.model,
+                                      probe=None if job.kind is JobKind.CLEAN else job.row,
+                                      config=job.config, n_points=job.n_points)
+        for job in list(self.jobs.values()):
+            if self._ready(job):
+                self._submit(job)
+        for outcome in self.executor.results():
+            task = outcome.task
+            self.progress.task_done(task)
+            if outcome.error is not None:
+                raise outcome.error
+            assert outcome.arrays is not None
+            self._store(task, outcome.arrays, outcome.seconds)
+            self.result.seconds[task.job_key] = self.result.seconds.get(task.job_key, 0.0) + outcome.seconds
+            self.outstanding[task.job_key] -= 1
+            if self.outstanding[task.job_key] == 0:
+                self._finish(self.jobs[task.job_key])
+        missing = [j.label for j in self.jobs.values() if j.key not in self.complete]
+        if missing:
+            raise RuntimeError(f"executor finished with jobs incomplete: {', '.join(missing)}")
+        return self.result
+
+
+def execute(plan: Plan, store: ResultStore, executor: Executor, ctx: RunContext, *,
+            metrics: list[str], progress: Optional[RunProgress] = None) -> Executed:
+    """Run every missing shard of ``plan`` on ``executor``, storing each as it finishes."""
+    progress = progress or RunProgress(plan, enabled=False)
+    try:
+        return _Driver(plan, store, executor, ctx, metrics, progress).run()
+    finally:
+        progress.close()
+        executor.close()

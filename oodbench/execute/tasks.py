@@ -1,0 +1,90 @@
+"""A shard as plain data, and the one function that runs it.
+
+:class:`ShardTask` holds only plain values (numbers, strings, numpy arrays, a pydantic spec), so
+an executor may run it in this process, in a thread, or in a worker on another machine;
+:func:`run_shard` loads what it needs itself through a :class:`~oodbench.execute.inputs.Workspace`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Optional
+
+import numpy as np
+import torch
+
+from oodbench.attacks.base import AttackContext, AttackSpec
+from oodbench.execute.forward import forward_logits
+from oodbench.execute.inputs import RunContext, Workspace
+from oodbench.plan.jobs import JobKind
+from oodbench.registry import attacks
+from oodbench.score import ArrayKey
+
+
+@dataclass(frozen=True)
+class ShardTask:
+    """Points ``[start, stop)`` of job ``job_key``, or only the global ``indices`` among them
+    (re-attacking points that stopped at a looser threshold)."""
+
+    job_key: str
+    kind: JobKind
+    label: str
+    start: int
+    stop: int
+    context: RunContext
+    model_index: int
+    probe_index: Optional[int] = None
+    attack: Optional[AttackSpec] = None
+    stop_above: Optional[float] = None
+    in_logits: Optional[np.ndarray] = None
+    indices: Optional[np.ndarray] = None
+    artifact_dir: Optional[str] = None
+
+    @property
+    def n_points(self) -> int:
+        return self.stop - self.start if self.indices is None else len(self.indices)
+
+    @property
+    def id(self) -> str:
+        part = "" if self.indices is None else f" (re-attack {len(self.indices)})"
+        return f"{self.label} [{self.start}:{self.stop}]{part}"
+
+
+ProgressFn = Callable[[int, int], None]  # (forward evaluations, gradient evaluations) just done
+
+
+def _points(task: ShardTask, n_total: int) -> torch.Tensor:
+    if task.indices is not None:
+        return torch.as_tensor(task.indices, dtype=torch.long)
+    return torch.arange(task.start, min(task.stop, n_total))
+
+
+def run_shard(ws: Workspace, task: ShardTask, on_progress: Optional[ProgressFn] = None) -> dict[str, np.ndarray]:
+    """The arrays of one shard: forward logits (and labels) or the attack's outputs."""
+    suite = ws.suite
+    model = ws.model(task.model_index)
+    spec = ws.probe_spec(task.probe_index)
+    if task.kind is not JobKind.ATTACK:
+        images = ws.data.in_distribution() if task.kind is JobKind.CLEAN else ws.data.probe(spec)
+        idx = _points(task, len(images))
+        tick = None if on_progress is None else (lambda n: on_progress(n, 0))
+        out = {ArrayKey.LOGITS.value: forward_logits(model, images.images[idx], batch_size=suite.batch_size,
+                                                     device=ws.device, desc=task.label, on_batch=tick)}
+        if images.labels is not None:
+            out[ArrayKey.LABELS.value] = images.labels[idx].numpy()
+        return out
+    assert task.attack is not None and task.in_logits is not None
+    attack = attacks.get(task.attack.name)()
+    source = ws.data.attack_source(spec, attack.source)
+    idx = _points(task, len(source))
+    whole = task.indices is None and task.start == 0 and task.stop >= len(source)
+    ctx = AttackContext(
+        model=model, images=source.images if whole else source.images[idx],
+        labels=None if source.labels is None else (source.labels if whole else source.labels[idx]),
+        spec=task.attack, in_logits=task.in_logits, device=ws.device, batch_size=suite.batch_size,
+        seed=suite.seed, stop_above=task.stop_above, progress=False,
+        artifact_dir=None if task.artifact_dir is None else Path(task.artifact_dir),
+        label=task.label, indices=None if whole else idx,
+        on_progress=None if on_progress is None else (lambda n: on_progress(0, n)))
+    return attack.run(ctx)

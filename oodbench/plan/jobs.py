@@ -1,0 +1,146 @@
+"""The typed contract between planning, execution and scoring.
+
+A :class:`Plan` is a tuple of frozen :class:`Job`\\ s. A job's ``key`` is the sha256 of what
+determines its output and never of another job's *results* (an attack's early-stop threshold,
+computed from the clean logits, is recorded with the stored shard instead), so every job of a
+suite can be named, looked up and costed before anything runs. A job over N points is cut into
+:class:`Shard`\\ s, the unit that is stored, resumed and scheduled.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import Enum
+from typing import TYPE_CHECKING, Any, Optional
+
+from oodbench.plan.cost import Cost
+
+if TYPE_CHECKING:  # the attacks import oodbench.plan.cost: keep the import graph acyclic
+    from oodbench.attacks.base import AttackSpec
+
+
+class JobKind(str, Enum):
+    """What a job computes. The values are what the results store records."""
+
+    CLEAN = "clean"      # the model on the in-distribution test set: every other row needs it
+    PROBE = "probe"      # the model on a probe's (converted) data set
+    ATTACK = "attack"    # an attack on a probe's points or on in-distribution test points
+
+
+class ShardState(str, Enum):
+    CACHED = "cached"          # stored, and exact for what this run asks
+    PARTIAL = "partial"        # stored with a looser early stop: some points are re-attacked
+    MISSING = "missing"        # to compute
+
+
+@dataclass(frozen=True)
+class Shard:
+    """Points ``[start, stop)`` of a job. ``reattack``: how many of them a PARTIAL shard
+    attacks again (the points that stopped at a looser threshold than this run needs)."""
+
+    start: int
+    stop: int
+    state: ShardState = ShardState.MISSING
+    reattack: int = 0
+
+    @property
+    def size(self) -> int:
+        return self.stop - self.start
+
+
+@dataclass(frozen=True)
+class Job:
+    """One unit of computation of a run.
+
+    ``model`` and ``row`` are display names: they belong to the run that uses the job, not to the
+    job (one checkpoint under two names is one job). ``model_index`` / ``probe_index`` point back
+    into the suite, so a job can be turned into a task described by plain data.
+    """
+
+    key: str
+    kind: JobKind
+    model: str
+    row: str
+    config: dict[str, Any]
+    n_points: int
+    shards: tuple[Shard, ...]
+    cost: Cost
+    model_index: int
+    probe_index: Optional[int] = None
+    attack: Optional["AttackSpec"] = None
+    depends_on: tuple[str, ...] = ()
+    shardable: bool = True
+
+    @property
+    def label(self) -> str:
+        return f"{self.model} / {self.row}"
+
+    @property
+    def cached(self) -> bool:
+        return all(s.state is ShardState.CACHED for s in self.shards)
+
+    @property
+    def remaining_cost(self) -> Cost:
+        """The estimated cost of what is not stored yet (re-attacked points count in full)."""
+        todo = sum(s.size if s.state is ShardState.MISSING else s.reattack for s in self.shards)
+        return self.cost.scaled(todo / self.n_points) if self.n_points else Cost()
+
+
+@dataclass(frozen=True)
+class Plan:
+    """Every job of a suite in execution order (each job after the jobs it depends on)."""
+
+    jobs: tuple[Job, ...]
+    skipped: tuple[str, ...] = ()
+    shard_size: int = 0
+
+    @property
+    def cost(self) -> Cost:
+        return sum((j.cost for j in self.jobs), Cost())
+
+    @property
+    def remaining_cost(self) -> Cost:
+        return sum((j.remaining_cost for j in self.jobs), Cost())
+
+    def job(self, key: str) -> Job:
+        return next(j for j in self.jobs if j.key == key)
+
+    def rows(self) -> list[dict[str, Any]]:
+        """The job table ``oodbench plan`` prints: one dict per job."""
+        out = []
+        for j in self.jobs:
+            states = [s.state for s in j.shards]
+            if j.cached:
+                status = "cached"
+            elif all(s is ShardState.MISSING for s in states):
+                status = "to run"
+            else:
+                done = sum(s is ShardState.CACHED for s in states)
+                status = f"{done}/{len(states)} shards cached"
+                reattack = sum(s.reattack for s in j.shards)
+                if reattack:
+                    status += f", re-attack {reattack} pts"
+            out.append({"model": j.model, "row": j.row, "kind": j.kind.value,
+                        "points": j.n_points, "shards": len(j.shards), "status": status,
+                        "forward": j.remaining_cost.forward,
+                        "gradient": j.remaining_cost.gradient})
+        return out
+
+
+def format_plan(plan: Plan) -> str:
+    """The job table ``oodbench plan`` and ``oodbench run --dry-run`` print, with the totals."""
+    import pandas as pd
+
+    rows = plan.rows()
+    if not rows:
+        return "nothing to run"
+    table = pd.DataFrame(rows).rename(columns={"forward": "fwd evals", "gradient": "grad evals"})
+    cost, cached = plan.remaining_cost, sum(j.cached for j in plan.jobs)
+    lines = [table.to_string(index=False), "",
+             f"{len(plan.jobs)} jobs, {cached} cached, {len(plan.jobs) - cached} to run "
+             f"(shards of at most {plan.shard_size} points)",
+             f"estimated work: {cost.forward:,} forward + {cost.gradient:,} gradient evaluations "
+             "(an upper bound: early stops and broken points need less)"]
+    if plan.skipped:
+        lines.append(f"probes skipped (data missing): {', '.join(plan.skipped)}")
+    return "\n".join(lines)

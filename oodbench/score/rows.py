@@ -1,0 +1,62 @@
+"""One table row's metric values from stored arrays (see :mod:`oodbench.score`)."""
+
+from __future__ import annotations
+
+from enum import Enum
+from typing import TYPE_CHECKING, Mapping, Optional, Sequence
+
+import numpy as np
+
+from oodbench.metrics import MetricInput, compute_metrics
+from oodbench.score.arrays import PointArrays, ood_logits
+
+if TYPE_CHECKING:  # the attacks import this module; keep the runtime graph acyclic
+    from oodbench.attacks.base import Attack
+
+
+class RowKind(str, Enum):
+    """How a row is scored: like an OOD probe, like the in-distribution set, or by its attack."""
+
+    OOD = "probe"
+    IN_DISTRIBUTION = "in"
+    SUMMARY = "summary"
+
+
+def score_row(kind: RowKind, arrays: Mapping[str, np.ndarray], clean: Mapping[str, np.ndarray],
+              metric_names: Sequence[str], *, seed: int,
+              attack: Optional["Attack"] = None) -> dict[str, float]:
+    """The metric values of one row. ``clean``: the model's clean in-distribution arrays, which
+    OOD rows are ranked against; ``attack``: the registered attack of a summary row."""
+    kind = RowKind(kind)
+    if kind is RowKind.SUMMARY:
+        if attack is None:
+            raise ValueError("a summary row is scored by its attack; none was given")
+        return attack.summarize(dict(arrays))
+    if kind is RowKind.IN_DISTRIBUTION:
+        points = PointArrays.of(arrays)
+        if points.labels is None:
+            raise ValueError("an in-distribution row needs the points' labels")
+        inp = MetricInput(in_logits=points.logits, in_labels=points.labels, seed=seed)
+        return compute_metrics(list(metric_names), inp, row="in")
+    reference = PointArrays.of(clean)
+    inp = MetricInput(in_logits=reference.logits, in_labels=reference.labels,
+                      out_logits=ood_logits(arrays), seed=seed)
+    return compute_metrics(list(metric_names), inp, row="probe")
+
+
+def row_of_job(config: Mapping[str, object]) -> tuple[RowKind, Optional["Attack"]]:
+    """How the row of a stored job is scored, from the job's config: a clean pass like the
+    in-distribution set, a probe like an OOD set, an attack as its registered class declares
+    (the attack is returned for summary rows). Raises ``UnknownNameError`` for an attack that
+    is not registered here."""
+    kind = config.get("kind")
+    if kind == "clean":
+        return RowKind.IN_DISTRIBUTION, None
+    if kind != "attack":
+        return RowKind.OOD, None
+    from oodbench.registry import attacks
+
+    attack_config = config.get("attack")
+    name = attack_config.get("name") if isinstance(attack_config, Mapping) else None
+    attack = attacks.get(str(name))()
+    return RowKind(attack.row), attack
