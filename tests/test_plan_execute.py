@@ -264,3 +264,51 @@ def test_a_schema_1_store_is_upgraded_with_its_jobs_intact(tmp_path):
         np.testing.assert_array_equal(store.get_job("good")["logits"], logits)
         assert store.shards("good") == [StoredShard(0, 4, 0.5)]
         assert store.get_job("damaged") is None and store.job_points("damaged") is None
+
+
+KILL_SUITE = "name: kill\nshard_size: 15\n" + SUITE_HEADER + """\
+probes:
+  - {{name: adv. noise, dataset: smoothed-noise, n: 150, attack: {{name: adversarial-noise, steps: 60}}}}
+metrics: [mmc, auroc]
+"""
+
+
+@pytest.mark.slow
+def test_sigkill_mid_run_loses_only_the_shards_in_flight(write_suite, tmp_path):
+    """A real ``kill -9`` of ``oodbench run`` while it attacks: every stored shard is whole, the
+    rerun computes only the rest, and the arrays equal an uninterrupted run's."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    suite_file = write_suite(KILL_SUITE, name="kill.yaml")
+    db = tmp_path / "killed.db"
+    proc = subprocess.Popen([sys.executable, "-m", "oodbench.cli", "run", str(suite_file), "-o",
+                             str(db), "-q"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    stored, deadline = 0, time.time() + 300
+    while stored < 4 and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.2)
+        try:
+            con = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=0.1)
+            stored = con.execute("SELECT count(*) FROM shards s JOIN jobs j ON s.job_hash=j.hash "
+                                 "WHERE j.kind='attack'").fetchone()[0]
+            con.close()
+        except sqlite3.Error:
+            continue
+    assert proc.poll() is None, proc.stderr.read().decode()
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    suite = load_suite(suite_file)
+    with ResultStore(db) as store:
+        attack = next(j for j in plan_suite(suite, output=db).jobs if j.kind is JobKind.ATTACK)
+        shards = store.shards(attack.key)
+        assert 4 <= len(shards) < 10
+        for s in shards:  # each stored shard is complete: all its arrays, of its length
+            arrays = store.get_shard(attack.key, s.start, s.stop)
+            assert arrays is not None and len(arrays["logits"]) == s.stop - s.start == 15
+    resumed = run_suite(suite, output=db, progress=False)
+    assert resumed.computed == ["plain / adv. noise"]
+    fresh = run_suite(suite, output=tmp_path / "fresh.db", progress=False)
+    _same(_arrays(db, resumed), _arrays(tmp_path / "fresh.db", fresh))
