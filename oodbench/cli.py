@@ -60,16 +60,19 @@ def main() -> None:
 @click.option("--quiet", "-q", is_flag=True, help="No progress bars or job lines.")
 @click.option("--executor", default=None,
               help="Who runs the shards (`oodbench list executors`; default: the suite's, local).")
+@click.option("--address", default=None,
+              help="executor ray: the cluster to join (`auto`: a running one; default: start one).")
 @click.option("--dry-run", is_flag=True, help="Print the plan (as `oodbench plan`) and run nothing.")
 def run(suite_file: Path, data_root: Optional[Path], output: Optional[Path], device: Optional[str],
         skip_missing: Optional[bool], no_download: bool, quiet: bool, executor: Optional[str],
-        dry_run: bool) -> None:
+        address: Optional[str], dry_run: bool) -> None:
     """Evaluate every model of SUITE_FILE: plan the jobs, run the shards the results store
     lacks, store each as it finishes, score every row. A killed run resumes where it stopped."""
     from oodbench.runner import format_table, run_suite
     from oodbench.suite import load_suite
 
-    overrides = {"download": False if no_download else None, "executor": executor}
+    overrides = {"download": False if no_download else None, "executor": executor,
+                 "ray_address": address}
     suite = load_suite(suite_file, **overrides)
     if dry_run:
         _print_plan(suite, data_root, output, skip_missing)

@@ -124,6 +124,7 @@ BUILTIN_MODULES = (
     "oodbench.execute.local",
 )
 
+
 _plugins_loaded = False
 
 

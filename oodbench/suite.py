@@ -120,6 +120,16 @@ class DataSpec(BaseModel):
         return {"dataset": self.dataset, "split": self.split, "n": self.n, "options": self.options}
 
 
+class Resources(BaseModel):
+    """What one shard task reserves on a cluster. Fractional GPUs share one device between
+    tasks (0.25: four shards per GPU at once)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    cpus_per_task: float = Field(1.0, gt=0, le=1024)
+    gpus_per_task: float = Field(0.0, ge=0, le=64)
+
+
 class SuiteModel(ModelSpec):
     """A model entry of a suite: a :class:`ModelSpec` whose registered names are checked."""
 
@@ -151,6 +161,12 @@ class Suite(BaseModel):
     shard_size: int = Field(1000, gt=0, description="points per stored shard: the unit that is "
                             "stored, resumed and scheduled (results do not depend on it)")
     executor: str = Field("local", description="who runs the shards (`oodbench list executors`)")
+    resources: Resources = Field(default_factory=lambda: Resources(),
+                                 description="what each shard task reserves (executor: ray)")
+    max_retries: int = Field(2, ge=0, le=100, description="times a failed shard task is retried "
+                             "(executor: ray) before it is reported")
+    ray_address: Optional[str] = Field(None, description="executor: ray — the cluster to join "
+                                       "('auto': a running one); default: start a local one")
     in_distribution: DataSpec
     models: list[SuiteModel] = Field(min_length=1)
     probes: list[DataSpec] = Field(default_factory=list)
@@ -210,7 +226,8 @@ class Suite(BaseModel):
     def content_hash(self) -> str:
         """sha256 of the canonical JSON of everything that defines the suite's results."""
         payload = self.model_dump(mode="json", exclude={"output", "data_root", "description",
-                                                        "shard_size", "executor"})
+                                                        "shard_size", "executor", "resources",
+                                                        "max_retries", "ray_address"})
         return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
 
 

@@ -2,7 +2,9 @@
 
 It submits every job whose dependencies are complete (an attack needs its model's clean pass: its
 early-stop threshold comes from the clean scores), stores each finished shard at once — a killed
-run loses at most the shards in flight — and submits the jobs that become ready. Attack shards
+run loses at most the shards in flight — and submits the jobs that become ready. A failed shard
+(after the executor's retries) does not stop the others: they finish and are stored, the jobs that
+depend on it are not started, and the run then ends with the failure(s) named. Attack shards
 stored with a looser early stop than this run needs are completed by re-attacking only the points
 that stopped too soon (:mod:`oodbench.plan.thresholds`).
 """
@@ -30,6 +32,29 @@ def artifact_dir(store_path: Path, job_hash: str) -> Path:
     return store_path.with_name(store_path.stem + "-artifacts") / job_hash[:16]
 
 
+class ShardsFailedError(RuntimeError):
+    """Shards that failed (after the executor's retries); every other shard was stored."""
+
+    def __init__(self, failures: list[tuple[ShardTask, BaseException]]):
+        self.failures = failures
+        listing = "\n".join(f"  - {t.id}: {type(e).__name__}: {e}" for t, e in failures)
+        super().__init__(f"{len(failures)} shard(s) failed; every other shard is stored, so a "
+                         f"rerun computes only these:\n{listing}")
+
+
+def _raise_failures(failures: list[tuple[ShardTask, BaseException]]) -> None:
+    """One error as itself (a bad checkpoint fails all its shards alike: say it once), several
+    different ones together, each with the shard it belongs to."""
+    if not failures:
+        return
+    first = failures[0][1]
+    if all(type(e) is type(first) and str(e) == str(first) for _, e in failures):
+        first.add_note(f"(in {len(failures)} shard(s): {', '.join(t.id for t, _ in failures[:5])}"
+                       f"{', …' if len(failures) > 5 else ''})")
+        raise first
+    raise ShardsFailedError(failures)
+
+
 @dataclass
 class Executed:
     """Which jobs this run computed (any shard or point) and which it found complete."""
@@ -50,6 +75,8 @@ class _Driver:
         self.submitted: set[str] = set()
         self.outstanding: dict[str, int] = {}
         self.merge: dict[str, np.ndarray] = {}  # task id -> positions re-attacked in its shard
+        self.failed: set[str] = set()
+        self.failures: list[tuple[ShardTask, BaseException]] = []
         self.result = Executed()
 
     def _base_task(self, job: Job, start: int, stop: int, **kw: object) -> ShardTask:
@@ -134,14 +161,17 @@ class _Driver:
         for outcome in self.executor.results():
             task = outcome.task
             self.progress.task_done(task)
-            if outcome.error is not None:
-                raise outcome.error
+            if outcome.error is not None:  # keep going: every other shard is still stored
+                self.failed.add(task.job_key)
+                self.failures.append((task, outcome.error))
+                continue
             assert outcome.arrays is not None
             self._store(task, outcome.arrays, outcome.seconds)
             self.result.seconds[task.job_key] = self.result.seconds.get(task.job_key, 0.0) + outcome.seconds
             self.outstanding[task.job_key] -= 1
-            if self.outstanding[task.job_key] == 0:
+            if self.outstanding[task.job_key] == 0 and task.job_key not in self.failed:
                 self._finish(self.jobs[task.job_key])
+        _raise_failures(self.failures)
         missing = [j.label for j in self.jobs.values() if j.key not in self.complete]
         if missing:
             raise RuntimeError(f"executor finished with jobs incomplete: {', '.join(missing)}")

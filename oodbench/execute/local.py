@@ -46,3 +46,8 @@ class LocalExecutor:
 
     def close(self) -> None:
         self._queue.clear()
+
+
+# Lazy: Ray is imported only when a suite asks for this executor.
+executors.add("ray", "oodbench.execute.ray_executor:RayExecutor",
+              doc="One Ray task per shard on a local or existing cluster (pip install 'oodbench[ray]').")
