@@ -13,6 +13,7 @@ shard stored so far stays valid.
 from __future__ import annotations
 
 import time
+from collections import OrderedDict
 from typing import Any, Iterator, Optional
 
 import numpy as np
@@ -23,7 +24,8 @@ from oodbench.execute.tasks import ShardTask, run_shard
 
 INSTALL_HINT = "pip install 'oodbench[ray]'"
 
-_WORKSPACES: dict[str, Workspace] = {}
+_WORKSPACES: OrderedDict[str, Workspace] = OrderedDict()
+_KEEP = 4  # runs whose models and data a long-lived worker keeps
 
 
 def _run_in_worker(task: ShardTask) -> tuple[dict[str, np.ndarray], float]:
@@ -31,6 +33,9 @@ def _run_in_worker(task: ShardTask) -> tuple[dict[str, np.ndarray], float]:
     ws = _WORKSPACES.get(task.context.key)
     if ws is None:
         ws = _WORKSPACES[task.context.key] = Workspace.of(task.context)
+        while len(_WORKSPACES) > _KEEP:
+            _WORKSPACES.popitem(last=False)
+    _WORKSPACES.move_to_end(task.context.key)
     start = time.perf_counter()
     arrays = run_shard(ws, task)
     return arrays, time.perf_counter() - start
