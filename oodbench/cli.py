@@ -204,13 +204,18 @@ def verify(results: Path, run_id: Optional[int]) -> None:
               help="Report a run whose metrics do not verify against the stored jobs (warns).")
 @click.option("--out", "-o", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Write to this file instead of standard output.")
+@click.option("--ci", type=float, default=None,
+              help="Print each value with its bootstrap interval at this level (e.g. 0.95), "
+                   "resampled from the stored arrays (in-distribution and OOD points).")
+@click.option("--ci-style", type=click.Choice(["pm", "interval"]), default="pm", show_default=True,
+              help="pm: 97.3 ± 0.4 (half the interval's width); interval: 97.3 [96.9, 97.7].")
 @click.option("--plots", "plots_dir", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="HTML only: also draw the run's figures (as `oodbench plot`) into this directory "
                    "and show them on the page, linked by paths relative to --out's directory (or to "
                    "the working directory when printing); with several --run, one run-<id> folder each.")
 def report(results: Path, fmt: str, layout: str, run_ids: tuple[int, ...], precision: int,
            percent: bool, references: tuple[Path, ...], standalone: bool, allow_unverified: bool,
-           out: Optional[Path], plots_dir: Optional[Path]) -> None:
+           out: Optional[Path], ci: Optional[float], ci_style: str, plots_dir: Optional[Path]) -> None:
     """Render a stored run of RESULTS as a table (LaTeX, HTML, Markdown or CSV); with --plots,
     an HTML page that also links the run's figures."""
     from oodbench.report import ReportError, render
@@ -219,7 +224,7 @@ def report(results: Path, fmt: str, layout: str, run_ids: tuple[int, ...], preci
         text = render(results, fmt=fmt, layout=layout, run_id=list(run_ids) or None,
                       precision=precision, percent=percent, references=list(references),
                       standalone=standalone, allow_unverified=allow_unverified, plots=plots_dir,
-                      link_from=None if out is None else out.parent)
+                      link_from=None if out is None else out.parent, ci=ci, ci_style=ci_style)
     except ReportError as err:
         click.echo(f"error: {err}", err=True)
         sys.exit(2)

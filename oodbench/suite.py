@@ -158,6 +158,8 @@ class Suite(BaseModel):
     download: bool = Field(True, description="download missing datasets (torchvision) into data_root")
     skip_missing: bool = Field(False, description="skip probes whose data is missing, with a warning")
     output: Optional[str] = Field(None, description="results store; default results/<name>.db")
+    ci: Optional[float] = Field(None, gt=0, lt=1, description="report every value with its "
+                                "bootstrap interval at this level (e.g. 0.95) unless --ci says otherwise")
     shard_size: int = Field(1000, gt=0, description="points per stored shard: the unit that is "
                             "stored, resumed and scheduled (results do not depend on it)")
     executor: str = Field("local", description="who runs the shards (`oodbench list executors`)")
@@ -226,7 +228,7 @@ class Suite(BaseModel):
     def content_hash(self) -> str:
         """sha256 of the canonical JSON of everything that defines the suite's results."""
         payload = self.model_dump(mode="json", exclude={"output", "data_root", "description",
-                                                        "shard_size", "executor", "resources",
+                                                        "shard_size", "executor", "resources", "ci",
                                                         "max_retries", "ray_address"})
         return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
 

@@ -191,6 +191,7 @@ class RunData:
     probes: list[Probe]
     metrics: pd.DataFrame  # model, probe, metric, value, kind
     declared: list[str] = field(default_factory=list)  # every probe of the suite, skipped ones too
+    intervals: dict[tuple[str, str, str], tuple[float, float]] = field(default_factory=dict)
     _values: dict[tuple[str, str, str], float] = field(default_factory=dict, repr=False)
 
     def __post_init__(self) -> None:
@@ -201,6 +202,10 @@ class RunData:
         """The stored value, or None when absent or not a number."""
         v = self._values.get((model, probe, metric))
         return None if v is None or (isinstance(v, float) and math.isnan(v)) else float(v)
+
+    def interval(self, model: str, probe: str, metric: str) -> Optional[tuple[float, float]]:
+        """The bootstrap interval of a value (:func:`with_intervals`), or None."""
+        return self.intervals.get((model, probe, metric))
 
     def of_kind(self, *kinds: str) -> list[Probe]:
         return [p for p in self.probes if p.kind in kinds]
@@ -306,3 +311,42 @@ def load_run(store: ResultStore, run_id: Optional[int]) -> RunData:
 def full_verification(store: ResultStore, run_id: int) -> list[str]:
     """:func:`verify_run`, then (if it passed) every metric recomputed from the stored arrays."""
     return verify_run(store, run_id) or recomputed_metric_problems(store, run_id)
+
+
+def run_ci_level(store: ResultStore, run_id: int) -> Optional[float]:
+    """The ``ci`` level the run's suite asked for, if any."""
+    level = _suite_json(store, run_id).get("ci")
+    return float(level) if isinstance(level, (int, float)) and 0 < level < 1 else None
+
+
+def with_intervals(store: ResultStore, run: RunData, level: float, *,
+                   n_resamples: int = 1000) -> RunData:
+    """``run`` with a bootstrap interval for every value that has one, computed from the stored
+    arrays by :func:`oodbench.score.bootstrap_intervals` with the run's seed (never re-running a
+    model). Rows whose arrays are missing get none."""
+    from oodbench.registry import UnknownNameError
+    from oodbench.score import bootstrap_intervals, row_of_job
+
+    suite = _suite_json(store, run.run_id)
+    seed = int(suite.get("seed", 0))
+    rows = _query(store, "SELECT DISTINCT model, probe, job_hash FROM metrics WHERE run_id=?",
+                  (run.run_id,))
+    configs = {h: json.loads(c) for h, c in _query(store, "SELECT hash, config_json FROM jobs")}
+    clean = {m: h for m, p, h in rows if p == run.in_label}
+    intervals: dict[tuple[str, str, str], tuple[float, float]] = {}
+    for model, probe, job_hash in rows:
+        arrays = store.get_job(job_hash) if job_hash in configs else None
+        clean_arrays = store.get_job(clean[model]) if model in clean else None
+        if arrays is None or clean_arrays is None:
+            continue
+        try:
+            kind, _ = row_of_job(configs[job_hash])
+        except UnknownNameError:
+            continue
+        names = sorted({str(m) for m in run.metrics.loc[(run.metrics["model"] == model)
+                                                         & (run.metrics["probe"] == probe), "metric"]})
+        for metric, bounds in bootstrap_intervals(kind, arrays, clean_arrays, names, level=level,
+                                                  n_resamples=n_resamples, seed=seed).items():
+            intervals[(model, probe, metric)] = bounds
+    run.intervals = intervals
+    return run

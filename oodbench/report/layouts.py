@@ -76,6 +76,7 @@ class Numbers:
 
     precision: int = 3
     percent: bool = False
+    ci_style: str = "pm"  # "pm": 97.3 ± 0.4 (half the interval's width); "interval": 97.3 [96.9, 97.7]
 
     def scaled(self, metric: str, value: float) -> float:
         return value * 100.0 if self.percent and is_rate(metric) else value
@@ -87,6 +88,18 @@ class Numbers:
         if value is None:
             return "-"
         return f"{self.scaled(metric, value):.{self.decimals(metric)}f}"
+
+    def with_interval(self, metric: str, value: Optional[float],
+                      interval: Optional[tuple[float, float]]) -> str:
+        """The value and its bootstrap interval, as ``ci_style`` says."""
+        text = self.text(metric, value)
+        if value is None or interval is None:
+            return text
+        low, high = (self.scaled(metric, v) for v in interval)
+        digits = self.decimals(metric)
+        if self.ci_style == "interval":
+            return f"{text} [{low:.{digits}f}, {high:.{digits}f}]"
+        return f"{text} \u00b1 {(high - low) / 2:.{digits}f}"
 
     def rounded(self, metric: str, value: Optional[float]) -> Optional[float]:
         return None if value is None else round(self.scaled(metric, value), self.decimals(metric))
@@ -152,8 +165,9 @@ class Table:
 
 
 def make_cell(numbers: Numbers, metric: str, value: Optional[float],
-              reported: Optional[float] = None) -> Cell:
-    cell = Cell(numbers.text(metric, value), key=numbers.rounded(metric, value))
+              reported: Optional[float] = None,
+              interval: Optional[tuple[float, float]] = None) -> Cell:
+    cell = Cell(numbers.with_interval(metric, value, interval), key=numbers.rounded(metric, value))
     if reported is not None:
         cell.ref = f"paper {numbers.text(metric, reported)}" + (
             f", {numbers.difference(metric, value, reported)}" if value is not None else "")
@@ -200,7 +214,8 @@ def hein2019_table1(runs: list[RunData], numbers: Numbers, refs: References) -> 
                 metric: [make_cell(numbers, metric,
                                    run.value(m, probe.label, metric) if probe.kind != "in-distribution"
                                    or metric == "mmc" else None,
-                                   refs.get(m, probe.label, metric)) for m in run.models]
+                                   refs.get(m, probe.label, metric),
+                                   run.interval(m, probe.label, metric)) for m in run.models]
                 for metric, _ in _TABLE1}
             if probe.kind != "in-distribution":
                 for metric, cells in cells_by_metric.items():
@@ -312,7 +327,9 @@ def per_probe(runs: list[RunData], numbers: Numbers, refs: References) -> Table:
             cols = []
             for probe in (clean, worst):
                 cells = [make_cell(numbers, "auroc", run.value(m, probe, "auroc") if probe else None,
-                                   refs.get(m, probe, "auroc") if probe else None) for m in run.models]
+                                   refs.get(m, probe, "auroc") if probe else None,
+                                   run.interval(m, probe, "auroc") if probe else None)
+                         for m in run.models]
                 mark_best(cells, True)
                 cols.append(cells)
             rows.append(Row(clean or worst or "?", [c for i in range(len(run.models)) for c in (cols[0][i], cols[1][i])]))

@@ -19,13 +19,15 @@ from urllib.parse import quote
 import jinja2
 import pandas as pd
 
-from oodbench.report.data import RunData, ReportError, UnverifiedResultsError, load_run, verify_run
+from oodbench.report.data import (RunData, ReportError, UnverifiedResultsError, load_run, verify_run,
+                                  run_ci_level, with_intervals)
 from oodbench.report.escape import latex_escape, latex_label, md_escape
 from oodbench.report.layouts import BUILDERS, LAYOUTS, Numbers, Table
 from oodbench.report.references import ReferenceCard, References, load_references
 from oodbench.store import ResultStore
 
 FORMATS = ("latex", "html", "md", "csv")
+CI_STYLES = ("pm", "interval")
 
 
 class UnverifiedResultsWarning(UserWarning):
@@ -81,6 +83,11 @@ def _csv(runs: list[RunData], numbers: Numbers, refs: References) -> str:
             long["difference"] = [
                 numbers.difference(me, float(v), r).replace("\u2212", "-") if r is not None and not pd.isna(v) else ""
                 for me, v, r in zip(long["metric"], run.metrics["value"], reported)]
+        if run.intervals:
+            bounds = [run.interval(mo, p, me) for mo, p, me in
+                      zip(run.metrics["model"], run.metrics["probe"], run.metrics["metric"])]
+            long["ci_low"] = ["" if b is None else numbers.text(me, b[0]) for me, b in zip(long["metric"], bounds)]
+            long["ci_high"] = ["" if b is None else numbers.text(me, b[1]) for me, b in zip(long["metric"], bounds)]
         if len(runs) > 1:
             long.insert(0, "suite", run.name)
         frames.append(long)
@@ -140,7 +147,8 @@ def render(store_path: Union[str, Path], *, fmt: str, layout: str = "hein2019-ta
            run_id: Union[int, Sequence[int], None] = None, precision: int = 3, percent: bool = False,
            references: Optional[Iterable[Union[str, Path, ReferenceCard]]] = None,
            standalone: bool = False, allow_unverified: bool = False,
-           plots: Union[str, Path, None] = None, link_from: Union[str, Path, None] = None) -> str:
+           plots: Union[str, Path, None] = None, link_from: Union[str, Path, None] = None,
+           ci: Optional[float] = None, ci_style: str = "pm") -> str:
     """Render run(s) of the results store at ``store_path`` as a table.
 
     fmt: ``latex`` (a booktabs ``table`` environment; ``standalone=True`` wraps it in a
@@ -155,6 +163,10 @@ def render(store_path: Union[str, Path], *, fmt: str, layout: str = "hein2019-ta
     ROC curves, confidence histograms, mean confidence vs attack radius) and link them from the
     page by paths relative to ``link_from``, the directory the page is written to (default: the
     working directory). Without ``plots`` the page is exactly as before.
+    ci: print every value with its bootstrap interval at this level (e.g. 0.95; default: the
+    run's suite field ``ci``, else none), computed from
+    the stored arrays with the run's seed; ``ci_style`` ``pm`` (``97.3 ± 0.4``, half the
+    interval's width) or ``interval`` (``97.3 [96.9, 97.7]``); csv gains ``ci_low``/``ci_high``.
     """
     if fmt not in FORMATS:
         raise ReportError(f"unknown format {fmt!r}; formats: {', '.join(FORMATS)}")
@@ -164,6 +176,10 @@ def render(store_path: Union[str, Path], *, fmt: str, layout: str = "hein2019-ta
         raise ReportError(f"precision must be an integer from 0 to 12, not {precision!r}")
     if plots is not None and fmt != "html":
         raise ReportError(f"figures are linked only from html reports, not {fmt}")
+    if ci is not None and not 0 < ci < 1:
+        raise ReportError(f"ci must be a level between 0 and 1 (e.g. 0.95), not {ci!r}")
+    if ci_style not in CI_STYLES:
+        raise ReportError(f"unknown ci_style {ci_style!r}; styles: {', '.join(CI_STYLES)}")
     path = Path(store_path)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no such results store")
@@ -179,13 +195,14 @@ def render(store_path: Union[str, Path], *, fmt: str, layout: str = "hein2019-ta
                 warnings.warn(f"{path}: run {run.run_id} does not verify ({'; '.join(problems)}); "
                               "reporting it anyway (allow_unverified)", UnverifiedResultsWarning,
                               stacklevel=2)
-            runs.append(run)
+            level = ci if ci is not None else run_ci_level(store, run.run_id)
+            runs.append(run if level is None else with_intervals(store, run, level))
     models = list(dict.fromkeys(m for r in runs for m in r.models))
     # Probes the suite declares but the run skipped (missing data) may carry paper numbers too.
     probes = list(dict.fromkeys([p.label for r in runs for p in r.probes]
                                 + [label for r in runs for label in r.declared]))
     refs = load_references(references, models, probes)
-    numbers = Numbers(precision=precision, percent=percent)
+    numbers = Numbers(precision=precision, percent=percent, ci_style=ci_style)
     if fmt == "csv":
         return _csv(runs, numbers, refs)
     table = build_table(runs, layout, numbers, refs)

@@ -9,9 +9,11 @@ A row is one of three :class:`RowKind`\\ s, declared by the job that produced it
 ``row`` class attribute): OOD rows are scored against the model's clean in-distribution
 confidences, in-distribution rows like the clean test set (test error under AutoAttack = robust
 error), summary rows by the attack's own :meth:`~oodbench.attacks.Attack.summarize`.
+:func:`bootstrap_intervals` gives each metric its confidence interval from the same arrays.
 """
 
 from oodbench.score.arrays import ArrayKey, PointArrays, ood_logits
+from oodbench.score.bootstrap import bootstrap_intervals
 from oodbench.score.rows import RowKind, row_of_job, score_row
 
-__all__ = ["ArrayKey", "PointArrays", "RowKind", "ood_logits", "row_of_job", "score_row"]
+__all__ = ["bootstrap_intervals", "ArrayKey", "PointArrays", "RowKind", "ood_logits", "row_of_job", "score_row"]
