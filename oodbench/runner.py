@@ -29,7 +29,8 @@ import oodbench
 from oodbench.attacks import Attack, AttackContext
 from oodbench.data import DataRequest, DatasetNotFoundError, ImageSet, load_dataset, to_shape
 from oodbench.data.common import subsample_indices
-from oodbench.metrics import MetricInput, compute_metrics, confidence, settled_above
+from oodbench.metrics import MetricInput, compute_metrics, settled_above
+from oodbench.scores import SCORE_DEFINITION, msp_score
 from oodbench.models import load_model, model_fingerprint
 from oodbench.registry import attacks
 from oodbench.store import ResultStore, canonical_hash
@@ -270,7 +271,7 @@ class _ModelJobs:
         spec = attack.resolve(probe.attack, in_name)
         # The stop threshold is part of the job's identity: an attack stopped for FPR@95 alone
         # must not be served to a run that also asks for AUROC.
-        stop_above = (settled_above(self.suite.metrics, confidence(clean["logits"]))
+        stop_above = (settled_above(self.suite.metrics, msp_score(clean["logits"]))
                       if attack.supports_early_stop and spec.early_stop is not False else None)
 
         def compute(job_hash: str) -> dict[str, np.ndarray]:
@@ -286,7 +287,7 @@ class _ModelJobs:
 
         job_hash, arrays = self.job("attack", probe, compute,
                                     {"attack": spec.model_dump(mode="json", exclude={"early_stop"}),
-                                     "stop_above": stop_above})
+                                     "stop_above": stop_above, "score": SCORE_DEFINITION})
         return job_hash, arrays, attack
 
 

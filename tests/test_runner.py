@@ -145,7 +145,7 @@ def _adv_noise_run(write_suite, db: Path, metrics: str):
 
 
 def test_early_stop_auto_only_with_rank_metrics(write_suite, tmp_path):
-    _, full_m, full = _adv_noise_run(write_suite, tmp_path / "full.db", "[auroc, fpr95, mmc]")
+    _, full_m, full = _adv_noise_run(write_suite, tmp_path / "full.db", "[auroc, fpr95, aupr-out]")
     _, fast_m, fast = _adv_noise_run(write_suite, tmp_path / "fast.db", "[auroc, fpr95]")
     assert fast["stopped_early"].sum() > full["stopped_early"].sum()
     assert int(fast["gradient_evaluations"]) < int(full["gradient_evaluations"])
@@ -166,7 +166,8 @@ def test_attack_stopped_for_fpr95_is_not_reused_for_auroc(write_suite, tmp_path)
     assert int(fpr_arrays["gradient_evaluations"]) < int(both_arrays["gradient_evaluations"])
 
 
-def test_forced_early_stop_with_mmc_is_refused(write_suite):
+def test_forced_early_stop_with_aupr_out_is_refused(write_suite):
     text = ATTACK_SUITE.replace("name: adversarial-noise,", "name: adversarial-noise, early_stop: true,")
-    with pytest.raises(Exception, match="early_stop: true.*would change mmc"):
-        load_suite(write_suite(text, steps=5, metrics="[auroc, mmc]"))
+    with pytest.raises(Exception, match="early_stop: true.*would change aupr-out"):
+        load_suite(write_suite(text, steps=5, metrics="[auroc, mmc, aupr-out]"))
+    load_suite(write_suite(text, steps=5, metrics="[auroc, mmc, fpr95]"))  # exact: allowed
