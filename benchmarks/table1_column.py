@@ -25,9 +25,10 @@ re-runs the clean pass over the in-distribution test set, builds the probe, atta
 for the full budget (the same engine with ``full_budget=True``: the same seeds and iterates as a
 plain PGD/APGD loop, input gradients only, no early stop) and computes the metrics. oodbench runs
 the same column as a suite through ``run_suite`` into a fresh results store: one clean pass
-shared by all probes, and the exact early stop (with AUROC asked, a point whose confidence
-exceeds every in-distribution confidence, or reaches 1.0, cannot change the metrics; with FPR@95
-alone, a point already accepted at the 95%-TPR threshold cannot). Both sides are built from one
+shared by all probes, and the exact early stop (with AUROC asked, a point whose score — the
+float64 log-confidence both sides rank by — exceeds every in-distribution score, or reaches its
+ceiling, cannot change the metrics; with FPR@95 alone, a point already accepted at the 95%-TPR
+threshold cannot). Both sides are built from one
 column description (:func:`column`), so they cannot drift apart.
 
 It prints the metrics of both sides (they must be identical, or the script fails), the times
@@ -54,7 +55,7 @@ from safetensors.torch import save_file
 from oodbench.attacks import AttackConfig, AttackSpec, ThreatModel, run_attack
 from oodbench.data import DataRequest, ImageSet, load_dataset, to_shape
 from oodbench.data.common import subsample_indices
-from oodbench.metrics import auroc, confidence, fpr_at_tpr
+from oodbench.metrics import auroc, fpr_at_tpr, msp_score
 from oodbench.models import load_model
 from oodbench.registry import architectures, attacks
 from oodbench.runner import forward_logits, run_suite
@@ -165,7 +166,7 @@ def straightforward(col: Column) -> Side:
                 result = run_attack(model, x, cfg, batch_size=BATCH, seed=suite.seed, full_budget=True)
                 logits = result.logits.numpy()
             evals[probe.label] = result.gradient_evaluations
-        c_in, c_out = confidence(in_logits), confidence(logits)
+        c_in, c_out = msp_score(in_logits), msp_score(logits)  # the score the metrics rank by
         for name in suite.metrics:
             metrics[(probe.label, name)] = METRICS[name](c_in, c_out)
         seconds[probe.label] = (clean_done - start, time.perf_counter() - clean_done)

@@ -3,6 +3,10 @@
 Part 1 is a set of pure functions of numpy arrays. The detector under test is always the
 classifier's own *confidence* (maximum softmax probability), and the in-distribution set is the
 positive class: a good detector gives in-distribution inputs higher confidence than OOD inputs.
+The rank metrics (AUROC, AUPR, FPR@95) accept any score; the registered ones rank by
+:func:`oodbench.scores.msp_score`, the log-confidence computed stably in float64, which orders
+inputs like the confidence but does not saturate at 1.0 (the attack engine selects and stops
+by the same score). MMC and ECE use the confidence itself.
 The functions follow scikit-learn's ``metrics/_ranking.py`` conventions: keyword-only options
 after the arrays, one shared input check that names the offending argument, a Python ``float``
 as result, and ``float('nan')`` plus an :class:`UndefinedMetricWarning` when the result is
@@ -25,11 +29,13 @@ from typing import Any, Callable, Optional, Sequence
 import numpy as np
 
 from oodbench.registry import metrics as metric_registry
+from oodbench.scores import msp_score
 
 __all__ = [
     "UndefinedMetricWarning",
     "softmax",
     "confidence",
+    "msp_score",
     "predictions",
     "test_error",
     "mean_max_confidence",
@@ -364,7 +370,12 @@ def _average_precision(pos: np.ndarray, neg: np.ndarray) -> float:
     fp = (last + 1) - tp
     precision = tp / (tp + fp)
     recall = tp / pos.size
-    return float(np.sum(np.diff(np.r_[0.0, recall]) * precision))
+    gain = np.diff(np.r_[0.0, recall])
+    # Only thresholds where recall grows: blocks of negatives alone add exact zeros, but their
+    # number would change how np.sum pairs the other terms (its result by an ulp), and an
+    # attack's early stop relies on the value not depending on how such blocks are tied.
+    grows = gain > 0
+    return float(np.sum(gain[grows] * precision[grows]))
 
 
 def aupr_in(conf_in: Any, conf_out: Any) -> float:
@@ -599,8 +610,9 @@ class MetricInput:
 
     ``out_logits`` is None for the in-distribution row. Arrays are converted to float64/int64
     numpy arrays and validated on construction (tensors must be moved to the CPU first).
-    Confidences are computed once and cached (``in_conf``, ``out_conf``), so computing several
-    metrics from one input does not redo the softmax. Equality is identity (arrays have no
+    Confidences (``in_conf``, ``out_conf``: what MMC and ECE average) and rank scores
+    (``in_score``, ``out_score``: what the rank metrics order) are computed once and cached, so
+    computing several metrics from one input does not redo the softmax. Equality is identity (arrays have no
     useful ``==``).
     """
 
@@ -634,6 +646,18 @@ class MetricInput:
         return confidence(self.out_logits)
 
     @cached_property
+    def in_score(self) -> np.ndarray:
+        """:func:`msp_score` (float64 log-confidence) on the in-distribution set."""
+        return msp_score(self.in_logits)
+
+    @cached_property
+    def out_score(self) -> np.ndarray:
+        """:func:`msp_score` on the OOD probe (ValueError if there is none)."""
+        if self.out_logits is None:
+            raise ValueError("this metric needs out_logits (an OOD probe), but it is None")
+        return msp_score(self.out_logits)
+
+    @cached_property
     def in_correct(self) -> np.ndarray:
         """1.0 where the in-distribution prediction is right."""
         return (predictions(self.in_logits) == self.in_labels).astype(np.float64)
@@ -653,12 +677,12 @@ class Metric:
     higher_is_better: bool
     doc: str = ""
     settled_above: Optional[Callable[[np.ndarray], float]] = None
-    """For a probe metric that depends on the probe only through how its confidences compare
-    with the in-distribution ones: given the in-distribution confidences, the confidence above
-    which an OOD point's contribution is final, however much an attack raises it further
-    (AUROC: above every in-distribution confidence; FPR@95: at or above the 95% acceptance
-    threshold). Attacks stop on such points without changing the metric. ``None`` for metrics
-    that need every confidence as it is (MMC averages them)."""
+    """Given the in-distribution scores (:func:`msp_score`), the score level L such that raising
+    the scores of any OOD points that are already above L, by any amounts, never changes the
+    metric (AUROC, AUPR-in: L = the largest in-distribution score; FPR@95: just below the 95%
+    acceptance threshold; MMC: where the float64 confidence is exactly 1.0). Attacks stop on
+    such points without changing the metric. ``None`` for metrics that need the scores as they
+    are: AUPR-out depends on ties *among* OOD points at any level (see its docstring)."""
 
     def __post_init__(self) -> None:
         if self.scope not in SCOPES:
@@ -685,15 +709,30 @@ def _register(name: str, *, scope: str, higher_is_better: bool,
     return decorator
 
 
-def _above_every_in(conf_in: np.ndarray) -> float:
-    # An OOD point above the most confident in-distribution point already out-ranks all of them.
-    return float(conf_in.max())
+def _above_every_in(score_in: np.ndarray) -> float:
+    # An OOD point above the most confident in-distribution point already out-ranks all of them:
+    # AUROC (either tie rule) counts its pairs as failures whatever its value, and for AUPR-in
+    # it is a false positive at every threshold where recall grows, however the OOD points
+    # above that level are ordered or tied among themselves (recall does not change there).
+    return float(score_in.max())
 
 
-def _accepted_at_tpr95(conf_in: np.ndarray) -> float:
+MMC_SETTLED = -(2.0 ** -55)
+"""Above this score the float64 confidence is exactly 1.0: the terms exp(z_j - z_k) left out of
+1 sum to less than 2**-54 (a quarter ulp of 1.0, with room for backend rounding), so 1 + their
+sum rounds to 1 in any summation order. Raising such a point cannot change its confidence."""
+
+
+def _confidence_is_one(score_in: np.ndarray) -> float:
+    # MMC averages the confidences; a point whose confidence is exactly 1.0 contributes its
+    # final value, however much its score still rises. Independent of the in-distribution.
+    return MMC_SETTLED
+
+
+def _accepted_at_tpr95(score_in: np.ndarray) -> float:
     # Accepted means ">= threshold"; the next float below it turns that into the strict ">" of
     # the early stop, so a point exactly at the threshold (already a false positive) stops too.
-    return float(np.nextafter(acceptance_threshold(conf_in, 0.95), -np.inf))
+    return float(np.nextafter(acceptance_threshold(score_in, 0.95), -np.inf))
 
 
 @_register("test-error", scope="in", higher_is_better=False)
@@ -728,7 +767,7 @@ def _ece_ts_metric(inp: MetricInput) -> float:
     return expected_calibration_error(conf, inp.in_correct[eval_idx])
 
 
-@_register("mmc", scope="both", higher_is_better=False)
+@_register("mmc", scope="both", higher_is_better=False, settled_above=_confidence_is_one)
 def _mmc_metric(inp: MetricInput) -> float:
     """Mean max confidence: of the in-distribution set on its row, of the probe on a probe row.
 
@@ -740,32 +779,37 @@ def _mmc_metric(inp: MetricInput) -> float:
 
 @_register("auroc", scope="probe", higher_is_better=True, settled_above=_above_every_in)
 def _auroc_metric(inp: MetricInput) -> float:
-    """AUROC of confidence separating in-distribution (positive) from the probe; ties count 1/2."""
-    return auroc(inp.in_conf, inp.out_conf)
+    """AUROC of the (log-)confidence separating in-distribution (positive) from the probe; ties count 1/2."""
+    return auroc(inp.in_score, inp.out_score)
 
 
 @_register("auroc-conservative", scope="probe", higher_is_better=True, settled_above=_above_every_in)
 def _auroc_conservative_metric(inp: MetricInput) -> float:
     """AUROC where tied confidences count as failed detections (robust to saturated models)."""
-    return auroc_conservative(inp.in_conf, inp.out_conf)
+    return auroc_conservative(inp.in_score, inp.out_score)
 
 
 @_register("aupr-in", scope="probe", higher_is_better=True, settled_above=_above_every_in)
 def _aupr_in_metric(inp: MetricInput) -> float:
     """Average precision with in-distribution as the positive class, confidence as score."""
-    return aupr_in(inp.in_conf, inp.out_conf)
+    return aupr_in(inp.in_score, inp.out_score)
 
 
-@_register("aupr-out", scope="probe", higher_is_better=True, settled_above=_above_every_in)
+@_register("aupr-out", scope="probe", higher_is_better=True)
 def _aupr_out_metric(inp: MetricInput) -> float:
-    """Average precision with the OOD probe as the positive class, -confidence as score."""
-    return aupr_out(inp.in_conf, inp.out_conf)
+    """Average precision with the OOD probe as the positive class, -confidence as score.
+
+    No early stop: ranked last (above every in-distribution score), the OOD points still form
+    the final thresholds of the curve, and tied ones enter together at a higher precision than
+    distinct ones, so raising such a point (onto or off a tie) changes the value.
+    """
+    return aupr_out(inp.in_score, inp.out_score)
 
 
 @_register("fpr95", scope="probe", higher_is_better=False, settled_above=_accepted_at_tpr95)
 def _fpr95_metric(inp: MetricInput) -> float:
     """Share of probe samples accepted at the threshold keeping 95% of in-distribution samples."""
-    return fpr_at_tpr(inp.in_conf, inp.out_conf, tpr=0.95)
+    return fpr_at_tpr(inp.in_score, inp.out_score, tpr=0.95)
 
 
 _ROW_SCOPES = {"in": ("in", "both"), "probe": ("probe", "both")}
@@ -815,19 +859,20 @@ def _probe_row_metrics(names: Sequence[str]) -> list[Any]:
 
 def early_stop_is_exact(names: Sequence[str]) -> bool:
     """Whether an attack may stop on settled OOD points without changing any of these metrics:
-    true when every probe-row metric asked declares ``settled_above`` (MMC does not)."""
+    true when every probe-row metric asked declares ``settled_above`` (AUPR-out does not)."""
     return all(getattr(m, "settled_above", None) is not None for m in _probe_row_metrics(names))
 
 
-def settled_above(names: Sequence[str], conf_in: np.ndarray) -> Optional[float]:
-    """The confidence above which an OOD point can no longer change any of the named metrics
-    (the largest of their own ``settled_above`` values), or ``None`` when one of them needs the
-    full attack. Metrics of the in-distribution row do not constrain it.
+def settled_above(names: Sequence[str], score_in: np.ndarray) -> Optional[float]:
+    """The score (:func:`msp_score` units) above which an OOD point can no longer change any of
+    the named metrics (the largest of their own ``settled_above`` values: a rule exact above L
+    is exact above any higher level), or ``None`` when one of them needs the full attack.
+    Metrics of the in-distribution row do not constrain it.
 
-    >>> conf_in = np.arange(1, 21) / 20      # 0.05 ... 1.00
-    >>> settled_above(["fpr95"], conf_in) < 0.10 < settled_above(["fpr95", "auroc"], conf_in)
+    >>> score_in = np.log(np.arange(1, 21) / 20)      # log 0.05 ... log 1.00
+    >>> bool(settled_above(["fpr95"], score_in) < np.log(0.10) < settled_above(["auroc"], score_in))
     True
-    >>> settled_above(["auroc", "mmc"], conf_in) is None
+    >>> settled_above(["auroc", "aupr-out"], score_in) is None
     True
     """
     if not early_stop_is_exact(names):
@@ -835,5 +880,5 @@ def settled_above(names: Sequence[str], conf_in: np.ndarray) -> Optional[float]:
     rules = [m.settled_above for m in _probe_row_metrics(names)]
     if not rules:
         return None
-    conf = np.asarray(conf_in, dtype=np.float64)
-    return max(rule(conf) for rule in rules)
+    score = np.asarray(score_in, dtype=np.float64)
+    return max(rule(score) for rule in rules)

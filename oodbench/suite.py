@@ -193,7 +193,8 @@ class Suite(BaseModel):
 
     @model_validator(mode="after")
     def _early_stop_is_exact(self) -> "Suite":
-        """A forced early stop would silently bias MMC: allow it only with rank metrics."""
+        """A forced early stop would silently bias a metric without an exact stop rule (AUPR-out):
+        allow it only when every metric asked declares one."""
         not_rank = [m for m in self.metrics if metrics.meta(m)["scope"] != "in"
                     and not early_stop_is_exact([m])]
         for i, probe in enumerate(self.probes):
@@ -201,7 +202,7 @@ class Suite(BaseModel):
                 raise _LocatedError(
                     ("probes", i, "attack", "early_stop"), f"{probe.label}: `early_stop: true` would change "
                     f"{', '.join(not_rank)} (they need the full attack); use `early_stop: auto`, "
-                    "which stops early only when every metric asked is rank-based")
+                    "which stops early only when that is exact for every metric asked")
         return self
 
     @model_validator(mode="after")

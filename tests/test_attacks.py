@@ -10,9 +10,14 @@ registered attack through the base-class interface only, so a new attack is test
 
 from __future__ import annotations
 
+import copy
+from pathlib import Path
+
 import pytest
 import numpy as np
 import torch
+import torch.nn.functional as F
+from sklearn.metrics import roc_auc_score
 from torch import nn
 
 from oodbench.attacks import AttackConfig, AttackContext, AttackSpec, ThreatModel, run_attack
@@ -20,9 +25,12 @@ from oodbench.attacks.base import Attack
 from oodbench.attacks.registered import EngineAttack
 from oodbench.attacks.threats import _project_l1_ball
 from oodbench.data import DataRequest, load_dataset
-from oodbench.metrics import acceptance_threshold, auroc, confidence, fpr_at_tpr, settled_above
+from oodbench.metrics import (MetricInput, acceptance_threshold, compute_metrics, confidence,
+                              fpr_at_tpr, msp_score, settled_above)
 from oodbench.models import load_model
 from oodbench.registry import UnknownNameError, attacks, objectives
+from oodbench.registry import metrics as metric_registry
+from oodbench.scores import MSP_CEILING
 
 CPU = torch.device("cpu")
 NORMS = ["Linf", "L2", "L1"]
@@ -429,7 +437,7 @@ def test_registered_engine_attacks_leave_model_untouched(name, digits_model, dig
     images = digits_in.images[:32] if source_in else smoothed.images[:32]
     labels = digits_in.labels[:32] if source_in else None
     before = _snapshot(digits_model)
-    rank_stop = settled_above(["auroc", "fpr95"], confidence(in_logits))
+    rank_stop = settled_above(["auroc", "fpr95"], msp_score(in_logits))
     for stop_above in (None, rank_stop) if attack.supports_early_stop else (None,):
         out = attack.run(AttackContext(model=digits_model, images=images, labels=labels, spec=spec,
                                        in_logits=in_logits, device=CPU, stop_above=stop_above))
@@ -459,17 +467,32 @@ def test_adversarial_noise_makes_plain_model_overconfident(digits_model, smoothe
     assert adv.mean() > 0.99, adv.mean()
     assert 0.5 < clean.mean() < 0.9, clean.mean()
     assert bool((adv >= clean - 1e-6).all())  # selected by confidence: never below clean
-    # Without the rank early stop, only points whose confidence saturated at 1.0 (which no iterate
+    # Without the rank early stop, only points whose score reached its ceiling (which no iterate
     # can beat) stop before the 200 steps.
-    stopped = torch.from_numpy(out["stopped_early"])
-    saturated = torch.softmax(torch.from_numpy(out["logits"]), 1).max(1).values == 1.0
-    assert bool((saturated[stopped]).all())
+    assert bool(_at_ceiling(out)[out["stopped_early"]].all())
     assert int(out["gradient_evaluations"]) <= 200 * 200
 
 
 # --------------------------------------------------------------------------------------------
-# 6. the early stop is exact for AUROC and FPR@95 and saves work
+# 6. the early stop is exact for every rank metric and saves work; saturated models
 # --------------------------------------------------------------------------------------------
+
+
+def _stop_rules(scope: tuple[str, ...] = ("probe", "both")) -> list[str]:
+    """Registered metrics of a probe row that declare an early-stop rule (AUPR-out does not);
+    ``scope=("probe",)``: the rank metrics only (MMC's rule is the float64 confidence 1.0)."""
+    return [n for n in metric_registry.names() if metric_registry.get(n).scope in scope
+            and getattr(metric_registry.get(n), "settled_above", None) is not None]
+
+
+def _probe_metrics(names, in_logits, out_logits) -> dict[str, float]:
+    inp = MetricInput(in_logits=in_logits, in_labels=np.zeros(len(in_logits), dtype=int),
+                      out_logits=out_logits)
+    return compute_metrics(list(names), inp, row="probe")
+
+
+def _at_ceiling(out) -> np.ndarray:
+    return msp_score(out["logits"]) == MSP_CEILING
 
 
 @pytest.fixture(scope="module")
@@ -477,11 +500,11 @@ def early_stop_probe(digits_model, smoothed, in_logits):
     """Smoothed noise, constant images (which stay below the in-distribution 5% quantile, so
     FPR@95 is not trivially 1) and a few points that already out-rank every in-distribution
     point before the attack (so some points are finished before the random start is drawn)."""
-    max_in = float(confidence(in_logits).max())
+    max_in = float(msp_score(in_logits).max())
     cfg = AttackConfig(threat=ThreatModel(norm="Linf", eps=0.3), steps=60, step_size=0.02,
                        select="confidence")
     pre = run_attack(digits_model, smoothed.images[150:182], cfg, seed=5)
-    saturated = pre.x_adv[confidence(pre.logits.numpy()) > max_in][:4]
+    saturated = pre.x_adv[msp_score(pre.logits.numpy()) > max_in][:4]
     assert len(saturated) == 4
     const = torch.linspace(0, 1, 21).view(-1, 1, 1, 1).expand(-1, 1, 8, 8).contiguous()
     return torch.cat([smoothed.images[:40], saturated[:2], smoothed.images[40:100], const,
@@ -499,60 +522,148 @@ def test_early_stop_is_exact_for_rank_metrics(name, overrides, digits_model, ear
     attack = attacks.get(name)()
     assert attack.supports_early_stop
     spec = attack.resolve(AttackSpec(name=name, **overrides), "digits")
-    conf_in = confidence(in_logits)
-    assert settled_above(["auroc", "fpr95"], conf_in) == conf_in.max()
+    score_in = msp_score(in_logits)
+    rules = _stop_rules(("probe",))
+    level = settled_above(rules, score_in)
+    assert level == score_in.max()
     outs = {}
     for early_stop in (False, True):
         ctx = AttackContext(model=digits_model, images=early_stop_probe, labels=None, spec=spec,
                             in_logits=in_logits, device=CPU, batch_size=64, seed=0,
-                            stop_above=conf_in.max() if early_stop else None)
+                            stop_above=level if early_stop else None)
         outs[early_stop] = attack.run(ctx)
     full, early = outs[False], outs[True]
-    c_full, c_early = confidence(full["logits"]), confidence(early["logits"])
-    a_full, a_early = auroc(conf_in, c_full), auroc(conf_in, c_early)
-    f_full, f_early = fpr_at_tpr(conf_in, c_full), fpr_at_tpr(conf_in, c_early)
-    assert a_full == a_early
-    assert f_full == f_early
-    assert 0.05 < a_full < 0.95 and f_full < 1.0  # the metrics are not trivially saturated
+    m_full = _probe_metrics(rules, in_logits, full["logits"])
+    m_early = _probe_metrics(rules, in_logits, early["logits"])
+    assert m_full == m_early  # every rank metric with a rule, exactly
+    assert 0.05 < m_full["auroc"] < 0.95 and m_full["fpr95"] < 1.0  # not trivially saturated
     # the early stop did something, only to points above every in-distribution point
-    # (without it, only points whose confidence saturated at 1.0 — unbeatable — stop)
-    def saturated(out):
-        return (torch.softmax(torch.from_numpy(out["logits"]), 1).max(1).values == 1.0).numpy()
-
-    assert bool(saturated(full)[full["stopped_early"]].all())
-    stopped = early["stopped_early"] & ~saturated(early)
+    # (without it, only points at the score's ceiling — unbeatable — stop)
+    s_full, s_early = msp_score(full["logits"]), msp_score(early["logits"])
+    assert bool(_at_ceiling(full)[full["stopped_early"]].all())
+    stopped = early["stopped_early"] & ~_at_ceiling(early)
     assert int(stopped.sum()) >= 1
-    assert bool((c_early[stopped] > conf_in.max()).all())
-    assert bool((c_full[stopped] > conf_in.max()).all())
+    assert bool((s_early[stopped] > level).all())
+    assert bool((s_full[stopped] >= s_early[stopped]).all())
     assert int(early["gradient_evaluations"]) < int(full["gradient_evaluations"])
     assert int(full["gradient_evaluations"]) <= len(early_stop_probe) * spec.steps * spec.restarts
 
 
 def test_fpr95_alone_stops_at_the_acceptance_threshold(digits_model, early_stop_probe, in_logits):
     """Asked only for FPR@95, a point is settled once it is accepted at the 95%-TPR threshold,
-    far below the largest in-distribution confidence: the same FPR@95 for much less work."""
+    far below the largest in-distribution score: the same FPR@95 for much less work."""
     attack = attacks.get("adversarial-noise")()
     spec = attack.resolve(AttackSpec(name="adversarial-noise", threat={"norm": "Linf", "eps": 0.12},
                                      step_size=0.012, steps=40), "digits")
-    conf_in = confidence(in_logits)
-    threshold = acceptance_threshold(conf_in, 0.95)
-    stop = settled_above(["fpr95"], conf_in)
-    assert stop < threshold < conf_in.max() and np.nextafter(stop, 1.0) == threshold
+    score_in = msp_score(in_logits)
+    threshold = acceptance_threshold(score_in, 0.95)
+    stop = settled_above(["fpr95"], score_in)
+    assert stop < threshold < score_in.max() and np.nextafter(stop, 1.0) == threshold
     outs = {}
-    for name, value in (("full", None), ("auroc", conf_in.max()), ("fpr95", stop)):
+    for name, value in (("full", None), ("auroc", score_in.max()), ("fpr95", stop)):
         outs[name] = attack.run(AttackContext(model=digits_model, images=early_stop_probe, labels=None,
                                               spec=spec, in_logits=in_logits, device=CPU,
                                               batch_size=64, stop_above=value))
-    fpr = {k: fpr_at_tpr(conf_in, confidence(v["logits"])) for k, v in outs.items()}
+    fpr = {k: fpr_at_tpr(score_in, msp_score(v["logits"])) for k, v in outs.items()}
     assert fpr["fpr95"] == fpr["full"] == fpr["auroc"]
     assert 0.0 < fpr["full"] < 1.0
     evals = {k: int(v["gradient_evaluations"]) for k, v in outs.items()}
     assert evals["fpr95"] < evals["auroc"] < evals["full"]
-    c_fpr = confidence(outs["fpr95"]["logits"])
+    s_fpr = msp_score(outs["fpr95"]["logits"])
     stopped = outs["fpr95"]["stopped_early"]
-    assert bool((c_fpr[stopped] >= threshold).all())
-    # a point that stopped below the largest in-distribution confidence: AUROC was not exact
-    assert bool((c_fpr[stopped] < conf_in.max()).any())
+    assert bool((s_fpr[stopped] >= threshold).all())
+    # a point that stopped below the largest in-distribution score: AUROC was not exact
+    assert bool((s_fpr[stopped] < score_in.max()).any())
+
+
+def _scaled(model: nn.Module, factor: float) -> nn.Module:
+    """The model with its last layer (weights and bias) multiplied: same predictions, logits
+    ``factor`` times larger, so most test points saturate at float32 confidence 1.0."""
+    out = copy.deepcopy(model)
+    with torch.no_grad():
+        out.fc2.weight.mul_(factor)
+        out.fc2.bias.mul_(factor)
+    return out.eval()
+
+
+def _plain_pgd(model: nn.Module, x: torch.Tensor, threat: ThreatModel, steps: int, step: float,
+               select) -> torch.Tensor:
+    """A bare PGD loop on the max log-confidence for the full budget, with the engine's threat
+    model, keeping per point the iterate with the highest ``select(logits)``; returns the
+    logits of the kept iterates."""
+    xk = x.clone()
+    best_logits, best = None, None
+    for it in range(steps + 1):
+        xg = xk.detach().requires_grad_(True)
+        logits = model(xg)
+        (g,) = torch.autograd.grad(F.log_softmax(logits, 1).max(1).values.sum(), xg)
+        logits = logits.detach()
+        score = select(logits)
+        if best is None:
+            best_logits, best = logits.clone(), score.clone()
+        else:
+            better = score > best
+            best_logits[better], best[better] = logits[better], score[better]
+        xk = threat.project(xk.detach() + threat.steepest_step(g, step, xk), x)
+    return best_logits
+
+
+def test_saturated_model_adversarial_noise_ranks_by_float64_log_confidence(digits_model, smoothed):
+    """Last layer × 3: most test points have float32 confidence 1.0. Adversarial-noise AUROC as
+    oodbench reports it equals that of PGD keeping the best iterate by the float64
+    log-confidence, is not above the papers' float32-tied evaluation, and is far below what
+    selecting by the float32 confidence (and stopping at its 1.0) reported."""
+    model = _scaled(digits_model, 3.0)
+    digits = load_dataset("digits", DataRequest(root=Path("."), split="test",
+                                                options={"classes": [0, 1, 2, 3, 4]}))
+    with torch.no_grad():
+        in_logits = model(digits.images)
+    c32_in = torch.softmax(in_logits, 1).max(1).values
+    assert float((c32_in == 1.0).float().mean()) > 0.4  # saturated
+    x = smoothed.images[:96]
+    threat, steps, step = ThreatModel(norm="Linf", eps=0.3), 40, 0.0075
+    attack = attacks.get("adversarial-noise")()
+    spec = attack.resolve(AttackSpec(name="adversarial-noise", steps=steps, random_start=False),
+                          "digits")
+    score_in = msp_score(in_logits.numpy())
+    ours = attack.run(AttackContext(model=model, images=x, labels=None, spec=spec,
+                                    in_logits=in_logits.numpy(), device=CPU,
+                                    stop_above=settled_above(["auroc"], score_in)))
+    a_ours = _probe_metrics(["auroc"], in_logits.numpy(), ours["logits"])["auroc"]
+
+    ref64 = _plain_pgd(model, x, threat, steps, step, lambda z: torch.from_numpy(msp_score(z.numpy())))
+    ref32 = _plain_pgd(model, x, threat, steps, step, lambda z: torch.softmax(z, 1).max(1).values)
+    a_ref64 = _probe_metrics(["auroc"], in_logits.numpy(), ref64.numpy())["auroc"]
+    a_ref32 = _probe_metrics(["auroc"], in_logits.numpy(), ref32.numpy())["auroc"]
+    c32_out = torch.softmax(ref32, 1).max(1).values.numpy()
+    a_papers = roc_auc_score(np.r_[np.ones(len(c32_in)), np.zeros(len(x))],
+                             np.r_[c32_in.numpy(), c32_out])
+    assert a_ours == a_ref64
+    assert a_ours <= a_papers
+    assert a_ref32 > a_ours + 0.1, (a_ref32, a_ours)  # the overstatement this fixes
+    assert 0.0 < a_ours < 0.5
+
+
+def test_saturated_model_early_stop_is_exact_for_every_rank_metric(digits_model, smoothed):
+    """On the saturated model, where float32 ties abound, the early stop for every metric with a
+    rule (MMC's included) gives exactly the metrics of the full attack."""
+    model = _scaled(digits_model, 3.0)
+    digits = load_dataset("digits", DataRequest(root=Path("."), split="test",
+                                                options={"classes": [0, 1, 2, 3, 4]}))
+    with torch.no_grad():
+        in_logits = model(digits.images).numpy()
+    cfg = AttackConfig(threat=ThreatModel(norm="Linf", eps=0.3), steps=60, step_size=0.0075,
+                       select="confidence")
+    x = smoothed.images
+    score_in = msp_score(in_logits)
+    full = run_attack(model, x, cfg, seed=1, full_budget=True)
+    for name in _stop_rules():  # each rule on its own: FPR@95's level is far lower than AUROC's
+        early = run_attack(model, x, cfg, seed=1, stop_above=settled_above([name], score_in))
+        assert _probe_metrics([name], in_logits, full.logits.numpy()) == \
+            _probe_metrics([name], in_logits, early.logits.numpy()), name
+        stopped = early.stopped_early
+        assert int(stopped.sum()) >= 1 and early.gradient_evaluations < full.gradient_evaluations
+        assert bool((full.score[stopped] >= early.score[stopped]).all())
 
 
 # --------------------------------------------------------------------------------------------

@@ -353,14 +353,15 @@ def test_compute_metrics_values_match_functions():
     assert in_row["mmc"] == pytest.approx(cin.mean())
     probe = compute_metrics(list(BUILTIN_METRICS), inp, row="probe")
     assert list(probe) == ["mmc", "auroc", "auroc-conservative", "aupr-in", "aupr-out", "fpr95"]
+    sin, sout = M.msp_score(inp.in_logits), M.msp_score(inp.out_logits)  # what rank metrics rank
     assert probe == pytest.approx(
         {
             "mmc": cout.mean(),
-            "auroc": auroc(cin, cout),
-            "auroc-conservative": auroc_conservative(cin, cout),
-            "aupr-in": aupr_in(cin, cout),
-            "aupr-out": aupr_out(cin, cout),
-            "fpr95": fpr_at_tpr(cin, cout, tpr=0.95),
+            "auroc": auroc(sin, sout),
+            "auroc-conservative": auroc_conservative(sin, sout),
+            "aupr-in": aupr_in(sin, sout),
+            "aupr-out": aupr_out(sin, sout),
+            "fpr95": fpr_at_tpr(sin, sout, tpr=0.95),
         }
     )
 
@@ -422,8 +423,127 @@ def test_doctests():
 
 def test_imports_only_registry_from_oodbench():
     # The registry imports this module lazily on first lookup; importing other oodbench modules
-    # here could create an import cycle.
+    # here could create an import cycle. oodbench.scores imports nothing from oodbench.
     tree = ast.parse(Path(M.__file__).read_text())
     imported = {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.module}
     imported |= {a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
-    assert {m for m in imported if m.split(".")[0] == "oodbench"} == {"oodbench.registry"}
+    assert {m for m in imported if m.split(".")[0] == "oodbench"} == {"oodbench.registry",
+                                                                      "oodbench.scores"}
+
+
+# ------------------------------------------------------------------------------------------------
+# the rank score and the exactness of every settled_above rule (the attacks' early stop)
+# ------------------------------------------------------------------------------------------------
+
+
+def _two_class(margins) -> np.ndarray:
+    """Logits [m, 0]: msp_score = -log(1 + e^-m), strictly increasing in the margin m."""
+    m = np.asarray(margins, dtype=np.float64)
+    return np.stack([m, np.zeros_like(m)], axis=1)
+
+
+def test_registered_rank_metrics_resolve_saturated_confidences():
+    """Margins above ~37 all have float64 confidence 1.0; the registered metrics rank them by
+    the log-confidence, as scikit-learn does on M.msp_score, not on the tied confidences."""
+    rng = np.random.default_rng(0)
+    in_m, out_m = rng.uniform(40, 60, 200), rng.uniform(38, 50, 100)
+    inp = MetricInput(_two_class(in_m), np.zeros(200, dtype=int), _two_class(out_m))
+    assert (confidence(inp.in_logits) == 1.0).all()
+    y = np.r_[np.ones(200), np.zeros(100)]
+    s = np.r_[M.msp_score(inp.in_logits), M.msp_score(inp.out_logits)]
+    got = compute_metrics(["auroc", "aupr-in", "aupr-out", "mmc"], inp, row="probe")
+    assert got["auroc"] == pytest.approx(roc_auc_score(y, s)) == pytest.approx(np.mean(
+        in_m[:, None] > out_m[None, :]))
+    assert got["aupr-in"] == pytest.approx(average_precision_score(y, s))
+    assert got["aupr-out"] == pytest.approx(average_precision_score(1 - y, -s))
+    assert 0.6 < got["auroc"] < 0.99  # tied confidences would give far less
+    assert roc_auc_score(y, np.r_[confidence(inp.in_logits), confidence(inp.out_logits)]) == 0.5
+    assert got["mmc"] == pytest.approx(confidence(inp.out_logits).mean())  # MMC: the probability
+
+
+def _stop_rules() -> list[str]:
+    return [n for n in metric_registry.names()
+            if getattr(metric_registry.get(n), "settled_above", None) is not None]
+
+
+def _stopped_and_full(seed: int, level_of) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """Adversarial (in, stopped, full) margin triples: ties in-distribution (many at its maximum
+    and at the 5% quantile), OOD points tied with each other, with the level and with
+    in-distribution points, and a full attack that raises every point above the level onto
+    ties (with each other, with in-distribution points above the level, at the ceiling) or
+    apart. ``level_of(in_margins)`` gives the rule's level in msp_score units."""
+    rng = np.random.default_rng(seed)
+    grid = np.array([2.0, 5.0, 10.0, 38.0, 40.0, 45.0])  # 38+: float64 confidence 1.0
+    in_m = np.r_[rng.choice(grid, 37), np.full(3, 45.0)]
+    level = level_of(in_m)
+    in_s = M.msp_score(_two_class(in_m))
+    out = np.r_[rng.choice(np.r_[grid, 1.0, 50.0, 60.0], 25), 0.0, 0.5]
+    above = M.msp_score(_two_class(out)) > level
+    assert above.any() and not above.all()
+    raised = {
+        "all tied": np.full(above.sum(), 70.0),
+        "ceiling": np.full(above.sum(), 800.0),
+        "onto in-distribution": rng.choice(in_m[in_s > level], above.sum()) if (in_s > level).any()
+        else np.full(above.sum(), 70.0),
+        "apart": out[above] + rng.uniform(0.5, 30, above.sum()),
+        "partly": np.where(rng.random(above.sum()) < 0.5, out[above], 60.0),
+    }
+    cases = []
+    for new in raised.values():
+        full = out.copy()
+        full[above] = np.maximum(out[above], new)  # an attack can only raise the best score
+        cases.append((in_m, out, full))
+    return cases
+
+
+def _rule_level(name: str):
+    rule = metric_registry.get(name).settled_above
+    return lambda in_m: rule(M.msp_score(_two_class(in_m)))
+
+
+def _metric_of(name: str, in_m: np.ndarray, out_m: np.ndarray) -> float:
+    inp = MetricInput(_two_class(in_m), np.zeros(len(in_m), dtype=int), _two_class(out_m))
+    return compute_metrics([name], inp, row="probe")[name]
+
+
+@pytest.mark.parametrize("seed", range(8))
+@pytest.mark.parametrize("name", _stop_rules())
+def test_settled_above_is_exact_for_every_registered_metric_with_a_rule(name, seed):
+    """Raising points already above a metric's level, by any amounts, onto or off ties, leaves
+    the metric exactly as it is: what the full attack gets equals the early-stopped one."""
+    for in_m, stopped, full in _stopped_and_full(seed, _rule_level(name)):
+        assert _metric_of(name, in_m, stopped) == _metric_of(name, in_m, full)
+
+
+def test_the_exactness_check_catches_an_inexact_rule():
+    """The same check applied to AUPR-out with the rule AUROC uses (above every in-distribution
+    score) finds cases where the full and the stopped attack differ."""
+    level_of = lambda in_m: float(M.msp_score(_two_class(in_m)).max())  # noqa: E731
+    differ = [_metric_of("aupr-out", i, s) != _metric_of("aupr-out", i, f)
+              for seed in range(8) for i, s, f in _stopped_and_full(seed, level_of)]
+    assert any(differ)
+
+
+def test_aupr_out_has_no_early_stop():
+    """5 in-distribution points, 3 OOD: one below them, two above. The full attack saturates
+    the two (tied at the ceiling), a stopped one leaves them apart: AP-out 0.5833 vs 0.5536."""
+    conf_in = [0.5, 0.6, 0.7, 0.8, 0.9]
+    full, stopped = [0.1, 1.0, 1.0], [0.1, 0.95, 0.99]
+    y = np.r_[np.zeros(5), np.ones(3)]
+    assert aupr_out(conf_in, full) == pytest.approx(1 / 3 + 2 / 3 * 3 / 8)  # 0.5833
+    assert aupr_out(conf_in, stopped) == pytest.approx(1 / 3 + 1 / 3 * 2 / 7 + 1 / 3 * 3 / 8)  # 0.5536
+    assert aupr_out(conf_in, full) == pytest.approx(average_precision_score(y, -np.r_[conf_in, full]))
+    assert metric_registry.get("aupr-out").settled_above is None
+    assert not M.early_stop_is_exact(["auroc", "aupr-out"])
+    assert M.settled_above(["auroc", "aupr-out"], np.log(conf_in)) is None
+    assert M.settled_above(["auroc", "aupr-in", "auroc-conservative"], np.log(conf_in)) == np.log(0.9)
+
+
+def test_mmc_is_settled_where_the_float64_confidence_is_one():
+    # margin m, two classes: score -e^-m; settled for m >= 38.2 (e^-m < 2^-55), conf 1.0 there
+    z = _two_class([36.0, 37.0, 38.0, 38.2, 40.0, 100.0])
+    s, level = M.msp_score(z), metric_registry.get("mmc").settled_above(np.zeros(1))
+    assert level == M.MMC_SETTLED == -(2.0 ** -55)
+    assert (s > level).tolist() == [False, False, False, True, True, True]
+    assert (confidence(z)[s > level] == 1.0).all() and confidence(z)[0] < 1.0
+    assert M.settled_above(["mmc", "fpr95"], np.log([0.2, 0.5])) == level

@@ -82,11 +82,13 @@ def test_plot_data_matches_stored_auroc(store_path):
     assert model.slug == "my-org-plain-model"
     assert [(label, kind) for label, kind, _ in model.probes] == [
         ("uniform noise", "noise"), ("adv. noise", "adversarial")]
-    for label, _, conf in model.probes:
-        value = auroc(model.in_conf, conf)
+    assert len(model.probe_scores) == len(model.probes)
+    for (label, _, conf), score in zip(model.probes, model.probe_scores):
+        value = auroc(model.in_score, score)
         assert math.isclose(value, stored[(model.model, label)], abs_tol=1e-12)
-        fpr, tpr = roc_points(model.in_conf, conf)
+        fpr, tpr = roc_points(model.in_score, score)
         assert abs(_trapz(tpr, fpr) - value) < 1e-9
+        np.testing.assert_allclose(np.exp(score), conf, rtol=1e-12)  # histograms: the confidence
 
 
 def test_write_plots_writes_valid_files(store_path, tmp_path):

@@ -152,7 +152,7 @@ def _adv_noise_run(write_suite, db: Path, metrics: str):
 
 
 def test_early_stop_auto_only_with_rank_metrics(write_suite, tmp_path):
-    _, full_m, full = _adv_noise_run(write_suite, tmp_path / "full.db", "[auroc, fpr95, mmc]")
+    _, full_m, full = _adv_noise_run(write_suite, tmp_path / "full.db", "[auroc, fpr95, aupr-out]")
     _, fast_m, fast = _adv_noise_run(write_suite, tmp_path / "fast.db", "[auroc, fpr95]")
     assert fast["stopped_early"].sum() > full["stopped_early"].sum()
     assert int(fast["gradient_evaluations"]) < int(full["gradient_evaluations"])
@@ -165,14 +165,15 @@ def test_attack_stopped_for_fpr95_reattacks_only_unsettled_points_for_auroc(writ
     the shard, not in the job's key: asking AUROC later re-attacks exactly the points that
     stopped below the AUROC threshold, and gives a fresh run's arrays and numbers."""
     from oodbench.metrics import settled_above
+    from oodbench.scores import msp_score
 
     _, fpr_only, fpr_arrays = _adv_noise_run(write_suite, tmp_path / "shared.db", "[fpr95]")
     with ResultStore(tmp_path / "shared.db") as store:
         clean_hash = store.run_jobs(1).set_index("probe", drop=False).loc[
             lambda d: d.probe.isna()].job_hash.iloc[0]
         clean = store.get_job(clean_hash)
-    auroc_stop = settled_above(["auroc", "fpr95"], confidence(clean["logits"]))
-    unsettled = fpr_arrays["stopped_early"] & ~(confidence(fpr_arrays["logits"]) > auroc_stop)
+    auroc_stop = settled_above(["auroc", "fpr95"], msp_score(clean["logits"]))
+    unsettled = fpr_arrays["stopped_early"] & ~(msp_score(fpr_arrays["logits"]) > auroc_stop)
     assert 0 < unsettled.sum() < len(unsettled)
 
     later, both, both_arrays = _adv_noise_run(write_suite, tmp_path / "shared.db", "[auroc, fpr95]")
@@ -189,7 +190,8 @@ def test_attack_stopped_for_fpr95_reattacks_only_unsettled_points_for_auroc(writ
     assert 0 < extra < int(fresh_arrays["gradient_evaluations"])
 
 
-def test_forced_early_stop_with_mmc_is_refused(write_suite):
+def test_forced_early_stop_with_aupr_out_is_refused(write_suite):
     text = ATTACK_SUITE.replace("name: adversarial-noise,", "name: adversarial-noise, early_stop: true,")
-    with pytest.raises(Exception, match="early_stop: true.*would change mmc"):
-        load_suite(write_suite(text, steps=5, metrics="[auroc, mmc]"))
+    with pytest.raises(Exception, match="early_stop: true.*would change aupr-out"):
+        load_suite(write_suite(text, steps=5, metrics="[auroc, mmc, aupr-out]"))
+    load_suite(write_suite(text, steps=5, metrics="[auroc, mmc, fpr95]"))  # exact: allowed

@@ -43,10 +43,10 @@ class AttackSpec(BaseModel):
     random_start: Optional[bool] = None
     momentum: Optional[float] = Field(None, ge=0, lt=1, description="PGD heavy-ball momentum")
     early_stop: Literal["auto", True, False] = Field(
-        "auto", description="stop attacking OOD points whose confidence can no longer change "
-        "any metric asked (above every in-distribution confidence for AUROC/AUPR, accepted at "
+        "auto", description="stop attacking OOD points whose score can no longer change "
+        "any metric asked (above every in-distribution score for AUROC/AUPR-in, accepted at "
         "the 95%-TPR threshold for FPR@95); 'auto' does it whenever that is exact, i.e. unless "
-        "a metric such as MMC needs every confidence")
+        "a metric such as MMC or AUPR-out needs every score as it is")
     options: dict[str, Any] = Field(default_factory=dict, description="attack-specific settings")
 
 
@@ -54,8 +54,9 @@ class AttackSpec(BaseModel):
 class AttackContext:
     """Everything an attack may use. ``images``/``labels`` are its source points (already in the
     in-distribution's shape); ``in_logits`` are the model's clean in-distribution logits;
-    ``stop_above``: the confidence above which an OOD point cannot change any metric asked
-    (:func:`oodbench.metrics.settled_above`), or ``None`` to attack every point fully."""
+    ``stop_above``: the score (:func:`oodbench.scores.msp_score` units) above which an OOD point
+    cannot change any metric asked (:func:`oodbench.metrics.settled_above`), or ``None`` to
+    attack every point fully."""
 
     model: nn.Module
     images: torch.Tensor

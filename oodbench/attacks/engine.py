@@ -7,18 +7,23 @@ adversarial samples, worst-case OOD detection and counterfactuals.
 Guarantees (each one tested):
 
 - the output for each point is the best over the clean point, every iterate and every restart,
-  judged by ``select`` (the objective, or the confidence for OOD attacks), so an attack can never
-  make a model look *more* reliable than on clean data;
+  judged by ``select`` (the objective, or for OOD attacks the score every rank metric ranks by:
+  :func:`oodbench.scores.msp_score`, the log-confidence in float64, which does not saturate
+  where the float32 confidence reads 1.0), so an attack can never make a model look *more*
+  reliable than on clean data;
 - every output lies in the threat model's ball and in [0, 1]^d;
 - the model stays in eval mode and its parameters and buffers are untouched (only gradients with
   respect to the input are taken);
-- a point whose confidence (the ``select="confidence"`` score) reaches 1.0 is finished: no
-  iterate can beat it strictly, so the reported point is final for every metric;
-- with ``stop_above`` set, a point stops being attacked once its best confidence exceeds that
-  value. When the value is :func:`oodbench.metrics.settled_above` of the metrics asked, this is
-  *exact*: for AUROC and AUPR the point already ranks above every in-distribution point, for
-  FPR@95 it is already accepted at the 95%-TPR threshold, so no further iterate can change
-  them. Only the work is saved.
+- a point whose ``select="confidence"`` score reaches its ceiling (0.0 = log 1, reached only
+  where every other class's exp(z_j - z_k) underflows in float64) is finished: no iterate can
+  beat it strictly, so the reported point is final for every metric, MMC included;
+- with ``stop_above`` set (a level in score units), a point stops being attacked once its best
+  score exceeds that level by :func:`oodbench.scores.stop_threshold`'s margin, so the score the
+  metrics compute from the stored logits is above the level too. When the level is
+  :func:`oodbench.metrics.settled_above` of the metrics asked, this is *exact*: for AUROC and
+  AUPR-in the point already ranks above every in-distribution point, for FPR@95 it is already
+  accepted at the 95%-TPR threshold, and the full attack could only raise it further, which
+  those metrics do not see. Only the work is saved.
 """
 
 from __future__ import annotations
@@ -33,8 +38,8 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from oodbench.attacks.threats import ThreatModel
-from oodbench.metrics import confidence as metric_confidence
 from oodbench.registry import objectives
+from oodbench.scores import MSP_CEILING, msp_score, stop_threshold
 
 
 class AttackConfig(BaseModel):
@@ -53,7 +58,8 @@ class AttackConfig(BaseModel):
                             "normalised steps (Augustin et al. 2020 train with 0.9)")
     select: Literal["objective", "confidence"] = Field(
         "objective", description="what picks the reported iterate: the objective, or the "
-        "confidence (for OOD attacks, whose metrics depend only on the confidence)")
+        "confidence (for OOD attacks, whose metrics depend only on the confidence), judged by "
+        "msp_score: the float64 log-confidence the rank metrics use")
 
     @model_validator(mode="after")
     def _known_objective(self) -> "AttackConfig":
@@ -69,7 +75,9 @@ class AttackConfig(BaseModel):
 
 @dataclass
 class AttackResult:
-    """Per-point best iterates (on the CPU) and what the attack cost."""
+    """Per-point best iterates (on the CPU) and what the attack cost. ``score`` is the selection
+    score of the reported iterates: :func:`~oodbench.scores.msp_score` (float64) for
+    ``select="confidence"``, else the objective."""
 
     x_adv: torch.Tensor
     logits: torch.Tensor
@@ -89,20 +97,18 @@ class _Best:
     def __init__(self, x: torch.Tensor, logits: torch.Tensor, score: torch.Tensor,
                  stop_above: Optional[float], ceiling: Optional[float]):
         self.x, self.logits, self.score = x.clone(), logits.clone(), score.clone()
-        self.stop_above, self.ceiling = stop_above, ceiling
-        self.done = self._finished(self.logits, self.score)
+        # One threshold on the device: a score at its ceiling can never be beaten strictly (the
+        # reported point is final whatever the metrics), and one above stop_threshold(level) is
+        # above the level also as the metrics compute it from the stored logits.
+        bounds = [b for b in (ceiling, None if stop_above is None else stop_threshold(stop_above))
+                  if b is not None]
+        self.threshold = min(bounds) if bounds else None
+        self.done = self._finished(self.score)
 
-    def _finished(self, logits: torch.Tensor, score: torch.Tensor) -> torch.Tensor:
-        # A score at its ceiling (confidence 1.0) can never be beaten strictly, so the reported
-        # point is final whatever the metrics: stopping there is exact for all of them.
-        done = (score >= self.ceiling if self.ceiling is not None
-                else torch.zeros(len(score), dtype=torch.bool, device=score.device))
-        if self.stop_above is not None:
-            # Judged with the very function the metrics use, on the logits as they are stored,
-            # so "ranks above every in-distribution point" means the same thing in both places.
-            conf = metric_confidence(logits.float().cpu().numpy())
-            done |= torch.from_numpy(conf > self.stop_above).to(score.device)
-        return done
+    def _finished(self, score: torch.Tensor) -> torch.Tensor:
+        if self.threshold is None:
+            return torch.zeros(len(score), dtype=torch.bool, device=score.device)
+        return score >= self.threshold
 
     def consider(self, idx: torch.Tensor, x: torch.Tensor, logits: torch.Tensor,
                  score: torch.Tensor) -> torch.Tensor:
@@ -111,13 +117,13 @@ class _Best:
         if better.any():
             sel = idx[better]
             self.x[sel], self.logits[sel], self.score[sel] = x[better], logits[better], score[better]
-            self.done[sel] = self._finished(logits[better], score[better])
+            self.done[sel] = self._finished(score[better])
         return self.done[idx]
 
 
 def _score_fn(config: AttackConfig, objective: Callable) -> Callable:
     if config.select == "confidence":
-        return lambda logits, target: F.softmax(logits, dim=1).max(dim=1).values
+        return lambda logits, target: msp_score(logits)
     return objective
 
 
@@ -247,9 +253,10 @@ def run_attack(model: nn.Module, x: torch.Tensor, config: AttackConfig, *,
     """Attack every point of ``x`` (N, C, H, W in [0, 1]); return the best iterates.
 
     ``target``: true labels (``ce``) or target classes (``targeted-conf``). ``stop_above``: stop
-    a point once its confidence exceeds this value (requires ``select="confidence"``).
-    ``full_budget``: never finish a point early, not even at confidence 1.0 — what a plain PGD
-    loop does. The results are identical; it exists to verify that and to measure the saving.
+    a point once its :func:`~oodbench.scores.msp_score` exceeds this level (requires
+    ``select="confidence"``). ``full_budget``: never finish a point early, not even at the score's
+    ceiling — what a plain PGD loop does. The results are identical; it exists to verify that
+    and to measure the saving.
     ``on_progress`` is told the number of gradient evaluations after each one (progress bars).
     """
     if stop_above is not None and config.select != "confidence":
@@ -268,7 +275,7 @@ def run_attack(model: nn.Module, x: torch.Tensor, config: AttackConfig, *,
         tb = None if target is None else target[start:start + batch_size].to(device)
         logits, _, _ = f(xb, tb, grad=False)
         best = _Best(xb, logits, score(logits, tb), None if full_budget else stop_above,
-                     1.0 if config.select == "confidence" and not full_budget else None)
+                     MSP_CEILING if config.select == "confidence" and not full_budget else None)
         stopped_before = best.done.clone()
         for restart in range(config.restarts):
             idx = (~best.done).nonzero().squeeze(1)
@@ -280,6 +287,6 @@ def run_attack(model: nn.Module, x: torch.Tensor, config: AttackConfig, *,
             begin = config.threat.random_start(xb, gen)[idx] if first else xb[idx].clone()
             optimise(f, best, score, xb, tb, idx, begin, config)
         stopped = best.done | stopped_before
-        outs.append((best.x.cpu(), best.logits.float().cpu(), best.score.float().cpu(), stopped.cpu()))
+        outs.append((best.x.cpu(), best.logits.float().cpu(), best.score.cpu(), stopped.cpu()))
     x_adv, logits, scores, stopped = (torch.cat(t) for t in zip(*outs))
     return AttackResult(x_adv, logits, scores, f.grad_evals, stopped)

@@ -20,6 +20,7 @@ from oodbench.plan.cost import Cost
 from oodbench.plan.jobs import Job, JobKind, Plan, Shard, ShardState
 from oodbench.plan.thresholds import needed_threshold, points_to_reattack
 from oodbench.registry import attacks
+from oodbench.scores import SCORE_DEFINITION
 from oodbench.store import ResultStore, canonical_hash
 from oodbench.suite import DataSpec, Suite
 
@@ -32,8 +33,9 @@ def job_config(suite: Suite, fingerprint: dict[str, Any], kind: JobKind, probe: 
               "in_distribution": suite.in_distribution.identity(),
               "probe": probe.identity() if probe else None, "seed": suite.seed,
               "oodbench": oodbench.__version__}
-    if attack is not None:
+    if attack is not None:  # the score that picks and stops iterates determines the arrays
         config["attack"] = attack
+        config["score"] = SCORE_DEFINITION
     return config
 
 

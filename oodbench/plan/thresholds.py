@@ -1,8 +1,8 @@
 """Early-stop thresholds: which stored attack points serve a run, and which must be attacked again.
 
 An attack that may stop early stops a point once it is *settled* for every metric asked (its
-score is above :func:`oodbench.metrics.settled_above`), which depends on the clean
-in-distribution scores. The threshold is therefore not part of the job's key; each stored shard
+score is above :func:`oodbench.metrics.settled_above`, in :func:`oodbench.scores.msp_score`
+units), which depends on the clean in-distribution scores. The threshold is therefore not part of the job's key; each stored shard
 records the threshold it ran with. A shard stopped at threshold ``t`` (or not stopped, ``None``)
 is exact for any run that needs ``t' <= t``: its stopped points are above ``t >= t'`` and the
 others got the full budget. A run that needs a stricter ``t' > t`` (or the full attack) attacks
@@ -17,7 +17,8 @@ from typing import Mapping, Optional, Sequence
 import numpy as np
 
 from oodbench.attacks.base import Attack, AttackSpec
-from oodbench.metrics import confidence, settled_above
+from oodbench.metrics import settled_above
+from oodbench.scores import msp_score
 from oodbench.score import ArrayKey
 
 
@@ -26,12 +27,13 @@ def needed_threshold(attack: Attack, spec: AttackSpec, metrics: Sequence[str],
     """The threshold this run's metrics allow the attack to stop at (None: no early stop)."""
     if not attack.supports_early_stop or spec.early_stop is False:
         return None
-    return settled_above(list(metrics), confidence(clean[ArrayKey.LOGITS.value]))
+    return settled_above(list(metrics), msp_score(clean[ArrayKey.LOGITS.value]))
 
 
 def settled(logits: np.ndarray, threshold: float) -> np.ndarray:
-    """Which points are settled at ``threshold``: the engine's own stop rule, on stored logits."""
-    return confidence(logits) > threshold
+    """Which points are settled at ``threshold`` (a level in :func:`~oodbench.scores.msp_score`
+    units): their score, as the metrics compute it from the stored logits, is above it."""
+    return msp_score(logits) > threshold
 
 
 def is_exact(stored: Optional[float], needed: Optional[float]) -> bool:

@@ -77,12 +77,16 @@ def slugify(name: str) -> str:
 
 @dataclass
 class ModelCurves:
-    """The confidences of one model: in-distribution and one array per plotted probe row."""
+    """The confidences of one model: in-distribution and one array per plotted probe row
+    (histograms show them), plus the rank scores the metrics order by (ROC curves use them, so
+    a curve's area is the stored AUROC also where confidences saturate at 1.0)."""
 
     model: str
     slug: str
     in_conf: np.ndarray
     probes: list[tuple[str, str, np.ndarray]] = field(default_factory=list)  # label, kind, conf
+    in_score: Optional[np.ndarray] = None
+    probe_scores: list[np.ndarray] = field(default_factory=list)  # parallel to ``probes``
 
 
 @dataclass
@@ -153,7 +157,7 @@ def _row_jobs(store: ResultStore, run: RunData) -> dict[tuple[str, str], list[st
 
 def plot_data(store: ResultStore, run_id: Optional[int] = None) -> PlotData:
     """Confidences of every model and plottable row of run ``run_id`` (default: the latest)."""
-    from oodbench.metrics import confidence
+    from oodbench.metrics import confidence, msp_score
 
     run = load_run(store, run_id)
     preferred = _row_jobs(store, run)
@@ -171,7 +175,8 @@ def plot_data(store: ResultStore, run_id: Optional[int] = None) -> PlotData:
         while slug in used_slugs:
             slug, i = f"{base}-{i}", i + 1
         used_slugs.add(slug)
-        curves = ModelCurves(model, slug, confidence(clean["logits"]))
+        curves = ModelCurves(model, slug, confidence(clean["logits"]),
+                             in_score=msp_score(clean["logits"]))
         for probe in rows:
             arrays = _job_arrays(store, preferred.get((model, probe.label), []))
             if arrays is None:
@@ -182,6 +187,7 @@ def plot_data(store: ResultStore, run_id: Optional[int] = None) -> PlotData:
             if out.shape[0] == 0:
                 continue
             curves.probes.append((probe.label, probe.kind, confidence(out)))
+            curves.probe_scores.append(msp_score(out))
         models.append(curves)
     if not models:
         raise ReportError(f"{store.path}: run {run.run_id} has no stored in-distribution logits to plot")
@@ -320,9 +326,9 @@ def _draw_roc(plt: Any, data: PlotData, m: ModelCurves, out: Path, formats: Sequ
 
     fig, ax = plt.subplots(figsize=(5, 4.5))
     ax.plot([0, 1], [0, 1], color="0.7", lw=0.8, ls="--")
-    for label, _kind, conf in m.probes:
-        fpr, tpr = roc_points(m.in_conf, conf)
-        ax.plot(fpr, tpr, lw=1.4, label=f"{label} (AUROC {auroc(m.in_conf, conf):.3f})")
+    for (label, _kind, _conf), score in zip(m.probes, m.probe_scores):
+        fpr, tpr = roc_points(m.in_score, score)
+        ax.plot(fpr, tpr, lw=1.4, label=f"{label} (AUROC {auroc(m.in_score, score):.3f})")
     title = f"ROC, {m.model} (run {data.run_id})"
     ax.set(xlim=(0, 1), ylim=(0, 1.01), xlabel="false positive rate (OOD accepted)",
            ylabel=f"true positive rate ({data.in_label} accepted)", title=title)
