@@ -19,6 +19,7 @@ import yaml
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from oodbench.attacks.base import AttackSpec
+from oodbench.errors import OodbenchError
 from oodbench.metrics import early_stop_is_exact
 from oodbench.models.spec import ModelSpec
 from oodbench.registry import UnknownNameError, architectures, attacks, datasets, metrics, models
@@ -43,7 +44,7 @@ def resolve_data_root(field: Optional[str], base_dir: Path,
     return DEFAULT_DATA_ROOT.expanduser()
 
 
-class SuiteError(ValueError):
+class SuiteError(OodbenchError, ValueError):
     """A suite file that cannot be used; the message says where and how to fix it."""
 
 

@@ -38,8 +38,10 @@ from typing import TYPE_CHECKING, Any, Literal, Optional, Union
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator, model_validator
 
+from oodbench.errors import OodbenchError
 from oodbench.models.spec import Normalization
 from oodbench.registry import UnknownNameError, architectures
+from oodbench.validation import read_yaml
 
 if TYPE_CHECKING:  # pragma: no cover
     from oodbench.report.references import ReferenceCard
@@ -52,7 +54,7 @@ _SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
 _URL_SCHEMES = ("https", "http", "file")
 
 
-class ZooError(ValueError):
+class ZooError(OodbenchError, ValueError):
     """A card that cannot be used (bad field, missing or mismatching weights, unknown name)."""
 
 

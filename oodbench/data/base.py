@@ -13,6 +13,8 @@ from typing import Any
 
 import torch
 
+from oodbench.errors import OodbenchError
+
 
 @dataclass(frozen=True)
 class ImageSet:
@@ -49,7 +51,7 @@ class DataRequest:
     reference: ImageSet | None = None
 
 
-class DatasetNotFoundError(FileNotFoundError):
+class DatasetNotFoundError(OodbenchError, FileNotFoundError):
     """A dataset's files are missing and could not be downloaded.
 
     The message names the dataset, the root it looked in and how to fix it (the suite's
