@@ -29,6 +29,7 @@ import oodbench
 from oodbench.attacks import Attack, AttackContext
 from oodbench.data import DataRequest, DatasetNotFoundError, ImageSet, load_dataset, to_shape
 from oodbench.data.common import subsample_indices
+from oodbench.devices import resolve_device
 from oodbench.metrics import MetricInput, compute_metrics, confidence, settled_above
 from oodbench.models import load_model, model_fingerprint
 from oodbench.registry import attacks
@@ -36,13 +37,6 @@ from oodbench.store import ResultStore, canonical_hash
 from oodbench.suite import DEFAULT_METRICS, DataSpec, Suite, SuiteModel
 
 log = logging.getLogger(__name__)
-
-
-def resolve_device(device: str) -> torch.device:
-    """'auto' picks CUDA when present, so one suite file serves laptops and GPU servers."""
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
 
 
 @torch.inference_mode()

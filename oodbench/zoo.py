@@ -278,11 +278,7 @@ def load_card(path: Union[str, Path]) -> ZooCard:
     path = Path(path)
     if not path.is_file():
         raise ZooError(f"{path}: no such model card")
-    text = path.read_text(encoding="utf-8")
-    try:
-        node, data = yaml.compose(text), yaml.safe_load(text)
-    except yaml.YAMLError as err:
-        raise ZooError(f"{path}: not valid YAML: {err}") from None
+    data, node = read_yaml(path, ZooError)
     return parse_card(data, source=path, node=node)
 
 

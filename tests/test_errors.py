@@ -11,7 +11,8 @@ import pytest
 from click.testing import CliRunner
 
 from oodbench.cli import main
-from oodbench.data import DatasetNotFoundError
+from oodbench.data import DatasetError, DatasetNotFoundError
+from oodbench.devices import DeviceError
 from oodbench.errors import MissingFileError, OodbenchError
 from oodbench.leaderboard import LeaderboardError
 from oodbench.models import ModelLoadError
@@ -25,7 +26,8 @@ from oodbench.zoo import ZooError
 
 @pytest.mark.parametrize("error,builtin", [
     (SuiteError, ValueError), (RecipeError, ValueError), (ModelLoadError, Exception),
-    (DatasetNotFoundError, FileNotFoundError), (ReportError, ValueError),
+    (DatasetNotFoundError, FileNotFoundError),
+    (DatasetError, ValueError), (DeviceError, ValueError), (ReportError, ValueError),
     (UnverifiedResultsError, ReportError), (StoreError, RuntimeError),
     (LeaderboardError, ValueError), (ZooError, ValueError), (UnknownNameError, KeyError),
     (MissingFileError, FileNotFoundError),

@@ -51,6 +51,11 @@ class DataRequest:
     reference: ImageSet | None = None
 
 
+class DatasetError(OodbenchError, ValueError):
+    """A data set that cannot be loaded as asked (bad options, unusable files); the message
+    names the data set."""
+
+
 class DatasetNotFoundError(OodbenchError, FileNotFoundError):
     """A dataset's files are missing and could not be downloaded.
 
