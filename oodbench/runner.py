@@ -27,11 +27,13 @@ from tqdm.auto import tqdm
 
 import oodbench
 from oodbench.attacks import Attack, AttackContext
-from oodbench.data import DataRequest, DatasetNotFoundError, ImageSet, load_dataset, to_shape
+from oodbench.data import (DataRequest, DatasetNotFoundError, ImageSet, load_dataset, num_classes,
+                           to_shape)
 from oodbench.data.common import subsample_indices
 from oodbench.devices import resolve_device
 from oodbench.metrics import MetricInput, compute_metrics, confidence, settled_above
 from oodbench.models import load_model, model_fingerprint
+from oodbench.models.output_check import OutputChecked, check_outputs, check_shape
 from oodbench.registry import attacks
 from oodbench.store import ResultStore, canonical_hash
 from oodbench.suite import DEFAULT_METRICS, DataSpec, Suite, SuiteModel
@@ -42,15 +44,20 @@ log = logging.getLogger(__name__)
 @torch.inference_mode()
 def forward_logits(model: nn.Module, images: torch.Tensor, *, batch_size: int = 256,
                    device: Union[str, torch.device] = "cpu", desc: str = "",
-                   progress: bool = False) -> np.ndarray:
-    """Logits of ``model`` on ``images`` in batches, as float32 numpy (N, K)."""
+                   progress: bool = False,
+                   check: Optional[Callable[[torch.Tensor], Any]] = None) -> np.ndarray:
+    """Logits of ``model`` on ``images`` in batches, as float32 numpy (N, K); ``check`` sees
+    each batch's output first (the runner's output-shape check)."""
     device = torch.device(device)
     model = model.to(device).eval()
     chunks = []
     starts = range(0, len(images), batch_size)
     for start in tqdm(starts, desc=desc, disable=not progress, leave=False, unit="batch"):
         batch = images[start:start + batch_size].to(device, non_blocking=True)
-        chunks.append(model(batch).float().cpu())
+        out = model(batch)
+        if check is not None:
+            check(out)
+        chunks.append(out.float().cpu())
     if not chunks:
         raise ValueError(f"no images to evaluate ({desc or 'empty set'})")
     return torch.cat(chunks).numpy()
@@ -212,6 +219,8 @@ class _ModelJobs:
         self.result, self.device, self.progress = result, device, progress
         self.fingerprint = model_fingerprint(spec, suite.base_dir)
         self._model: Optional[nn.Module] = None
+        in_dist = suite.in_distribution
+        self.n_classes = num_classes(in_dist.dataset, in_dist.options) if in_dist.dataset else None
 
     @property
     def model(self) -> nn.Module:
@@ -234,6 +243,10 @@ class _ModelJobs:
         if arrays is None:
             start = time.perf_counter()
             arrays = compute(job_hash)
+        if "logits" in arrays:  # before storing; also refuses a stored job that predates the check
+            check_outputs(arrays["logits"], model=self.spec.name, n_classes=self.n_classes,
+                          data=probe_label or self.suite.in_distribution.label)
+        if not cached:
             self.store.put_job(job_hash, kind=kind, model=self.spec.name, probe=probe_label,
                                config=config, arrays=arrays, seconds=time.perf_counter() - start)
         (self.result.cached if cached else self.result.computed).append(label)
@@ -243,7 +256,9 @@ class _ModelJobs:
 
     def forward(self, images: ImageSet, desc: str) -> dict[str, np.ndarray]:
         logits = forward_logits(self.model, images.images, batch_size=self.suite.batch_size,
-                                device=self.device, desc=desc, progress=self.progress)
+                                device=self.device, desc=desc, progress=self.progress,
+                                check=lambda out: check_shape(out, model=self.spec.name, data=images.name,
+                                                              n_classes=self.n_classes))
         out = {"logits": logits}
         if images.labels is not None:
             out["labels"] = images.labels.numpy()
@@ -270,8 +285,10 @@ class _ModelJobs:
         def compute(job_hash: str) -> dict[str, np.ndarray]:
             source = (self.data.in_distribution_subset(probe.n) if attack.source == "in-distribution"
                       else self.data.probe(probe))
+            checked = OutputChecked(self.model, model=self.spec.name, n_classes=self.n_classes,
+                                    data=f"{probe.label} (attacked)")  # NaN mid-attack: clear error
             ctx = AttackContext(
-                model=self.model, images=source.images, labels=source.labels, spec=spec,
+                model=checked, images=source.images, labels=source.labels, spec=spec,
                 in_logits=clean["logits"], device=self.device, batch_size=self.suite.batch_size,
                 seed=self.suite.seed, stop_above=stop_above, progress=self.progress,
                 artifact_dir=artifact_dir(self.result.store_path, job_hash),

@@ -16,6 +16,7 @@ from oodbench.devices import DeviceError
 from oodbench.errors import MissingFileError, OodbenchError
 from oodbench.leaderboard import LeaderboardError
 from oodbench.models import ModelLoadError
+from oodbench.models.output_check import ModelOutputError
 from oodbench.registry import UnknownNameError
 from oodbench.report import ReportError, UnverifiedResultsError
 from oodbench.store import ResultStore, StoreError
@@ -26,7 +27,7 @@ from oodbench.zoo import ZooError
 
 @pytest.mark.parametrize("error,builtin", [
     (SuiteError, ValueError), (RecipeError, ValueError), (ModelLoadError, Exception),
-    (DatasetNotFoundError, FileNotFoundError),
+    (ModelOutputError, ValueError), (DatasetNotFoundError, FileNotFoundError),
     (DatasetError, ValueError), (DeviceError, ValueError), (ReportError, ValueError),
     (UnverifiedResultsError, ReportError), (StoreError, RuntimeError),
     (LeaderboardError, ValueError), (ZooError, ValueError), (UnknownNameError, KeyError),

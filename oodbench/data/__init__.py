@@ -34,6 +34,7 @@ __all__ = [
     "check_imageset",
     "describe_conversion",
     "load_dataset",
+    "num_classes",
     "to_shape",
 ]
 
@@ -93,6 +94,16 @@ def check_dataset_options(name: str, options: Mapping[str, Any]) -> None:
     check = datasets.meta(name).get("check_options")
     if check is not None:
         check(options)
+
+
+def num_classes(name: str, options: Mapping[str, Any]) -> int | None:
+    """How many classes the dataset ``name`` has as the options ask for it: ``len(classes)``
+    when they keep a relabelled subset (``classes:``, ``relabel`` not false), else the registry's
+    ``num_classes`` (None when not declared, e.g. noise)."""
+    classes = options.get("classes")
+    if isinstance(classes, (list, tuple)) and options.get("relabel", True):
+        return len(classes)
+    return datasets.meta(name).get("num_classes")
 
 
 def load_dataset(name: str, request: DataRequest) -> ImageSet:
