@@ -7,7 +7,7 @@ needs and raises :class:`ModelLoadError` naming the missing one. Paths are relat
 
 from __future__ import annotations
 
-from typing import Any, Optional
+from typing import Optional
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
