@@ -59,8 +59,8 @@ def check_outputs(logits: Any, *, model: str, data: str, n_classes: Optional[int
                                       ("infinite", np.isinf(values).any())) if present]
         raise ModelOutputError(
             f"model {model!r} on {data}: {bad} of {len(values)} points have {' and '.join(kinds)} "
-            "logits; nothing was stored. The model's weights (NaN weights, an inf bias) or its "
-            "forward pass are broken: check the checkpoint")
+            "logits, which no metric can score. The model's weights (NaN weights, an inf bias) "
+            "or its forward pass are broken: check the checkpoint")
     return logits
 
 
