@@ -18,33 +18,40 @@ if TYPE_CHECKING:
 
 
 class _FriendlyErrors(click.Group):
-    """Turns the library's expected errors (bad suite, missing data, bad checkpoint) into one
-    clear message and exit code 2, instead of a traceback."""
+    """Prints an :class:`~oodbench.errors.OodbenchError` (anything wrong with what the user gave:
+    suite, checkpoint, data, results store, leaderboard, card) as one ``error:`` line and exits
+    with code 2, without a traceback. Any other exception is a bug and keeps its traceback;
+    ``--debug`` shows the traceback of user errors too."""
 
     def invoke(self, ctx: click.Context):  # type: ignore[override]
-        from oodbench.registry import UnknownNameError
+        from oodbench.errors import OodbenchError
 
-        expected: tuple[type[BaseException], ...] = (UnknownNameError, FileNotFoundError)
-        try:
-            from oodbench.data.base import DatasetNotFoundError
-            from oodbench.models import ModelLoadError
-            from oodbench.suite import SuiteError
-
-            expected += (SuiteError, ModelLoadError, DatasetNotFoundError)
-        except ImportError:  # pragma: no cover - broken install; let the traceback show
-            pass
         try:
             return super().invoke(ctx)
-        except expected as err:
+        except OodbenchError as err:
+            if ctx.meta.get("oodbench.debug"):
+                raise
             click.echo(f"error: {err}", err=True)
+            for note in getattr(err, "__notes__", ()):  # e.g. which shards a failure hit
+                click.echo(f"  {note}", err=True)
             sys.exit(2)
+
+
+def _set_debug(ctx: click.Context, _param: click.Parameter, value: bool) -> None:
+    ctx.meta["oodbench.debug"] = value
 
 
 @click.group(cls=_FriendlyErrors)
 @click.version_option(package_name="oodbench")
+@click.option("--debug", is_flag=True, expose_value=False, is_eager=True, callback=_set_debug,
+              help="Show the full traceback of errors in the input too (they are otherwise "
+                   "printed as one `error:` message, exit code 2).")
 def main() -> None:
     """Evaluate how reliable a classifier's confidence is: OOD detection, adversarial
-    robustness and worst-case OOD detection, from declarative YAML suites."""
+    robustness and worst-case OOD detection, from declarative YAML suites.
+
+    A mistake in the input (suite, checkpoint, data, results store, device) is printed as one
+    `error:` message with exit code 2; --debug shows its traceback."""
 
 
 @main.command()
@@ -218,16 +225,12 @@ def report(results: Path, fmt: str, layout: str, run_ids: tuple[int, ...], preci
            out: Optional[Path], ci: Optional[float], ci_style: str, plots_dir: Optional[Path]) -> None:
     """Render a stored run of RESULTS as a table (LaTeX, HTML, Markdown or CSV); with --plots,
     an HTML page that also links the run's figures."""
-    from oodbench.report import ReportError, render
+    from oodbench.report import render
 
-    try:
-        text = render(results, fmt=fmt, layout=layout, run_id=list(run_ids) or None,
-                      precision=precision, percent=percent, references=list(references),
-                      standalone=standalone, allow_unverified=allow_unverified, plots=plots_dir,
-                      link_from=None if out is None else out.parent, ci=ci, ci_style=ci_style)
-    except ReportError as err:
-        click.echo(f"error: {err}", err=True)
-        sys.exit(2)
+    text = render(results, fmt=fmt, layout=layout, run_id=list(run_ids) or None,
+                  precision=precision, percent=percent, references=list(references),
+                  standalone=standalone, allow_unverified=allow_unverified, plots=plots_dir,
+                  link_from=None if out is None else out.parent, ci=ci, ci_style=ci_style)
     if out is None:
         click.echo(text, nl=False)
     else:
@@ -248,14 +251,9 @@ def plot(results: Path, out_dir: Path, run_id: Optional[int], formats: tuple[str
     """Draw ROC curves and confidence histograms (per model) and mean confidence vs attack
     radius (per radius sweep: the same attack on the same points at several eps) of a stored
     run of RESULTS."""
-    from oodbench.report import ReportError
     from oodbench.report.plots import FORMATS, write_plots
 
-    try:
-        paths = write_plots(results, out_dir, run_id=run_id, formats=list(formats) or FORMATS)
-    except ReportError as err:
-        click.echo(f"error: {err}", err=True)
-        sys.exit(2)
+    paths = write_plots(results, out_dir, run_id=run_id, formats=list(formats) or FORMATS)
     for path in paths:
         click.echo(str(path))
 
@@ -332,31 +330,27 @@ def submit(checkpoint: Optional[Path], card: Optional[str], zoo_dir: Optional[Pa
     from oodbench.leaderboard import LeaderboardError, parse_options, submit_card
     from oodbench.leaderboard import submit as submit_
     from oodbench.suite import load_suite
-    from oodbench.zoo import ZooError, find_card
+    from oodbench.zoo import find_card
 
     run = dict(leaderboard=leaderboard_file, data_root=data_root, device=device, progress=not quiet)
-    try:
-        if (checkpoint is None) == (card is None):
-            raise LeaderboardError("give either CHECKPOINT (with --arch and --name) or --card NAME")
-        if card is not None:
-            given = [o for o, v in (("--arch", arch), ("--arch-option", arch_options),
-                                    ("--adapter", adapter)) if v]
-            if given:
-                raise LeaderboardError(f"{', '.join(given)}: the card defines the model; "
-                                       "drop the option or edit the card")
-            zoo_card = find_card(card, zoo_dir)
-            sub = submit_card(zoo_card, suite=load_suite(suite_file), name=name, paper=paper, **run)
-            what = f"card {zoo_card.name} ({zoo_card.source})"
-        else:
-            if arch is None or name is None:
-                raise LeaderboardError("a CHECKPOINT needs --arch and --name (or use --card NAME)")
-            sub = submit_(checkpoint, suite=load_suite(suite_file), name=name, arch=arch,
-                          arch_options=parse_options(arch_options), adapter=adapter, paper=paper,
-                          **run)
-            what = str(checkpoint)
-    except (LeaderboardError, ZooError) as err:
-        click.echo(f"error: {err}", err=True)
-        sys.exit(2)
+    if (checkpoint is None) == (card is None):
+        raise LeaderboardError("give either CHECKPOINT (with --arch and --name) or --card NAME")
+    if card is not None:
+        given = [o for o, v in (("--arch", arch), ("--arch-option", arch_options),
+                                ("--adapter", adapter)) if v]
+        if given:
+            raise LeaderboardError(f"{', '.join(given)}: the card defines the model; "
+                                   "drop the option or edit the card")
+        zoo_card = find_card(card, zoo_dir)
+        sub = submit_card(zoo_card, suite=load_suite(suite_file), name=name, paper=paper, **run)
+        what = f"card {zoo_card.name} ({zoo_card.source})"
+    else:
+        if arch is None or name is None:
+            raise LeaderboardError("a CHECKPOINT needs --arch and --name (or use --card NAME)")
+        sub = submit_(checkpoint, suite=load_suite(suite_file), name=name, arch=arch,
+                      arch_options=parse_options(arch_options), adapter=adapter, paper=paper,
+                      **run)
+        what = str(checkpoint)
     if not sub.added:
         click.echo(f"{what} (sha256 {sub.checkpoint_sha256[:16]}…) is already on the leaderboard "
                    f"for this suite (board {sub.suite_hash[:16]}, entry {sub.entry_id}); nothing added")
@@ -396,13 +390,9 @@ def zoo_list(zoo_dir: Optional[Path]) -> None:
               help="Folder of cards (default: ./model_zoo, then oodbench's own).")
 def zoo_fetch(card: str, zoo_dir: Optional[Path]) -> None:
     """Download (if remote) and sha256-verify CARD's checkpoint; print its path."""
-    from oodbench.zoo import ZooError, find_card
+    from oodbench.zoo import find_card
 
-    try:
-        click.echo(str(find_card(card, zoo_dir).checkpoint()))
-    except ZooError as err:
-        click.echo(f"error: {err}", err=True)
-        sys.exit(2)
+    click.echo(str(find_card(card, zoo_dir).checkpoint()))
 
 
 @main.group()
@@ -415,13 +405,9 @@ def leaderboard() -> None:
               default=Path("leaderboard.db"), show_default=True, help="Leaderboard file (SQLite).")
 def leaderboard_verify(leaderboard_file: Path) -> None:
     """Re-check every entry against its results store; exit 1 if any does not verify."""
-    from oodbench.leaderboard import LeaderboardError, verify_entries
+    from oodbench.leaderboard import verify_entries
 
-    try:
-        results = verify_entries(leaderboard_file)
-    except (LeaderboardError, FileNotFoundError) as err:
-        click.echo(f"error: {err}", err=True)
-        sys.exit(2)
+    results = verify_entries(leaderboard_file)
     for entry_id, problems in results.items():
         click.echo(f"entry {entry_id}: " + ("ok" if not problems else f"{len(problems)} problem(s)"))
         for problem in problems:
@@ -436,13 +422,9 @@ def leaderboard_verify(leaderboard_file: Path) -> None:
               help="Directory for the site (index.html, one page per board and per entry).")
 def leaderboard_render(leaderboard_file: Path, out: Path) -> None:
     """Write the leaderboard as static HTML (sortable tables, works offline)."""
-    from oodbench.leaderboard import LeaderboardError, render_site
+    from oodbench.leaderboard import render_site
 
-    try:
-        pages = render_site(leaderboard_file, out)
-    except LeaderboardError as err:
-        click.echo(f"error: {err}", err=True)
-        sys.exit(2)
+    pages = render_site(leaderboard_file, out)
     click.echo(f"wrote {len(pages)} pages to {out} (open {out / 'index.html'})")
 
 

@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Optional, Union
 from urllib.parse import quote
 
+from oodbench.errors import MissingFileError, OodbenchError
 from oodbench.store import open_versioned_db
 from oodbench.suite import Suite, parse_suite
 
@@ -69,7 +70,7 @@ CREATE TABLE IF NOT EXISTS entry_metrics (
 """
 
 
-class LeaderboardError(ValueError):
+class LeaderboardError(OodbenchError, ValueError):
     """A submission or render that cannot proceed (bad option, unreadable leaderboard)."""
 
 
@@ -116,7 +117,7 @@ class Leaderboard:
     def __init__(self, path: Union[str, Path], *, create: bool = True):
         self.path = Path(path)
         if not create and not self.path.is_file():
-            raise FileNotFoundError(f"{self.path}: no such leaderboard")
+            raise MissingFileError(f"{self.path}: no such leaderboard")
         self._db = open_versioned_db(self.path, _SCHEMA, SCHEMA_VERSION, "leaderboard",
                                      LeaderboardError)
 
@@ -222,7 +223,7 @@ def submit(checkpoint: Union[str, Path], *, suite: Suite, name: str, arch: str,
 
     path = Path(checkpoint).expanduser()
     if not path.is_file():
-        raise FileNotFoundError(f"{path}: no such checkpoint")
+        raise MissingFileError(f"{path}: no such checkpoint")
     if adapter is not None and adapter not in ("checkpoint", "safetensors"):
         raise LeaderboardError(f"adapter must be checkpoint or safetensors, not {adapter!r}")
     sub_suite = submission_suite(suite, path, name=name, arch=arch, arch_options=arch_options,

@@ -15,12 +15,14 @@ import importlib
 from dataclasses import dataclass, field
 from typing import Any, Callable, Generic, Iterator, TypeVar
 
+from oodbench.errors import OodbenchError
+
 T = TypeVar("T")
 
 PLUGIN_GROUP = "oodbench.plugins"
 
 
-class UnknownNameError(KeyError):
+class UnknownNameError(OodbenchError, KeyError):
     """Raised for a name that is not registered; the message lists the closest names."""
 
     def __init__(self, family: str, name: str, known: list[str]):

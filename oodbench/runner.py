@@ -21,7 +21,8 @@ import torch
 from torch import nn
 
 import oodbench
-from oodbench.data import ImageSet, to_shape
+from oodbench.data import ImageSet, num_classes, to_shape
+from oodbench.models.output_check import check_outputs
 from oodbench.execute import (Executor, RunContext, RunProgress, SuiteData, Workspace, execute,
                               forward_logits, resolve_device)
 from oodbench.plan import JobKind, Plan, make_plan
@@ -149,10 +150,15 @@ def score_plan(plan: Plan, store: ResultStore, suite: Suite) -> list[tuple[str, 
     """Metric rows (model, row, metric, value, job key) of an executed plan, from the store."""
     rows: list[tuple[str, str, str, float, str]] = []
     clean: dict[str, dict] = {}
+    spec = suite.in_distribution
+    n_classes = num_classes(spec.dataset, spec.options) if spec.dataset else None
     for job in plan.jobs:
         arrays = store.get_job(job.key)
         if arrays is None:
             raise RuntimeError(f"{job.label}: job {job.key[:12]} is not complete in {store.path}")
+        if ArrayKey.LOGITS.value in arrays:  # a job stored before the output check existed
+            check_outputs(arrays[ArrayKey.LOGITS.value], model=job.model, data=job.row,
+                          n_classes=n_classes)
         if job.kind is JobKind.CLEAN:
             clean[job.model] = arrays
         kind, attack = row_of_job(job.config)

@@ -37,6 +37,7 @@ from typing import Any, Iterator, Optional
 import numpy as np
 import pandas as pd
 
+from oodbench.errors import OodbenchError
 from oodbench.score.arrays import ADDITIVE, ArrayKey
 
 SCHEMA_VERSION = 2
@@ -129,15 +130,25 @@ def join_shards(parts: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
     return out
 
 
+class StoreError(OodbenchError, RuntimeError):
+    """A results file that cannot be used: not an oodbench store, damaged, or of another schema."""
+
+
 class CorruptEntryWarning(UserWarning):
     """A stored array failed its checksum; the job is dropped and will be recomputed."""
 
 
 def open_versioned_db(path: Path, schema: str, version: int, what: str,
-                      error: type[Exception] = RuntimeError) -> sqlite3.Connection:
+                      error: type[Exception] = StoreError) -> sqlite3.Connection:
     """Open (or create) one of oodbench's SQLite files: apply ``schema`` (which must define the
     ``meta`` table), record ``version`` in a new file, and refuse a file of another kind or
-    version with ``error`` naming it, so an old file is never misread."""
+    version with ``error`` naming it, so an old file is never misread.
+
+    A file that is not SQLite (garbage, a zeroed header), a truncated copy (SQLite finds its
+    header promising more pages than the file holds) or one whose recorded version is not an
+    integer is refused here with ``error`` — by default a :class:`StoreError`, which the CLI
+    prints as one message — rather than failing later in some query with a traceback.
+    """
     path.parent.mkdir(parents=True, exist_ok=True)
     db = sqlite3.connect(path)
     try:
@@ -150,7 +161,14 @@ def open_versioned_db(path: Path, schema: str, version: int, what: str,
     if row is None:
         with db:
             db.execute("INSERT INTO meta VALUES ('schema_version', ?)", (str(version),))
-    elif int(row[0]) != version:
+        return db
+    try:
+        stored = int(row[0])
+    except (TypeError, ValueError):
+        db.close()
+        raise error(f"{path}: {what} schema version {row[0]!r} is not an integer; the file is "
+                    "damaged or was not written by oodbench") from None
+    if stored != version:
         db.close()
         raise error(f"{path}: {what} schema {row[0]}, this oodbench reads {version}; "
                     "use a new file")

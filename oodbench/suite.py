@@ -11,18 +11,24 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 from pathlib import Path
 from typing import Annotated, Any, Optional, Union
 
 import yaml
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (AfterValidator, BaseModel, ConfigDict, Field, ValidationError, ValidationInfo,
+                      field_validator, model_validator)
 
 from oodbench.attacks.base import AttackSpec
+from oodbench.devices import check_device_name
+from oodbench.errors import OodbenchError
 from oodbench.metrics import early_stop_is_exact
 from oodbench.models.spec import ModelSpec
 from oodbench.registry import (UnknownNameError, architectures, attacks, datasets, executors,
                                metrics, models)
+from oodbench.validation import (BatchSize, Count, JsonDict, Label, Seed, Text, cube_radius,
+                                 read_yaml)
 
 DATA_ROOT_ENV = "OODBENCH_DATA"
 DEFAULT_DATA_ROOT = Path("~/.cache/oodbench/data")
@@ -44,7 +50,7 @@ def resolve_data_root(field: Optional[str], base_dir: Path,
     return DEFAULT_DATA_ROOT.expanduser()
 
 
-class SuiteError(ValueError):
+class SuiteError(OodbenchError, ValueError):
     """A suite file that cannot be used; the message says where and how to fix it."""
 
 
@@ -81,16 +87,27 @@ class DataSpec(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     dataset: Optional[str] = None
-    name: Optional[str] = Field(None, description="label in tables; defaults to the dataset name")
+    name: Optional[Label] = Field(None, description="label in tables; defaults to the dataset name")
     split: str = "test"
-    n: Optional[int] = Field(None, gt=0)
-    options: dict[str, Any] = Field(default_factory=dict)
+    n: Optional[Count] = None
+    options: JsonDict = Field(default_factory=dict)
     attack: Optional[AttackSpec] = None
 
     @field_validator("dataset")
     @classmethod
     def _known_dataset(cls, v: Optional[str]) -> Optional[str]:
         return v if v is None else _check_registered(datasets, v)
+
+    @field_validator("options")
+    @classmethod
+    def _options_accepted(cls, v: dict[str, Any], info: ValidationInfo) -> dict[str, Any]:
+        """What the data set's loader would refuse is refused now, by the same function."""
+        from oodbench.data import check_dataset_options
+
+        dataset = info.data.get("dataset")
+        if dataset is not None:
+            check_dataset_options(dataset, v)
+        return v
 
     @field_validator("attack")
     @classmethod
@@ -149,15 +166,16 @@ class Suite(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    name: str
+    name: Label
     description: str = ""
-    seed: int = 0
-    batch_size: int = Field(256, gt=0)
-    device: str = Field("auto", description="'auto' (CUDA if available), 'cpu', 'cuda', 'cuda:1', …")
-    data_root: Optional[str] = Field(None, description=f"overridden by --data-root and ${DATA_ROOT_ENV}")
+    seed: Seed = 0
+    batch_size: BatchSize = 256
+    device: Annotated[str, AfterValidator(check_device_name)] = Field(
+        "auto", description="'auto' (CUDA if available), 'cpu', 'cuda', 'cuda:1', 'mps'")
+    data_root: Optional[Text] = Field(None, description=f"overridden by --data-root and ${DATA_ROOT_ENV}")
     download: bool = Field(True, description="download missing datasets (torchvision) into data_root")
     skip_missing: bool = Field(False, description="skip probes whose data is missing, with a warning")
-    output: Optional[str] = Field(None, description="results store; default results/<name>.db")
+    output: Optional[Text] = Field(None, description="results store; default results/<name>.db")
     ci: Optional[float] = Field(None, gt=0, lt=1, description="report every value with its "
                                 "bootstrap interval at this level (e.g. 0.95) unless --ci says otherwise")
     shard_size: int = Field(1000, gt=0, description="points per stored shard: the unit that is "
@@ -180,15 +198,47 @@ class Suite(BaseModel):
     def _known_executor(cls, v: str) -> str:
         return _check_registered(executors, v)
 
+    def _input_shape(self) -> Optional[tuple[int, ...]]:
+        """The in-distribution images' (C, H, W) when its registry entry declares it."""
+        name = self.in_distribution.dataset
+        shape = datasets.meta(name).get("shape") if name else None
+        return tuple(shape) if shape else None
+
     @model_validator(mode="after")
     def _attacks_resolve(self) -> "Suite":
-        """Check each attack's settings against its defaults now, not an hour into the run."""
+        """Check each attack's settings against its defaults now, not an hour into the run; an
+        ε-ball that holds the whole image cube is no threat model (every image is reachable)."""
+        shape = self._input_shape()
+        dim = None if shape is None else int(math.prod(shape))
         for i, probe in enumerate(self.probes):
             if probe.attack is not None:
                 try:
-                    attacks.get(probe.attack.name)().resolve(probe.attack, self.in_distribution.dataset or "")
+                    spec = attacks.get(probe.attack.name)().resolve(
+                        probe.attack, self.in_distribution.dataset or "")
                 except (ValueError, TypeError) as err:
                     raise _LocatedError(("probes", i, "attack"), f"{probe.label}: {err}") from None
+                radius = cube_radius(spec.threat.norm, dim) if spec.threat is not None else None
+                if radius is not None and spec.threat.eps >= radius:
+                    raise _LocatedError(
+                        ("probes", i, "attack", "threat", "eps"),
+                        f"{probe.label}: a {spec.threat.norm} ball of radius {spec.threat.eps:g} "
+                        f"contains the whole image cube [0, 1]^{dim or 'd'} (from radius "
+                        f"{radius:g} on), so the attack is unconstrained; use an eps below "
+                        f"{radius:g}")
+        return self
+
+    @model_validator(mode="after")
+    def _normalize_fits(self) -> "Suite":
+        """A mean/std per channel of the in-distribution images (or one for all)."""
+        shape = self._input_shape()
+        for i, model in enumerate(self.models):
+            norm = model.normalize
+            if norm is not None and shape is not None and len(norm.mean) not in (1, shape[0]):
+                raise _LocatedError(
+                    ("models", i, "normalize"),
+                    f"{model.name}: {len(norm.mean)} mean/std values, but "
+                    f"{self.in_distribution.dataset!r} images have {shape[0]} channel(s); give "
+                    f"{shape[0]} (or 1 for all channels)")
         return self
 
     @model_validator(mode="after")
@@ -252,9 +302,9 @@ def _node_line(node: Optional[yaml.Node], loc: tuple[Any, ...]) -> Optional[int]
     line = node.start_mark.line + 1 if node is not None else None
     for key in loc:
         if isinstance(node, yaml.MappingNode):
-            child = next((v for k, v in node.value if k.value == key), None)
+            child = next((v for k, v in node.value if k.value in (key, str(key))), None)
             if child is None:  # unknown/missing key: point at the key itself or the mapping
-                key_node = next((k for k, _ in node.value if k.value == key), None)
+                key_node = next((k for k, _ in node.value if k.value in (key, str(key))), None)
                 return key_node.start_mark.line + 1 if key_node is not None else line
             node = child
         elif isinstance(node, yaml.SequenceNode) and isinstance(key, int) and key < len(node.value):
@@ -275,19 +325,20 @@ def _format_loc(loc: tuple[Any, ...]) -> str:
 def _read_yaml(path: Path, seen: tuple[Path, ...] = ()) -> tuple[dict[str, Any], Optional[yaml.Node]]:
     if not path.is_file():
         raise SuiteError(f"{path}: no such suite file")
-    text = path.read_text()
-    try:
-        node = yaml.compose(text)
-        data = yaml.safe_load(text) or {}
-    except yaml.YAMLError as err:
-        raise SuiteError(f"{path}: not valid YAML: {err}") from None
+    data, node = read_yaml(path, SuiteError)
+    data = {} if data is None else data
     if not isinstance(data, dict):
-        raise SuiteError(f"{path}: a suite must be a YAML mapping (name:, models:, probes:, …)")
+        raise SuiteError(f"{path}:{_node_line(node, ()) or 1}: a suite must be a YAML mapping "
+                         "(name:, models:, probes:, …)")
     include = data.pop("include", None)
     if include is not None:
-        parent_path = (path.parent / str(include)).resolve()
+        if not isinstance(include, str) or not include.strip():
+            raise SuiteError(f"{path}:{_node_line(node, ('include',))}: field `include`: must be "
+                             f"the path of one suite file, got {include!r}")
+        parent_path = (path.parent / include).resolve()
         if parent_path in seen:
-            raise SuiteError(f"{path}: `include: {include}` forms a cycle")
+            raise SuiteError(f"{path}:{_node_line(node, ('include',))}: field `include`: "
+                             f"`include: {include}` forms a cycle")
         parent, _ = _read_yaml(parent_path, seen + (path.resolve(),))
         data = _deep_merge(parent, data)
     return data, node
@@ -310,7 +361,7 @@ def parse_suite(data: dict[str, Any], *, source: Optional[Path] = None,
             msg = e["msg"].removeprefix("Value error, ")
             if e["type"] == "extra_forbidden":
                 msg = "unknown field (remove it or check its spelling)"
-            lines.append(f"{where}:{line or '?'}: field `{_format_loc(loc)}`: {msg}")
+            lines.append(f"{where}:{line or 1}: field `{_format_loc(loc)}`: {msg}")
         raise SuiteError("invalid suite\n  " + "\n  ".join(lines)) from None
     suite.source = source
     return suite

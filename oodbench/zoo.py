@@ -38,8 +38,10 @@ from typing import TYPE_CHECKING, Any, Literal, Optional, Union
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator, model_validator
 
+from oodbench.errors import OodbenchError
 from oodbench.models.spec import Normalization
 from oodbench.registry import UnknownNameError, architectures
+from oodbench.validation import read_yaml
 
 if TYPE_CHECKING:  # pragma: no cover
     from oodbench.report.references import ReferenceCard
@@ -52,7 +54,7 @@ _SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
 _URL_SCHEMES = ("https", "http", "file")
 
 
-class ZooError(ValueError):
+class ZooError(OodbenchError, ValueError):
     """A card that cannot be used (bad field, missing or mismatching weights, unknown name)."""
 
 
@@ -276,11 +278,7 @@ def load_card(path: Union[str, Path]) -> ZooCard:
     path = Path(path)
     if not path.is_file():
         raise ZooError(f"{path}: no such model card")
-    text = path.read_text(encoding="utf-8")
-    try:
-        node, data = yaml.compose(text), yaml.safe_load(text)
-    except yaml.YAMLError as err:
-        raise ZooError(f"{path}: not valid YAML: {err}") from None
+    data, node = read_yaml(path, ZooError)
     return parse_card(data, source=path, node=node)
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -50,3 +51,22 @@ def write_suite(tmp_path, digits_weights):
         return path
 
     return write
+
+
+VALID_SUITE: dict[str, Any] = {
+    "name": "bad-input",
+    "seed": 0,
+    "device": "cpu",
+    "in_distribution": {"name": "digits 0-4", "dataset": "digits",
+                        "options": {"classes": [0, 1, 2, 3, 4]}},
+    "models": [{"name": "m", "adapter": "safetensors", "arch": "digits-net",
+                "arch_options": {"num_classes": 5}, "path": "m.safetensors"}],
+    "probes": [
+        {"name": "noise", "dataset": "uniform-noise", "n": 10},
+        {"name": "adv", "dataset": "uniform-noise", "n": 10,
+         "attack": {"name": "adversarial-noise", "steps": 2}},
+    ],
+    "metrics": ["auroc", "fpr95"],
+}
+"""A small valid suite (validation only: its weights file need not exist) that the bad-input
+tests and the fuzzer mutate."""

@@ -26,6 +26,8 @@ from torch import nn
 from oodbench.attacks.threats import ThreatModel
 from oodbench.plan.cost import Cost
 from oodbench.score.rows import RowKind
+from oodbench.validation import (MAX_RESTARTS, MAX_STEPS, FiniteFloat, JsonDict, PositiveFloat, Restarts,
+                                 Steps)
 
 
 class AttackSpec(BaseModel):
@@ -37,17 +39,17 @@ class AttackSpec(BaseModel):
     threat: Optional[ThreatModel] = None
     objective: Optional[str] = None
     optimizer: Optional[Literal["pgd", "apgd"]] = None
-    steps: Optional[int] = Field(None, gt=0)
-    step_size: Optional[float] = Field(None, gt=0)
-    restarts: Optional[int] = Field(None, gt=0)
+    steps: Optional[Steps] = Field(None, description=f"iterations per restart (≤ {MAX_STEPS:,})")
+    step_size: Optional[PositiveFloat] = None
+    restarts: Optional[Restarts] = Field(None, description=f"at most {MAX_RESTARTS:,}")
     random_start: Optional[bool] = None
-    momentum: Optional[float] = Field(None, ge=0, lt=1, description="PGD heavy-ball momentum")
+    momentum: Optional[FiniteFloat] = Field(None, ge=0, lt=1, description="PGD heavy-ball momentum")
     early_stop: Literal["auto", True, False] = Field(
         "auto", description="stop attacking OOD points whose score can no longer change "
         "any metric asked (above every in-distribution score for AUROC/AUPR-in, accepted at "
         "the 95%-TPR threshold for FPR@95); 'auto' does it whenever that is exact, i.e. unless "
         "a metric such as MMC or AUPR-out needs every score as it is")
-    options: dict[str, Any] = Field(default_factory=dict, description="attack-specific settings")
+    options: JsonDict = Field(default_factory=dict, description="attack-specific settings")
 
 
 @dataclass

@@ -10,7 +10,9 @@ from __future__ import annotations
 from typing import Literal
 
 import torch
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict
+
+from oodbench.validation import PositiveFloat
 
 Norm = Literal["Linf", "L2", "L1"]
 
@@ -48,7 +50,7 @@ class ThreatModel(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     norm: Norm
-    eps: float = Field(gt=0)
+    eps: PositiveFloat
 
     def __str__(self) -> str:
         return f"{self.norm} ε={self.eps:g}"

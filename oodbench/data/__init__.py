@@ -19,17 +19,22 @@ import torch
 
 from oodbench.data import digits, noise, torchvision_sets  # noqa: F401  (registers built-ins)
 from oodbench.data import tiny_images  # noqa: F401  (registers tiny-images)
-from oodbench.data.base import DataRequest, DatasetNotFoundError, ImageSet
+from typing import Any, Mapping
+
+from oodbench.data.base import DataRequest, DatasetError, DatasetNotFoundError, ImageSet
 from oodbench.data.transforms import describe_conversion, to_shape
 from oodbench.registry import datasets
 
 __all__ = [
     "DataRequest",
+    "DatasetError",
     "DatasetNotFoundError",
+    "check_dataset_options",
     "ImageSet",
     "check_imageset",
     "describe_conversion",
     "load_dataset",
+    "num_classes",
     "to_shape",
 ]
 
@@ -81,12 +86,39 @@ def check_imageset(name: str, result: object, request: DataRequest | None = None
     return result
 
 
+def check_dataset_options(name: str, options: Mapping[str, Any]) -> None:
+    """``ValueError`` naming the option if the registered dataset ``name`` would refuse
+    ``options``: its registry entry's ``check_options`` (the same function its loader calls), so
+    a suite is checked without loading any data. Datasets registered without one (plugins) are
+    checked only when they load."""
+    check = datasets.meta(name).get("check_options")
+    if check is not None:
+        check(options)
+
+
+def num_classes(name: str, options: Mapping[str, Any]) -> int | None:
+    """How many classes the dataset ``name`` has as the options ask for it: ``len(classes)``
+    when they keep a relabelled subset (``classes:``, ``relabel`` not false), else the registry's
+    ``num_classes`` (None when not declared, e.g. noise)."""
+    classes = options.get("classes")
+    if isinstance(classes, (list, tuple)) and options.get("relabel", True):
+        return len(classes)
+    return datasets.meta(name).get("num_classes")
+
+
 def load_dataset(name: str, request: DataRequest) -> ImageSet:
     """Load the registered dataset ``name`` for ``request`` and check the output contract.
 
     Raises :class:`~oodbench.registry.UnknownNameError` for an unregistered name (with "did you
-    mean"), :class:`DatasetNotFoundError` when files are missing, ``ValueError`` for bad options or
-    a result that breaks the contract.
+    mean"), :class:`DatasetNotFoundError` when files are missing, :class:`DatasetError` (a
+    ``ValueError``) for bad options or unusable files, and ``ValueError``/``TypeError`` for a
+    result that breaks the contract (a bug in the loader).
     """
     loader = datasets.get(name)
-    return check_imageset(name, loader(request), request)
+    try:
+        loaded = loader(request)
+    except DatasetError:
+        raise
+    except ValueError as err:
+        raise DatasetError(str(err) if name in str(err) else f"dataset {name!r}: {err}") from err
+    return check_imageset(name, loaded, request)

@@ -13,6 +13,8 @@ from typing import Any
 
 import torch
 
+from oodbench.errors import OodbenchError
+
 
 @dataclass(frozen=True)
 class ImageSet:
@@ -49,7 +51,12 @@ class DataRequest:
     reference: ImageSet | None = None
 
 
-class DatasetNotFoundError(FileNotFoundError):
+class DatasetError(OodbenchError, ValueError):
+    """A data set that cannot be loaded as asked (bad options, unusable files); the message
+    names the data set."""
+
+
+class DatasetNotFoundError(OodbenchError, FileNotFoundError):
     """A dataset's files are missing and could not be downloaded.
 
     The message names the dataset, the root it looked in and how to fix it (the suite's

@@ -7,7 +7,8 @@ order (so a subset of 1000 is a reproducible list of indices, not a shuffle).
 
 from __future__ import annotations
 
-from typing import Any, Iterable
+from functools import partial
+from typing import Any, Callable, Iterable, Mapping
 
 import numpy as np
 import torch
@@ -17,19 +18,30 @@ from oodbench.data.base import DataRequest, ImageSet
 SPLITS = ("train", "test")
 
 
-def check_options(name: str, request: DataRequest, allowed: Iterable[str]) -> dict[str, Any]:
-    """Return ``request.options`` after rejecting keys the dataset does not know.
+def check_option_names(name: str, options: Mapping[str, Any],
+                       allowed: Iterable[str]) -> dict[str, Any]:
+    """Return ``options`` after rejecting keys the dataset does not know.
 
     A typo (``clases:``) must stop the run, not be ignored silently.
     """
     allowed = sorted(allowed)
-    unknown = sorted(set(request.options) - set(allowed))
+    unknown = sorted(set(map(str, options)) - set(allowed))
     if unknown:
         known = ", ".join(allowed) if allowed else "(none)"
         raise ValueError(
             f"dataset {name!r}: unknown option(s) {', '.join(unknown)}; it accepts: {known}"
         )
-    return dict(request.options)
+    return dict(options)
+
+
+def check_options(name: str, request: DataRequest, allowed: Iterable[str]) -> dict[str, Any]:
+    """:func:`check_option_names` of ``request.options``."""
+    return check_option_names(name, request.options, allowed)
+
+
+def no_options(name: str) -> Callable[[Mapping[str, Any]], dict[str, Any]]:
+    """The ``check_options`` registry entry of a dataset that takes no options."""
+    return partial(check_option_names, name, allowed=())
 
 
 def check_split(name: str, request: DataRequest, splits: Iterable[str] = SPLITS) -> str:

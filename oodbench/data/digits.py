@@ -13,13 +13,13 @@ suite's seed like every other loader.
 from __future__ import annotations
 
 from functools import lru_cache
-from typing import Any
+from typing import Any, Mapping
 
 import numpy as np
 import torch
 
 from oodbench.data.base import DataRequest, ImageSet
-from oodbench.data.common import check_options, check_split, subsample_indices, take
+from oodbench.data.common import check_option_names, check_split, subsample_indices, take
 from oodbench.registry import datasets
 
 SPLIT_SEED = 0
@@ -68,11 +68,22 @@ def _parse_classes(value: Any) -> list[int] | None:
     return sorted(int(c) for c in value)
 
 
+def parse_options(options: Mapping[str, Any]) -> tuple[list[int] | None, bool]:
+    """``(classes, relabel)`` from the options, or ``ValueError`` naming the bad one (also the
+    registry's ``check_options``, so `oodbench validate` refuses what the loader would)."""
+    options = check_option_names("digits", options, ("classes", "relabel"))
+    relabel = options.get("relabel", True)
+    if not isinstance(relabel, bool):
+        raise ValueError(f"dataset 'digits': `relabel` must be true or false, got {relabel!r}")
+    return _parse_classes(options.get("classes")), relabel
+
+
 @datasets.register(
     "digits",
     shape=(1, 8, 8),
     num_classes=10,
     kind="real",
+    check_options=parse_options,
     source="scikit-learn load_digits (UCI optical recognition of handwritten digits; embedded)",
 )
 def digits(request: DataRequest) -> ImageSet:
@@ -84,12 +95,8 @@ def digits(request: DataRequest) -> ImageSet:
     ``num_classes`` in the registry is 10, the full set; with ``classes`` it is ``len(classes)``.
     """
     name = "digits"
-    options = check_options(name, request, ("classes", "relabel"))
+    classes, relabel = parse_options(request.options)
     split = check_split(name, request)
-    classes = _parse_classes(options.get("classes"))
-    relabel = options.get("relabel", True)
-    if not isinstance(relabel, bool):
-        raise ValueError(f"dataset 'digits': `relabel` must be true or false, got {relabel!r}")
 
     images, labels = _split()[split]
     if classes is not None:

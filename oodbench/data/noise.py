@@ -35,13 +35,13 @@ permuted images, then the uniform noise.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Mapping
 
 import torch
 import torch.nn.functional as F
 
 from oodbench.data.base import DataRequest, ImageSet
-from oodbench.data.common import check_options
+from oodbench.data.common import check_option_names, check_options, no_options
 from oodbench.registry import datasets
 
 DEFAULT_N = 1000
@@ -171,6 +171,7 @@ def smoothed_noise(
     num_classes=None,
     kind="synthetic",
     source="i.i.d. uniform pixels in [0, 1), shape of the in-distribution set",
+    check_options=no_options("uniform-noise"),
 )
 def uniform_noise(request: DataRequest) -> ImageSet:
     """Uniform noise in [0, 1] with the in-distribution's shape (n images, default 1000)."""
@@ -187,6 +188,17 @@ def _positive_int(name: str, key: str, value: Any) -> int:
     return value
 
 
+def smoothed_options(options: Mapping[str, Any]) -> tuple[int, float]:
+    """``(batch_size, frac_permuted)`` of smoothed-noise, or ``ValueError`` naming the bad one."""
+    name = "smoothed-noise"
+    options = check_option_names(name, options, ("batch_size", "frac_permuted"))
+    batch_size = _positive_int(name, "batch_size", options.get("batch_size", 128))
+    frac = options.get("frac_permuted", 0.5)
+    if isinstance(frac, bool) or not isinstance(frac, (int, float)) or not 0 <= frac <= 1:
+        raise ValueError(f"dataset {name!r}: `frac_permuted` must be in [0, 1], got {frac!r}")
+    return batch_size, float(frac)
+
+
 @datasets.register(
     "smoothed-noise",
     shape=None,
@@ -195,6 +207,7 @@ def _positive_int(name: str, key: str, value: Any) -> int:
     source="Hein et al. CVPR 2019 app. F: half pixel-permuted in-dist images, half uniform; "
     "Gaussian blur σ~U[1,2.5]; per-image contrast rescale (github.com/max-andr/"
     "relu_networks_overconfident)",
+    check_options=smoothed_options,
 )
 def smoothed_noise_probe(request: DataRequest) -> ImageSet:
     """The papers' noise: permuted in-dist images + uniform noise, Gaussian-blurred, rescaled.
@@ -203,17 +216,13 @@ def smoothed_noise_probe(request: DataRequest) -> ImageSet:
     ``frac_permuted`` (default 0.5, the fraction of each batch made of permuted images).
     """
     name = "smoothed-noise"
-    options = check_options(name, request, ("batch_size", "frac_permuted"))
+    batch_size, frac = smoothed_options(request.options)
     reference = _reference(name, request)
-    batch_size = _positive_int(name, "batch_size", options.get("batch_size", 128))
-    frac = options.get("frac_permuted", 0.5)
-    if isinstance(frac, bool) or not isinstance(frac, (int, float)) or not 0 <= frac <= 1:
-        raise ValueError(f"dataset {name!r}: `frac_permuted` must be in [0, 1], got {frac!r}")
     images = smoothed_noise(
         reference.images,
         _count(request),
         request.seed,
         batch_size=batch_size,
-        frac_permuted=float(frac),
+        frac_permuted=frac,
     )
     return ImageSet(name, images, None)

@@ -25,13 +25,13 @@ from __future__ import annotations
 import hashlib
 import os
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Iterable, Mapping
 
 import numpy as np
 import torch
 
 from oodbench.data.base import DataRequest, DatasetNotFoundError, ImageSet
-from oodbench.data.common import check_options, subsample_indices, uint8_to_unit
+from oodbench.data.common import check_option_names, subsample_indices, uint8_to_unit
 from oodbench.registry import datasets
 
 NAME = "tiny-images"
@@ -134,18 +134,32 @@ class TinyImages:
                 "fingerprint_sha256": digest.hexdigest()}
 
 
-def open_tiny_images(request: DataRequest) -> TinyImages:
-    """Check the options, find the file (``DatasetNotFoundError`` with the fix if missing) and
-    memory-map it; ``split`` and ``download`` are ignored (one file, no download)."""
-    options = check_options(NAME, request, ("path", "exclude_cifar", "exclude_base"))
-    path = resolve(request, options.get("path") or DEFAULT_PATH)
-    if not path.is_file():
-        raise DatasetNotFoundError(f"dataset {NAME!r} not found: no file {path}. To fix: {FIX}.")
+def parse_options(options: Mapping[str, Any]) -> tuple[Any, int, list[Any]]:
+    """``(path, exclude_base, exclude_cifar lists)``, or ``ValueError`` naming the bad option
+    (also the registry's ``check_options``: `oodbench validate` refuses what this would)."""
+    options = check_option_names(NAME, options, ("path", "exclude_cifar", "exclude_base"))
+    path = options.get("path") or DEFAULT_PATH
+    if not isinstance(path, (str, os.PathLike)):
+        raise ValueError(f"dataset {NAME!r}: option `path` must be a file name, got {path!r}")
     base = options.get("exclude_base", 1)
     if base not in (0, 1) or isinstance(base, bool):
         raise ValueError(f"dataset {NAME!r}: option `exclude_base` must be 0 or 1, got {base!r}")
     lists = options.get("exclude_cifar") or []
-    lists = [lists] if isinstance(lists, (str, os.PathLike)) else list(lists)
+    lists = [lists] if isinstance(lists, (str, os.PathLike)) else lists
+    if not isinstance(lists, (list, tuple)) or not all(
+            isinstance(f, (str, os.PathLike)) for f in lists):
+        raise ValueError(f"dataset {NAME!r}: option `exclude_cifar` must be a file name or a "
+                         f"list of them, got {lists!r}")
+    return path, base, list(lists)
+
+
+def open_tiny_images(request: DataRequest) -> TinyImages:
+    """Check the options, find the file (``DatasetNotFoundError`` with the fix if missing) and
+    memory-map it; ``split`` and ``download`` are ignored (one file, no download)."""
+    file, base, lists = parse_options(request.options)
+    path = resolve(request, file)
+    if not path.is_file():
+        raise DatasetNotFoundError(f"dataset {NAME!r} not found: no file {path}. To fix: {FIX}.")
     excluded = read_exclusions((resolve(request, f) for f in lists), base)
     return TinyImages(path, excluded)
 
@@ -170,6 +184,7 @@ def distinct_indices(total: int, n: int | None, seed: int) -> torch.Tensor | Non
     kind="real",
     source="80 Million Tiny Images (Torralba et al. 2008), the original tiny_images.bin "
     "(withdrawn in 2020, no download)",
+    check_options=parse_options,
     random_access=open_tiny_images,
 )
 def tiny_images(request: DataRequest) -> ImageSet:

@@ -17,15 +17,17 @@ from __future__ import annotations
 import http.client
 import os
 from pathlib import Path
-from typing import Any, Callable, TypeVar
+from typing import Any, Callable, Mapping, TypeVar
 
 import numpy as np
 import torch
 
 from oodbench.data.base import DataRequest, DatasetNotFoundError, ImageSet
 from oodbench.data.common import (
+    check_option_names,
     check_options,
     check_split,
+    no_options,
     subsample_indices,
     take,
     uint8_imageset,
@@ -154,6 +156,7 @@ def _cifar(name: str, cls_name: str, request: DataRequest) -> ImageSet:
     num_classes=10,
     kind="real",
     source="http://yann.lecun.com/exdb/mnist/ (torchvision.datasets.MNIST)",
+    check_options=no_options("mnist"),
 )
 def mnist(request: DataRequest) -> ImageSet:
     """MNIST handwritten digits, 28×28 grey, 10 classes (60k train / 10k test)."""
@@ -166,6 +169,7 @@ def mnist(request: DataRequest) -> ImageSet:
     num_classes=10,
     kind="real",
     source="https://github.com/zalandoresearch/fashion-mnist (torchvision.datasets.FashionMNIST)",
+    check_options=no_options("fashion-mnist"),
 )
 def fashion_mnist(request: DataRequest) -> ImageSet:
     """Fashion-MNIST clothing images, 28×28 grey, 10 classes (60k train / 10k test)."""
@@ -178,6 +182,7 @@ def fashion_mnist(request: DataRequest) -> ImageSet:
     num_classes=10,
     kind="real",
     source="https://github.com/rois-codh/kmnist (torchvision.datasets.KMNIST)",
+    check_options=no_options("kmnist"),
 )
 def kmnist(request: DataRequest) -> ImageSet:
     """Kuzushiji-MNIST cursive Japanese characters, 28×28 grey, 10 classes (60k / 10k)."""
@@ -191,6 +196,7 @@ def kmnist(request: DataRequest) -> ImageSet:
     kind="real",
     source="https://www.nist.gov/itl/products-and-services/emnist-dataset "
     "(torchvision.datasets.EMNIST, split='letters')",
+    check_options=no_options("emnist-letters"),
 )
 def emnist_letters(request: DataRequest) -> ImageSet:
     """EMNIST letters, 28×28 grey, labels 0–25 = a–z (124.8k train / 20.8k test), upright.
@@ -211,6 +217,7 @@ def emnist_letters(request: DataRequest) -> ImageSet:
     num_classes=10,
     kind="real",
     source="https://www.cs.toronto.edu/~kriz/cifar.html (torchvision.datasets.CIFAR10)",
+    check_options=no_options("cifar10"),
 )
 def cifar10(request: DataRequest) -> ImageSet:
     """CIFAR-10 natural images, 32×32 RGB, 10 classes (50k train / 10k test)."""
@@ -223,6 +230,7 @@ def cifar10(request: DataRequest) -> ImageSet:
     num_classes=100,
     kind="real",
     source="https://www.cs.toronto.edu/~kriz/cifar.html (torchvision.datasets.CIFAR100)",
+    check_options=no_options("cifar100"),
 )
 def cifar100(request: DataRequest) -> ImageSet:
     """CIFAR-100 natural images, 32×32 RGB, 100 fine classes (50k train / 10k test)."""
@@ -235,6 +243,7 @@ def cifar100(request: DataRequest) -> ImageSet:
     num_classes=10,
     kind="real",
     source="http://ufldl.stanford.edu/housenumbers/ (torchvision.datasets.SVHN, cropped digits)",
+    check_options=no_options("svhn"),
 )
 def svhn(request: DataRequest) -> ImageSet:
     """SVHN house-number digits, 32×32 RGB, 10 classes, digit 0 labelled 0 (73k / 26k)."""
@@ -253,6 +262,10 @@ def svhn(request: DataRequest) -> ImageSet:
     return uint8_imageset(name, ds.data, ds.labels, request)
 
 
+MAX_SIZE = 4096
+"""Largest side `size` may resize to: the benchmarks' images are 8–224 pixels wide."""
+
+
 def _parse_size(value: Any) -> tuple[int, int] | None:
     if value is None:
         return None
@@ -263,10 +276,11 @@ def _parse_size(value: Any) -> tuple[int, int] | None:
     if (
         isinstance(value, (list, tuple))
         and len(value) == 2
-        and all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in value)
+        and all(isinstance(v, int) and not isinstance(v, bool) and 0 < v <= MAX_SIZE for v in value)
     ):
         return int(value[0]), int(value[1])
-    raise ValueError(f"image-folder: `size` must be a positive int or [height, width], got {value!r}")
+    raise ValueError(f"image-folder: `size` must be a positive int or [height, width] (at most "
+                     f"{MAX_SIZE}), got {value!r}")
 
 
 def _folder_samples(path: Path) -> tuple[list[tuple[str, int]], list[str]]:
@@ -297,12 +311,23 @@ def _read_image(file: str, size: tuple[int, int] | None) -> torch.Tensor:
     return image[0]
 
 
+def folder_options(options: Mapping[str, Any]) -> tuple[str, tuple[int, int] | None]:
+    """``(path, size)`` of image-folder, or ``ValueError`` naming the bad option (also the
+    registry's ``check_options``)."""
+    options = check_option_names("image-folder", options, ("path", "size"))
+    path = options.get("path")
+    if not path or not isinstance(path, (str, os.PathLike)):
+        raise ValueError("dataset 'image-folder' needs the option `path` (a folder of images)")
+    return str(path), _parse_size(options.get("size"))
+
+
 @datasets.register(
     "image-folder",
     shape=None,
     num_classes=None,
     kind="real",
     source="any folder of images (LSUN classroom, ImageNet-, …): torchvision ImageFolder layout",
+    check_options=folder_options,
 )
 def image_folder(request: DataRequest) -> ImageSet:
     """A folder of images (LSUN classroom, ImageNet-, …), RGB, labels = sorted class folders.
@@ -315,11 +340,8 @@ def image_folder(request: DataRequest) -> ImageSet:
     all images must have the same height and width. ``split`` and ``download`` are ignored.
     """
     name = "image-folder"
-    options = check_options(name, request, ("path", "size"))
-    if not options.get("path"):
-        raise ValueError("dataset 'image-folder' needs the option `path` (a folder of images)")
-    size = _parse_size(options.get("size"))
-    path = Path(os.path.expanduser(str(options["path"])))
+    folder, size = folder_options(request.options)
+    path = Path(os.path.expanduser(folder))
     if not path.is_absolute():
         path = Path(request.root).expanduser() / path
     samples, _classes = open_torchvision(

@@ -17,6 +17,7 @@ from typing import Optional
 
 import numpy as np
 
+from oodbench.errors import OodbenchError
 from oodbench.execute.base import Executor
 from oodbench.execute.inputs import RunContext
 from oodbench.execute.progress import RunProgress
@@ -32,7 +33,7 @@ def artifact_dir(store_path: Path, job_hash: str) -> Path:
     return store_path.with_name(store_path.stem + "-artifacts") / job_hash[:16]
 
 
-class ShardsFailedError(RuntimeError):
+class ShardsFailedError(OodbenchError, RuntimeError):
     """Shards that failed (after the executor's retries); every other shard was stored."""
 
     def __init__(self, failures: list[tuple[ShardTask, BaseException]]):

@@ -2,32 +2,32 @@
 
 from __future__ import annotations
 
-from typing import Callable, Optional, Union
+from typing import Any, Callable, Optional, Union
 
 import numpy as np
 import torch
 from torch import nn
 
-
-def resolve_device(device: str) -> torch.device:
-    """'auto' picks CUDA when present, so one suite file serves laptops and GPU servers."""
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
+from oodbench.devices import resolve_device  # noqa: F401  (re-exported: one device rule)
 
 
 @torch.inference_mode()
 def forward_logits(model: nn.Module, images: torch.Tensor, *, batch_size: int = 256,
                    device: Union[str, torch.device] = "cpu", desc: str = "",
-                   on_batch: Optional[Callable[[int], None]] = None) -> np.ndarray:
+                   on_batch: Optional[Callable[[int], None]] = None,
+                   check: Optional[Callable[[torch.Tensor], Any]] = None) -> np.ndarray:
     """Logits of ``model`` on ``images`` in batches, as float32 numpy (N, K). ``on_batch`` is
-    told the size of every finished batch (progress bars)."""
+    told the size of every finished batch (progress bars); ``check`` sees each batch's output
+    first (the output contract, :mod:`oodbench.models.output_check`)."""
     device = torch.device(device)
     model = model.to(device).eval()
     chunks = []
     for start in range(0, len(images), batch_size):
         batch = images[start:start + batch_size].to(device, non_blocking=True)
-        chunks.append(model(batch).float().cpu())
+        out = model(batch)
+        if check is not None:
+            check(out)
+        chunks.append(out.float().cpu())
         if on_batch is not None:
             on_batch(len(batch))
     if not chunks:

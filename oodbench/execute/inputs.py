@@ -15,7 +15,7 @@ from typing import Any, Optional
 import torch
 from torch import nn
 
-from oodbench.data import DataRequest, ImageSet, load_dataset, to_shape
+from oodbench.data import DataRequest, ImageSet, load_dataset, num_classes, to_shape
 from oodbench.data.common import subsample_indices
 from oodbench.execute.forward import resolve_device
 from oodbench.models import load_model
@@ -96,6 +96,9 @@ class Workspace:
     def __init__(self, suite: Suite, data: SuiteData, device: torch.device, store_path: Path):
         self.suite, self.data, self.device, self.store_path = suite, data, device, store_path
         self._models: dict[int, nn.Module] = {}
+        spec = suite.in_distribution
+        #: What every model must output K logits for (None when the data set does not say).
+        self.n_classes = num_classes(spec.dataset, spec.options) if spec.dataset else None
 
     @classmethod
     def of(cls, ctx: RunContext) -> "Workspace":

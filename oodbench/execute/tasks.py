@@ -17,6 +17,7 @@ import torch
 from oodbench.attacks.base import AttackContext, AttackSpec
 from oodbench.execute.forward import forward_logits
 from oodbench.execute.inputs import RunContext, Workspace
+from oodbench.models.output_check import OutputChecked, check_outputs, check_shape
 from oodbench.plan.jobs import JobKind
 from oodbench.registry import attacks
 from oodbench.score import ArrayKey
@@ -65,12 +66,17 @@ def run_shard(ws: Workspace, task: ShardTask, on_progress: Optional[ProgressFn] 
     suite = ws.suite
     model = ws.model(task.model_index)
     spec = ws.probe_spec(task.probe_index)
+    name = suite.models[task.model_index].name
     if task.kind is not JobKind.ATTACK:
         images = ws.data.in_distribution() if task.kind is JobKind.CLEAN else ws.data.probe(spec)
         idx = _points(task, len(images))
         tick = None if on_progress is None else (lambda n: on_progress(n, 0))
-        out = {ArrayKey.LOGITS.value: forward_logits(model, images.images[idx], batch_size=suite.batch_size,
-                                                     device=ws.device, desc=task.label, on_batch=tick)}
+        contract = dict(model=name, data=spec.label, n_classes=ws.n_classes)
+        logits = forward_logits(model, images.images[idx], batch_size=suite.batch_size,
+                                device=ws.device, desc=task.label, on_batch=tick,
+                                check=lambda out: check_shape(out, **contract))
+        # Decided here, before the driver stores anything: NaN logits are an error, not a shard.
+        out = {ArrayKey.LOGITS.value: check_outputs(logits, **contract)}
         if images.labels is not None:
             out[ArrayKey.LABELS.value] = images.labels[idx].numpy()
         return out
@@ -79,8 +85,10 @@ def run_shard(ws: Workspace, task: ShardTask, on_progress: Optional[ProgressFn] 
     source = ws.data.attack_source(spec, attack.source)
     idx = _points(task, len(source))
     whole = task.indices is None and task.start == 0 and task.stop >= len(source)
+    checked = OutputChecked(model, model=name, data=f"{spec.label} (attacked)",
+                            n_classes=ws.n_classes)  # NaN mid-attack: a clear error
     ctx = AttackContext(
-        model=model, images=source.images if whole else source.images[idx],
+        model=checked, images=source.images if whole else source.images[idx],
         labels=None if source.labels is None else (source.labels if whole else source.labels[idx]),
         spec=task.attack, in_logits=task.in_logits, device=ws.device, batch_size=suite.batch_size,
         seed=suite.seed, stop_above=task.stop_above, progress=False,

@@ -32,6 +32,7 @@ from torch import nn
 
 from oodbench.models.errors import ModelLoadError, spec_error
 from oodbench.models.files import require_file, resolve_path
+from oodbench.models.sniff import REDOWNLOAD_FIX, safetensors_problem, torch_file_problem
 from oodbench.models.spec import ModelSpec
 from oodbench.registry import UnknownNameError, architectures, models
 
@@ -71,7 +72,7 @@ def build_arch(spec: ModelSpec) -> nn.Module:
         raise spec_error(spec.name, "arch", str(err), _ARCH_FIX) from None
     try:
         return builder(**spec.arch_options)
-    except (TypeError, ValueError) as err:
+    except (TypeError, ValueError, RuntimeError, MemoryError) as err:  # RuntimeError: allocation
         raise spec_error(spec.name, "arch_options",
                          f"architecture {spec.arch!r} rejects options {spec.arch_options}: {err}",
                          "use the options its builder accepts (`oodbench list architectures`)"
@@ -138,6 +139,15 @@ def load_state_into(net: nn.Module, state: Any, spec: ModelSpec, source: Path) -
     unexpected = [k for k in state if k not in expected]
     mismatched = [f"{k} {tuple(state[k].shape)} vs {tuple(v.shape)}"
                   for k, v in expected.items() if k in state and state[k].shape != v.shape]
+    # load_state_dict would cast silently: integer or boolean weights are not trained weights
+    mistyped = [f"{k} {str(state[k].dtype).removeprefix('torch.')}" for k, v in expected.items()
+                if k in state and v.is_floating_point() and not state[k].is_floating_point()]
+    if mistyped:
+        raise spec_error(
+            spec.name, "path", f"{source} holds {len(mistyped)} integer or boolean tensor(s) where "
+            f"{spec.arch!r} has floating-point weights ({_few(mistyped, 3)})",
+            "save the trained float weights (`model.state_dict()`); this file is not a trained "
+            "checkpoint of that architecture")
     if missing or unexpected or mismatched:
         parts = []
         if missing:
@@ -171,8 +181,16 @@ def _unpickling_reason(err: Exception) -> tuple[bool, str]:
     return needs_code, (tail[0] if tail else text)[:200]
 
 
+def refuse_wrong_format(spec: ModelSpec, path: Path, problem: str | None) -> None:
+    """A file whose bytes show it is not what the adapter reads (an HTML page saved as ``.pt``,
+    an empty or truncated download) is refused as such, before a loader blames something else."""
+    if problem is not None:
+        raise spec_error(spec.name, "path", f"{path} {problem}", REDOWNLOAD_FIX)
+
+
 def torch_load(spec: ModelSpec, path: Path) -> Any:
     """``torch.load`` with ``weights_only=True``; ``weights_only=False`` only with trust_code."""
+    refuse_wrong_format(spec, path, torch_file_problem(path))
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as err:
@@ -228,6 +246,7 @@ def load_safetensors(spec: ModelSpec, base_dir: Path) -> nn.Module:
 
     path = _require_path(spec, base_dir)
     net = build_arch(spec)
+    refuse_wrong_format(spec, path, safetensors_problem(path))
     try:
         state = load_file(str(path), device="cpu")
     except Exception as err:
@@ -245,6 +264,7 @@ def load_safetensors(spec: ModelSpec, base_dir: Path) -> nn.Module:
 def load_torchscript(spec: ModelSpec, base_dir: Path) -> nn.Module:
     """A TorchScript archive (torch.jit.save): architecture and weights in one file."""
     path = _require_path(spec, base_dir)
+    refuse_wrong_format(spec, path, torch_file_problem(path))
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", FutureWarning)  # torch.jit deprecation notices

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from oodbench.errors import OodbenchError
 
-class ModelLoadError(Exception):
+
+class ModelLoadError(OodbenchError):
     """A model reference that cannot be turned into a module.
 
     The message names the model (``ModelSpec.name``), the field of the model entry at fault and

@@ -7,17 +7,26 @@ needs and raises :class:`ModelLoadError` naming the missing one. Paths are relat
 
 from __future__ import annotations
 
-from typing import Any, Optional
+from typing import Optional
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from oodbench.validation import FiniteFloat, JsonDict, Label, PositiveFloat, Text
 
 
 class Normalization(BaseModel):
     """Per-channel mean/std applied inside the model, so attacks work in [0,1] image space."""
 
     model_config = ConfigDict(extra="forbid")
-    mean: list[float]
-    std: list[float]
+    mean: list[FiniteFloat] = Field(min_length=1)
+    std: list[PositiveFloat] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _one_value_per_channel(self) -> "Normalization":
+        if len(self.mean) != len(self.std):
+            raise ValueError(f"mean and std need one value per channel each, got {len(self.mean)} "
+                             f"and {len(self.std)}")
+        return self
 
 
 class ModelSpec(BaseModel):
@@ -34,18 +43,18 @@ class ModelSpec(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    name: str = Field(description="label used in tables and the results store")
+    name: Label = Field(description="label used in tables and the results store")
     adapter: str = Field("checkpoint", description="registered model adapter (`oodbench list models`)")
-    path: Optional[str] = Field(None, description="checkpoint / safetensors / TorchScript file")
+    path: Optional[Text] = Field(None, description="checkpoint / safetensors / TorchScript file")
     sha256: Optional[str] = Field(None, description="expected sha256 of `path` (checked before loading)")
-    url: Optional[str] = Field(None, description="where to download `path` from if it is missing")
+    url: Optional[Text] = Field(None, description="where to download `path` from if it is missing")
     arch: Optional[str] = Field(None, description="registered architecture (`oodbench list architectures`)")
-    arch_options: dict[str, Any] = Field(default_factory=dict, description="keyword arguments of the architecture")
+    arch_options: JsonDict = Field(default_factory=dict, description="keyword arguments of the architecture")
     normalize: Optional[Normalization] = None
     model: Optional[str] = Field(None, description="RobustBench model name")
     dataset: Optional[str] = Field(None, description="RobustBench dataset (cifar10, cifar100, imagenet)")
     threat_model: Optional[str] = Field(None, description="RobustBench threat model (Linf, L2, corruptions)")
-    model_dir: Optional[str] = Field(None, description="RobustBench model directory")
-    factory: Optional[str] = Field(None, description="`module:callable` returning an nn.Module (python adapter)")
-    factory_kwargs: dict[str, Any] = Field(default_factory=dict)
+    model_dir: Optional[Text] = Field(None, description="RobustBench model directory")
+    factory: Optional[Text] = Field(None, description="`module:callable` returning an nn.Module (python adapter)")
+    factory_kwargs: JsonDict = Field(default_factory=dict)
     trust_code: bool = Field(False, description="allow loading that executes code (pickles, python factories)")

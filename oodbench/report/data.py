@@ -30,13 +30,14 @@ from typing import Any, Optional
 
 import pandas as pd
 
+from oodbench.errors import OodbenchError
 from oodbench.store import ResultStore
 
 KINDS = ("in-distribution", "ood", "noise", "adversarial", "worst-case", "robust", "summary")
 CLEAN_OOD = ("ood", "noise")
 
 
-class ReportError(ValueError):
+class ReportError(OodbenchError, ValueError):
     """A report that cannot be made as asked (no such run, layout without data, bad card)."""
 
 

@@ -32,6 +32,7 @@ from typing import Any, Optional, Sequence
 
 import numpy as np
 
+from oodbench.errors import MissingFileError
 from oodbench.report.data import ReportError, RunData, _query, load_run
 from oodbench.store import ResultStore
 
@@ -392,7 +393,7 @@ def write_figures(results: str | Path, out_dir: str | Path, *, run_id: Optional[
         raise ReportError(f"unknown plot format(s) {bad or formats}; choose from {', '.join(FORMATS)}")
     results = Path(results)
     if not results.is_file():
-        raise FileNotFoundError(f"{results}: no such results store")
+        raise MissingFileError(f"{results}: no such results store")
     with ResultStore(results) as store:
         data = plot_data(store, run_id)
 

@@ -19,6 +19,7 @@ from urllib.parse import quote
 import jinja2
 import pandas as pd
 
+from oodbench.errors import MissingFileError
 from oodbench.report.data import (RunData, ReportError, UnverifiedResultsError, load_run, verify_run,
                                   run_ci_level, with_intervals)
 from oodbench.report.escape import latex_escape, latex_label, md_escape
@@ -182,7 +183,7 @@ def render(store_path: Union[str, Path], *, fmt: str, layout: str = "hein2019-ta
         raise ReportError(f"unknown ci_style {ci_style!r}; styles: {', '.join(CI_STYLES)}")
     path = Path(store_path)
     if not path.is_file():
-        raise FileNotFoundError(f"{path}: no such results store")
+        raise MissingFileError(f"{path}: no such results store")
     ids: list[Optional[int]] = [run_id] if run_id is None or isinstance(run_id, int) else list(run_id)
     with ResultStore(path) as store:
         runs = []

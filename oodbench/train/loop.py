@@ -36,6 +36,7 @@ from tqdm.auto import tqdm
 
 import oodbench
 from oodbench.data import DataRequest, ImageSet, load_dataset
+from oodbench.errors import MissingFileError
 from oodbench.metrics import auroc, confidence, mean_max_confidence, test_error
 from oodbench.models.normalize import with_normalization
 from oodbench.registry import architectures, attacks, trainers
@@ -214,7 +215,7 @@ def train_from_recipe(recipe: Recipe, *, device: Optional[str] = None,
         start_epoch, step = int(state["epoch"]), int(state["step"])
         history, elapsed_before = list(state["history"]), float(state["elapsed_s"])
     elif resume is True:
-        raise FileNotFoundError(f"no checkpoint to resume from at {ckpt_path}")
+        raise MissingFileError(f"no checkpoint to resume from at {ckpt_path}")
 
     if stop_after is not None and start_epoch >= stop_after and start_epoch < recipe.epochs:
         return {"status": "stopped", "name": recipe.name, "epoch": start_epoch, "step": step,

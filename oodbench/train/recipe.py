@@ -28,13 +28,13 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal, Optional, Union
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from oodbench.attacks.threats import ThreatModel
 from oodbench.models.spec import Normalization
 from oodbench.registry import architectures, datasets, objectives, trainers
 from oodbench.suite import DataSpec, SuiteError, _check_registered
+from oodbench.validation import read_yaml
 
 OutLoss = Literal["max-log-conf", "ce-uniform"]
 
@@ -261,7 +261,9 @@ def load_recipe(path: Union[str, Path]) -> Recipe:
     path = Path(path)
     if not path.is_file():
         raise RecipeError(f"{path}: no such recipe file")
-    data = yaml.safe_load(path.read_text()) or {}
+    data = read_yaml(path, RecipeError)[0] or {}
+    if not isinstance(data, dict):
+        raise RecipeError(f"{path}:1: a recipe must be a YAML mapping (name:, arch:, dataset:, …)")
     try:
         recipe = Recipe.model_validate(data)
     except ValidationError as err:
