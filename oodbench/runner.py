@@ -336,6 +336,6 @@ def run_suite(suite: Suite, *, data_root: Union[str, Path, None] = None,
             store.put_metrics(run_id, [(spec.name, label, metric, value, job_hash)
                                        for label, job_hash, values in rows
                                        for metric, value in values.items()])
-        store.finish_run(run_id)
+        store.finish_run(run_id, skipped=result.skipped)
         result.metrics = store.metrics_frame(run_id)
     return result
