@@ -132,6 +132,22 @@ def plan_(suite_file: Path, data_root: Optional[Path], output: Optional[Path],
 
 
 @main.command()
+@click.argument("results", type=click.Path(dir_okay=False, path_type=Path))
+def upgrade(results: Path) -> None:
+    """Upgrade RESULTS, a results store of an older oodbench, in place (every job whose
+    checksum holds is kept; the file is left as it is if it is already current)."""
+    from oodbench.errors import MissingFileError
+    from oodbench.store import ResultStore, migrate_v1, storage_errors
+
+    if not results.is_file():
+        raise MissingFileError(f"{results}: no such results store")
+    with storage_errors(results, "results store"):
+        migrated = migrate_v1(results)
+    ResultStore(results).close()  # checks what it is now
+    click.echo(f"{results}: " + ("upgraded to the current schema" if migrated else "already current"))
+
+
+@main.command()
 @click.argument("suite_file", type=click.Path(path_type=Path))
 def validate(suite_file: Path) -> None:
     """Check SUITE_FILE (fields, registered names) without running anything."""
@@ -161,27 +177,41 @@ def list_(family: Optional[str]) -> None:
 
 
 @main.command()
-@click.argument("results", type=click.Path(exists=True, path_type=Path))
+@click.argument("results", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option("--run", "run_id", type=int, default=None, help="Run id (default: the latest).")
 def show(results: Path, run_id: Optional[int]) -> None:
-    """Print the metrics table of a run stored in RESULTS."""
+    """Print the metrics table of a run stored in RESULTS (opened read-only). Exit 1 if the run
+    is incomplete (interrupted, failed, or rows missing), 2 if there is no such run."""
+    from oodbench.report.data import ReportError, completeness_problems, find_run
     from oodbench.runner import format_table, wide_table
     from oodbench.store import ResultStore
 
-    with ResultStore(results) as store:
-        click.echo(format_table(wide_table(store.metrics_frame(run_id))))
+    with ResultStore(results, readonly=True) as store:
+        try:
+            run = find_run(store, run_id)
+        except ReportError as err:
+            click.echo(f"error: {err}", err=True)
+            sys.exit(2)
+        problems = completeness_problems(store, run.id)
+        table = wide_table(store.metrics_frame(run.id))
+    if not table.empty:
+        click.echo(format_table(table))
+    if problems:
+        click.echo(f"{results}: run {run.id} is incomplete ({len(problems)} problem(s)):\n"
+                   + "\n".join(f"  - {p}" for p in problems), err=True)
+        sys.exit(1)
 
 
 @main.command()
 @click.argument("results", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option("--run", "run_id", type=int, default=None, help="Run id (default: the latest).")
 def verify(results: Path, run_id: Optional[int]) -> None:
-    """Check a run of RESULTS: jobs, checksums, and every metric recomputed from the stored
-    arrays. Exit 1 if anything differs."""
+    """Check a run of RESULTS (opened read-only): complete, jobs, checksums, and every metric
+    recomputed from the stored arrays. Exit 1 if anything differs or is missing."""
     from oodbench.report.data import full_verification
     from oodbench.store import ResultStore
 
-    with ResultStore(results) as store:
+    with ResultStore(results, readonly=True) as store:
         run_id = store.latest_run_id() if run_id is None else run_id
         problems = full_verification(store, run_id) if run_id is not None else ["no runs stored"]
     for problem in problems:
@@ -226,16 +256,17 @@ def report(results: Path, fmt: str, layout: str, run_ids: tuple[int, ...], preci
     """Render a stored run of RESULTS as a table (LaTeX, HTML, Markdown or CSV); with --plots,
     an HTML page that also links the run's figures."""
     from oodbench.report import render
+    from oodbench.report.output import write_text
 
     text = render(results, fmt=fmt, layout=layout, run_id=list(run_ids) or None,
                   precision=precision, percent=percent, references=list(references),
                   standalone=standalone, allow_unverified=allow_unverified, plots=plots_dir,
                   link_from=None if out is None else out.parent, ci=ci, ci_style=ci_style)
+    if out is not None:
+        write_text(out, text)
     if out is None:
         click.echo(text, nl=False)
     else:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(text, encoding="utf-8")
         click.echo(f"wrote {out}", err=True)
 
 

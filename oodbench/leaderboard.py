@@ -36,7 +36,7 @@ from typing import TYPE_CHECKING, Any, Optional, Union
 from urllib.parse import quote
 
 from oodbench.errors import MissingFileError, OodbenchError
-from oodbench.store import open_versioned_db
+from oodbench.store import open_versioned_db, storage_errors
 from oodbench.suite import Suite, parse_suite
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -118,8 +118,13 @@ class Leaderboard:
         self.path = Path(path)
         if not create and not self.path.is_file():
             raise MissingFileError(f"{self.path}: no such leaderboard")
+        # create=False is for readers (render, verify): opened read-only, never written
         self._db = open_versioned_db(self.path, _SCHEMA, SCHEMA_VERSION, "leaderboard",
-                                     LeaderboardError)
+                                     LeaderboardError, readonly=not create)
+
+    def _errors(self) -> Any:
+        """A locked, full or read-only file as a :class:`LeaderboardError`."""
+        return storage_errors(self.path, "leaderboard", LeaderboardError)
 
     def __enter__(self) -> "Leaderboard":
         return self
@@ -131,6 +136,10 @@ class Leaderboard:
         self._db.close()
 
     def find_entry(self, suite_hash: str, sha256: str) -> Optional[int]:
+        with self._errors():
+            return self._find_entry(suite_hash, sha256)
+
+    def _find_entry(self, suite_hash: str, sha256: str) -> Optional[int]:
         row = self._db.execute("SELECT id FROM entries WHERE suite_hash=? AND checkpoint_sha256=?",
                                (suite_hash, sha256)).fetchone()
         return None if row is None else int(row[0])
@@ -138,7 +147,7 @@ class Leaderboard:
     def add_entry(self, *, suite: Suite, suite_hash: str, entry: dict[str, Any],
                   metrics: list[tuple[str, str, Optional[float]]]) -> int:
         """Record a board (if new), an entry and its long-format metrics in one transaction."""
-        with self._db:
+        with self._errors(), self._db:
             self._db.execute(
                 "INSERT OR IGNORE INTO boards VALUES (?,?,?,?,?)",
                 (suite_hash, suite.name,
@@ -154,6 +163,10 @@ class Leaderboard:
         return entry_id
 
     def boards(self) -> list[dict[str, Any]]:
+        with self._errors():
+            return self._boards()
+
+    def _boards(self) -> list[dict[str, Any]]:
         rows = self._db.execute("SELECT suite_hash, suite_name, suite_json, metric_order, created "
                                 "FROM boards ORDER BY created, suite_hash").fetchall()
         out = []
@@ -165,6 +178,10 @@ class Leaderboard:
 
     def entries(self, suite_hash: Optional[str] = None) -> list[dict[str, Any]]:
         """Entries (all, or of one board) with their metrics as ``{(probe, metric): value}``."""
+        with self._errors():
+            return self._entries(suite_hash)
+
+    def _entries(self, suite_hash: Optional[str] = None) -> list[dict[str, Any]]:
         query = "SELECT * FROM entries" + (" WHERE suite_hash=?" if suite_hash else "") + " ORDER BY id"
         cur = self._db.execute(query, (suite_hash,) if suite_hash else ())
         names = [d[0] for d in cur.description]
@@ -356,7 +373,7 @@ def verify_entries(leaderboard: Union[str, Path]) -> dict[int, list[str]]:
         if path is None:
             out[entry["id"]] = [f"results store {entry['results_store']} is missing"]
             continue
-        with ResultStore(path) as store:
+        with ResultStore(path, readonly=True) as store:
             problems = full_verification(store, entry["run_id"])
             frame = store.metrics_frame(entry["run_id"])
         stored = {(r.probe, r.metric): r.value for r in frame.itertuples() if r.model == entry["name"]}
@@ -375,16 +392,16 @@ def render_site(leaderboard: Union[str, Path], out: Union[str, Path]) -> list[Pa
     Every user string is escaped by Jinja2 autoescape (the report package's HTML environment);
     the pages need no network (inline CSS, a small inline sorting script, local images).
     """
+    from oodbench.report.output import write_text
     from oodbench.report.render import environment
 
     env = environment("html")
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
     written: list[Path] = []
 
     def write(name: str, template: str, **ctx: Any) -> None:
         path = out / name
-        path.write_text(env.get_template(template).render(**ctx), encoding="utf-8")
+        write_text(path, env.get_template(template).render(**ctx), LeaderboardError)
         written.append(path)
 
     with Leaderboard(leaderboard, create=False) as lb:

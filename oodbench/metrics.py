@@ -852,6 +852,12 @@ def compute_metrics(names: list[str], inp: MetricInput, *, row: str) -> dict[str
     return {m.name: m(inp) for m in selected}
 
 
+def row_metric_names(names: Sequence[str], row: str) -> list[str]:
+    """The metrics of ``names`` that :func:`compute_metrics` computes for a row (``in`` or
+    ``probe``): what a complete stored row holds."""
+    return [n for n in names if metric_registry.get(n).scope in _ROW_SCOPES[row]]
+
+
 def _probe_row_metrics(names: Sequence[str]) -> list[Any]:
     metrics = [metric_registry.get(n) for n in names]
     return [m for m in metrics if m.scope in _ROW_SCOPES["probe"]]

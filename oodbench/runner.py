@@ -199,6 +199,6 @@ def run_suite(suite: Suite, *, data_root: Union[str, Path, None] = None,
                                  probe=None if job.kind is JobKind.CLEAN else job.row,
                                  cached=not computed)
         store.put_metrics(run_id, score_plan(plan, store, suite))
-        store.finish_run(run_id)
+        store.finish_run(run_id, skipped=result.skipped)
         result.metrics = store.metrics_frame(run_id)
     return result

@@ -3,36 +3,51 @@
 Why SQLite: it is embedded (nothing to run), transactional (a crash mid-job loses only that job)
 and one file a user can copy, attach to a paper or submit. Per-sample outputs (logits and labels)
 are stored, not just metrics, so any metric — including ones added later — is recomputed from the
-store without touching a model again. Each array carries its sha256; an entry that fails the check
-is reported and recomputed, never silently used.
+store without touching a model again. Each array carries a sha256 over everything that determines
+it (:func:`array_checksum`: its key, dtype, shape and bytes) and each job the list of its array
+keys; an entry that fails either check is reported and recomputed, never silently used.
+
+A job is content-addressed: its display names (model, probe) belong to the runs that used it
+(``run_jobs``), not to the job — the same checkpoint may be called differently in two suites, or
+twice in one. ``jobs.model`` / ``jobs.probe`` only record the names it was first computed under.
+
+Commands that only read (``show``, ``verify``, ``report``, ``plot``) open the file read-only
+(``ResultStore(path, readonly=True)``): they never create a store or change a file. Every SQLite
+failure that a user can cause (a store locked by another process — waited for up to
+:data:`LOCK_TIMEOUT_S` —, a full disk, a read-only file, a file that is not a store) is a
+:class:`StoreError` with a message that says what happened and what to do.
 
 Schema (version in ``meta.schema_version``):
 
 - ``runs``: one row per ``oodbench run`` (suite name, suite content hash, suite JSON, versions,
-  device, start/end times).
+  device, start/end times; ``finished`` is empty for a run that was interrupted or failed;
+  ``skipped_json``: probes skipped for missing data).
 - ``jobs``: one row per unit of computation (a model's clean pass, a model × probe pass, an
   attack), keyed by the sha256 of the canonical JSON of everything that determines its output,
-  with its number of points.
+  with its number of points. A job is recorded when a run plans it; its results are its shards.
 - ``shards``: the stored parts of a job, points ``[start, stop)``; a job is complete when its
   shards cover all its points. An attack shard records the early-stop threshold it ran with
   (``stop_above``, NULL: every point attacked with the full budget), so a later run can tell
-  whether it is exact for the metrics it asks.
+  whether it is exact for the metrics it asks; ``array_keys``: the JSON list of its arrays.
 - ``arrays``: the per-sample arrays of a shard (``logits`` (n, K) float32, ``labels`` (n,) int64).
-- ``run_jobs``: which jobs a run used and whether they came from the cache.
-- ``metrics``: the metric values of a run, one row per (model, probe, metric).
+- ``run_jobs``: which jobs a run used, under which model and probe name, and whether they came
+  from the cache; unique per (run, job, model, probe).
+- ``metrics``: the metric values of a run, one row per (model, probe, metric), with the job.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import re
 import sqlite3
 import warnings
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Iterator, Optional
+from typing import Any, Iterator, Optional, Sequence
+from urllib.parse import quote
 
 import numpy as np
 import pandas as pd
@@ -41,13 +56,19 @@ from oodbench.errors import OodbenchError
 from oodbench.score.arrays import ADDITIVE, ArrayKey
 
 SCHEMA_VERSION = 2
+"""2: jobs stored as shards (``shards``, ``jobs.n_points``); checksums cover key, dtype and shape;
+``shards.array_keys``; ``runs.skipped_json``; ``run_jobs`` keyed by name too. A version-1 file is
+upgraded in place when it is opened for writing (:func:`migrate_v1`)."""
+
+LOCK_TIMEOUT_S = 30.0
+"""How long to wait for another process's lock on a store before giving up with a clear error."""
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS runs (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
     suite_name TEXT NOT NULL, suite_hash TEXT NOT NULL, suite_json TEXT NOT NULL,
-    environment_json TEXT NOT NULL, started TEXT NOT NULL, finished TEXT);
+    environment_json TEXT NOT NULL, started TEXT NOT NULL, finished TEXT, skipped_json TEXT);
 CREATE TABLE IF NOT EXISTS jobs (
     hash TEXT PRIMARY KEY, kind TEXT NOT NULL, model TEXT NOT NULL, probe TEXT,
     config_json TEXT NOT NULL, created TEXT NOT NULL, seconds REAL NOT NULL,
@@ -55,7 +76,8 @@ CREATE TABLE IF NOT EXISTS jobs (
 CREATE TABLE IF NOT EXISTS shards (
     job_hash TEXT NOT NULL REFERENCES jobs(hash) ON DELETE CASCADE,
     start INTEGER NOT NULL, stop INTEGER NOT NULL, stop_above REAL,
-    created TEXT NOT NULL, seconds REAL NOT NULL, PRIMARY KEY (job_hash, start, stop));
+    created TEXT NOT NULL, seconds REAL NOT NULL, array_keys TEXT NOT NULL,
+    PRIMARY KEY (job_hash, start, stop));
 CREATE TABLE IF NOT EXISTS arrays (
     job_hash TEXT NOT NULL, start INTEGER NOT NULL, stop INTEGER NOT NULL, key TEXT NOT NULL,
     dtype TEXT NOT NULL, shape TEXT NOT NULL, data BLOB NOT NULL, sha256 TEXT NOT NULL,
@@ -63,7 +85,8 @@ CREATE TABLE IF NOT EXISTS arrays (
     FOREIGN KEY (job_hash, start, stop) REFERENCES shards(job_hash, start, stop) ON DELETE CASCADE);
 CREATE TABLE IF NOT EXISTS run_jobs (
     run_id INTEGER NOT NULL REFERENCES runs(id), job_hash TEXT NOT NULL,
-    model TEXT NOT NULL, probe TEXT, cached INTEGER NOT NULL, PRIMARY KEY (run_id, job_hash));
+    model TEXT NOT NULL, probe TEXT, cached INTEGER NOT NULL);
+CREATE UNIQUE INDEX IF NOT EXISTS run_jobs_key ON run_jobs (run_id, job_hash, model, ifnull(probe, ''));
 CREATE TABLE IF NOT EXISTS metrics (
     run_id INTEGER NOT NULL REFERENCES runs(id), model TEXT NOT NULL, probe TEXT NOT NULL,
     metric TEXT NOT NULL, value REAL, job_hash TEXT,
@@ -75,6 +98,16 @@ def canonical_hash(payload: Any) -> str:
     """sha256 of canonical JSON (sorted keys, no whitespace): the cache key of a computation."""
     text = json.dumps(payload, sort_keys=True, separators=(",", ":"), default=str)
     return hashlib.sha256(text.encode()).hexdigest()
+
+
+def array_checksum(key: str, dtype: str, shape: str, data: bytes) -> str:
+    """The sha256 stored with an array: over its key, dtype and shape (as stored, text) and its
+    bytes — everything that determines the array a reader gets back, so an edit of any one field
+    is caught. The one checksum function of the store and of the report-side checks."""
+    digest = hashlib.sha256(json.dumps([key, dtype, shape]).encode())
+    digest.update(b"\0")
+    digest.update(data)
+    return digest.hexdigest()
 
 
 def _now() -> str:
@@ -130,49 +163,153 @@ def join_shards(parts: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
     return out
 
 
-class StoreError(OodbenchError, RuntimeError):
-    """A results file that cannot be used: not an oodbench store, damaged, or of another schema."""
-
-
 class CorruptEntryWarning(UserWarning):
     """A stored array failed its checksum; the job is dropped and will be recomputed."""
 
 
-def open_versioned_db(path: Path, schema: str, version: int, what: str,
-                      error: type[Exception] = StoreError) -> sqlite3.Connection:
-    """Open (or create) one of oodbench's SQLite files: apply ``schema`` (which must define the
-    ``meta`` table), record ``version`` in a new file, and refuse a file of another kind or
-    version with ``error`` naming it, so an old file is never misread.
+class StoreError(OodbenchError, RuntimeError):
+    """A results store (or another oodbench SQLite file) that cannot be used as asked: missing,
+    not such a file, of another schema version, locked, on a full disk or read-only."""
 
-    A file that is not SQLite (garbage, a zeroed header), a truncated copy (SQLite finds its
-    header promising more pages than the file holds) or one whose recorded version is not an
-    integer is refused here with ``error`` — by default a :class:`StoreError`, which the CLI
-    prints as one message — rather than failing later in some query with a traceback.
-    """
-    path.parent.mkdir(parents=True, exist_ok=True)
-    db = sqlite3.connect(path)
+
+def _tables(schema: str) -> list[str]:
+    return re.findall(r"CREATE TABLE IF NOT EXISTS (\w+)", schema)
+
+
+@contextmanager
+def storage_errors(path: Path, what: str, error: type[Exception] = StoreError) -> Iterator[None]:
+    """Turn the SQLite failures a user can cause into ``error`` with a message that names the
+    file, what happened and what to do (a traceback says none of that)."""
     try:
-        db.execute("PRAGMA foreign_keys = ON")
-        db.executescript(schema)
-        row = db.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
+        yield
     except sqlite3.DatabaseError as err:
-        db.close()
-        raise error(f"{path}: not a {what} ({err})") from None
-    if row is None:
-        with db:
-            db.execute("INSERT INTO meta VALUES ('schema_version', ?)", (str(version),))
-        return db
+        text = str(err)
+        if "locked" in text or "busy" in text:
+            msg = (f"{path}: the {what} is locked by another process (waited {LOCK_TIMEOUT_S:g} s); "
+                   "run again once that process has finished")
+        elif "full" in text:
+            msg = (f"{path}: the disk is full (SQLite: {text}); nothing of the operation that failed "
+                   "was stored, everything stored before is kept. Free space and run again "
+                   "(stored jobs are reused)")
+        elif "readonly" in text or "read-only" in text:
+            msg = (f"{path}: the {what} is read-only (SQLite: {text}); make it writable or "
+                   "write to another file")
+        elif "not a database" in text or "no such table" in text or "no such column" in text:
+            msg = f"{path}: not a {what} ({text})"
+        else:
+            msg = f"{path}: cannot use the {what} (SQLite: {text})"
+        raise error(msg) from None
+
+
+def _connect(path: Path, readonly: bool) -> sqlite3.Connection:
+    if readonly:
+        uri = f"file:{quote(str(path.resolve()))}?mode=ro"
+        return sqlite3.connect(uri, uri=True, timeout=LOCK_TIMEOUT_S)
+    return sqlite3.connect(path, timeout=LOCK_TIMEOUT_S)
+
+
+def open_versioned_db(path: Path, schema: str, version: int, what: str,
+                      error: type[Exception] = StoreError, *,
+                      readonly: bool = False) -> sqlite3.Connection:
+    """Open one of oodbench's SQLite files and refuse a file of another kind or version with
+    ``error`` naming it, so an old or foreign file is never misread — nor written: the schema
+    (which must define the ``meta`` table) is applied only to a file that is empty or already
+    of this kind and version. ``readonly``: open with ``mode=ro``, never create the file, and
+    require every table of ``schema`` (a store missing one is damaged)."""
+    path = Path(path)
+    if readonly and not path.is_file():
+        raise error(f"{path}: no such {what}")
+    if not readonly:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    with storage_errors(path, what, error):
+        db = _connect(path, readonly)
     try:
-        stored = int(row[0])
-    except (TypeError, ValueError):
+        with storage_errors(path, what, error):
+            present = {n for (n,) in db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+            if present and "meta" not in present or readonly and not present:
+                raise error(f"{path}: not a {what} (an SQLite file without oodbench's tables)"
+                            if present else f"{path}: not a {what} (an empty file)")
+            row = (db.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
+                   if "meta" in present else None)
+            if row is not None and row[0] != str(version):
+                raise error(f"{path}: {what} schema {row[0]}, this oodbench reads {version}; "
+                            "use a new file (or run the suite again into one)")
+            if readonly:
+                missing = [t for t in _tables(schema) if t not in present]
+                if row is None or missing:
+                    raise error(f"{path}: damaged {what}: "
+                                + (f"table {', '.join(missing)} is missing" if missing
+                                   else "no schema version"))
+            else:
+                db.execute("PRAGMA foreign_keys = ON")
+                db.executescript(schema)
+                if row is None:
+                    with db:
+                        db.execute("INSERT INTO meta VALUES ('schema_version', ?)", (str(version),))
+    except BaseException:
         db.close()
-        raise error(f"{path}: {what} schema version {row[0]!r} is not an integer; the file is "
-                    "damaged or was not written by oodbench") from None
-    if stored != version:
-        db.close()
-        raise error(f"{path}: {what} schema {row[0]}, this oodbench reads {version}; "
-                    "use a new file")
+        raise
     return db
+
+
+@dataclass(frozen=True)
+class RunRecord:
+    """One stored run: its suite (as it was run), whether it finished, what it skipped."""
+
+    id: int
+    suite_name: str
+    suite: dict[str, Any]
+    started: str
+    finished: Optional[str]
+    skipped: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class MetricRow:
+    """One stored metric value and the job it was computed from."""
+
+    model: str
+    probe: str
+    metric: str
+    value: Optional[float]
+    job_hash: Optional[str]
+
+
+@dataclass(frozen=True)
+class JobRecord:
+    """A stored job without its arrays: kind, the names it was first computed under, config."""
+
+    hash: str
+    kind: str
+    model: str
+    probe: Optional[str]
+    config: dict[str, Any]
+
+
+def _refuse_v1(path: Path) -> None:
+    """A read-only reader cannot upgrade a schema-1 store: say how to."""
+    if not path.is_file() or path.stat().st_size == 0:
+        return
+    try:
+        con = sqlite3.connect(f"file:{quote(str(path.resolve()))}?mode=ro", uri=True)
+        try:
+            row = con.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
+        finally:
+            con.close()
+    except sqlite3.DatabaseError:
+        return  # open_versioned_db says what the file is
+    if row is not None and row[0] == "1":
+        raise StoreError(f"{path}: a results store of an older oodbench (schema 1); upgrade it in "
+                         f"place with `oodbench upgrade {path}` (every stored job is kept), then "
+                         "run this again")
+
+
+def _json(text: Optional[str], default: Any) -> Any:
+    try:
+        value = json.loads(text) if text is not None else default
+    except json.JSONDecodeError:
+        return default
+    return value if isinstance(value, type(default)) else default
 
 
 def _points_of_blob(dtype: str, shape: str) -> Optional[int]:
@@ -197,12 +334,21 @@ def migrate_v1(path: Path) -> bool:
             return False
         with db:
             db.execute("ALTER TABLE jobs ADD COLUMN n_points INTEGER NOT NULL DEFAULT 0")
+            db.execute("ALTER TABLE runs ADD COLUMN skipped_json TEXT")
             db.execute("ALTER TABLE arrays RENAME TO arrays_v1")
-            db.executescript(_SCHEMA)
+            db.execute("ALTER TABLE run_jobs RENAME TO run_jobs_v1")
+            for statement in _SCHEMA.split(";"):  # not executescript: it would commit midway
+                if statement.strip():
+                    db.execute(statement)
+            db.execute("INSERT INTO run_jobs SELECT * FROM run_jobs_v1")
+            db.execute("DROP TABLE run_jobs_v1")
+            # a finished schema-1 run computed every row it did not skip; it did not record those
+            db.execute("UPDATE runs SET skipped_json='[]' WHERE finished IS NOT NULL")
             for job_hash, seconds, created, config in db.execute(
                     "SELECT hash, seconds, created, config_json FROM jobs").fetchall():
                 rows = db.execute("SELECT key, dtype, shape, data, sha256 FROM arrays_v1 WHERE "
                                   "job_hash=?", (job_hash,)).fetchall()
+                # schema 1 checksummed the bytes only: check that, then store today's checksum
                 if any(hashlib.sha256(d).hexdigest() != h for _, _, _, d, h in rows) or not rows:
                     db.execute("DELETE FROM jobs WHERE hash=?", (job_hash,))
                     continue
@@ -213,10 +359,12 @@ def migrate_v1(path: Path) -> bool:
                     stop_above = json.loads(config).get("stop_above")
                 except (json.JSONDecodeError, AttributeError):
                     stop_above = None
-                db.execute("INSERT INTO shards VALUES (?,?,?,?,?,?)",
-                           (job_hash, 0, n, stop_above, created, seconds))
+                db.execute("INSERT INTO shards VALUES (?,?,?,?,?,?,?)",
+                           (job_hash, 0, n, stop_above, created, seconds,
+                            json.dumps(sorted(k for k, *_ in rows))))
                 db.executemany("INSERT INTO arrays VALUES (?,?,?,?,?,?,?,?)",
-                               [(job_hash, 0, n, k, t, sh, d, h) for k, t, sh, d, h in rows])
+                               [(job_hash, 0, n, k, t, sh, d, array_checksum(k, t, sh, d))
+                                for k, t, sh, d, _ in rows])
             db.execute("DROP TABLE arrays_v1")
             db.execute("UPDATE meta SET value='2' WHERE key='schema_version'")
         return True
@@ -225,12 +373,23 @@ def migrate_v1(path: Path) -> bool:
 
 
 class ResultStore:
-    """A results store on disk. Use as a context manager or call :meth:`close`."""
+    """A results store on disk. Use as a context manager or call :meth:`close`.
 
-    def __init__(self, path: str | Path):
+    ``readonly=True`` opens an existing store with SQLite's ``mode=ro``: nothing is created or
+    written (a corrupt job is reported, not deleted); a missing or foreign file is a
+    :class:`StoreError`.
+    """
+
+    def __init__(self, path: str | Path, *, readonly: bool = False):
         self.path = Path(path)
-        migrate_v1(self.path)
-        self._db = open_versioned_db(self.path, _SCHEMA, SCHEMA_VERSION, "results store")
+        self.readonly = readonly
+        if readonly:
+            _refuse_v1(self.path)
+        else:
+            with storage_errors(self.path, "results store"):
+                migrate_v1(self.path)
+        self._db = open_versioned_db(self.path, _SCHEMA, SCHEMA_VERSION, "results store",
+                                     StoreError, readonly=readonly)
 
     def __enter__(self) -> "ResultStore":
         return self
@@ -243,8 +402,14 @@ class ResultStore:
 
     @contextmanager
     def _transaction(self) -> Iterator[sqlite3.Connection]:
-        with self._db:
-            yield self._db
+        """All-or-nothing writes; a locked, full or read-only file is a :class:`StoreError`."""
+        with storage_errors(self.path, "results store"):
+            with self._db:
+                yield self._db
+
+    def _rows(self, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+        with storage_errors(self.path, "results store"):
+            return self._db.execute(sql, params).fetchall()
 
     # ------------------------------------------------------------------ jobs, shards and arrays
 
@@ -260,18 +425,22 @@ class ResultStore:
     def put_shard(self, job_hash: str, start: int, stop: int, arrays: dict[str, np.ndarray], *,
                   seconds: float, stop_above: Optional[float] = None) -> None:
         """Store one shard of a recorded job atomically (all its arrays or none), replacing a
-        stored shard of the same points."""
+        stored shard of the same points. A full disk or a lock is a :class:`StoreError` that
+        leaves every stored shard as it was."""
         with self._transaction() as db:
             db.execute("DELETE FROM shards WHERE job_hash=? AND start=? AND stop=?",
                        (job_hash, start, stop))
-            db.execute("INSERT INTO shards VALUES (?,?,?,?,?,?)",
-                       (job_hash, start, stop, stop_above, _now(), seconds))
+            db.execute("DELETE FROM arrays WHERE job_hash=? AND start=? AND stop=?",
+                       (job_hash, start, stop))  # orphans of an edit
+            db.execute("INSERT INTO shards VALUES (?,?,?,?,?,?,?)",
+                       (job_hash, start, stop, stop_above, _now(), seconds,
+                        json.dumps(sorted(arrays))))
             for key, arr in arrays.items():
                 arr = np.require(arr, requirements="C")  # keeps 0-d arrays 0-d
-                data = arr.tobytes()
+                data, dtype, shape = arr.tobytes(), arr.dtype.str, json.dumps(list(arr.shape))
                 db.execute("INSERT INTO arrays VALUES (?,?,?,?,?,?,?,?)",
-                           (job_hash, start, stop, key, arr.dtype.str, json.dumps(list(arr.shape)),
-                            data, hashlib.sha256(data).hexdigest()))
+                           (job_hash, start, stop, key, dtype, shape, data,
+                            array_checksum(key, dtype, shape, data)))
             db.execute("UPDATE jobs SET seconds=(SELECT coalesce(sum(seconds), 0) FROM shards "
                        "WHERE job_hash=?) WHERE hash=?", (job_hash, job_hash))
 
@@ -283,40 +452,82 @@ class ResultStore:
             n_points = _points_of(arrays)
         with self._transaction() as db:
             db.execute("DELETE FROM jobs WHERE hash=?", (job_hash,))
+            db.execute("DELETE FROM arrays WHERE job_hash=?", (job_hash,))
         self.put_job_record(job_hash, kind=kind, model=model, probe=probe, config=config,
                             n_points=n_points)
         self.put_shard(job_hash, 0, n_points, arrays, seconds=seconds)
 
     def job_points(self, job_hash: str) -> Optional[int]:
         """The number of points of a recorded job, or None if it is not recorded."""
-        row = self._db.execute("SELECT n_points FROM jobs WHERE hash=?", (job_hash,)).fetchone()
-        return None if row is None else int(row[0])
+        rows = self._rows("SELECT n_points FROM jobs WHERE hash=?", (job_hash,))
+        return None if not rows else int(rows[0][0])
 
     def shards(self, job_hash: str) -> list[StoredShard]:
         """The stored shards of a job, by start."""
-        rows = self._db.execute("SELECT start, stop, stop_above FROM shards WHERE job_hash=? "
-                                "ORDER BY start, stop DESC", (job_hash,)).fetchall()
+        rows = self._rows("SELECT start, stop, stop_above FROM shards WHERE job_hash=? "
+                          "ORDER BY start, stop DESC", (job_hash,))
         return [StoredShard(int(a), int(b), None if t is None else float(t)) for a, b, t in rows]
 
-    def get_shard(self, job_hash: str, start: int, stop: int) -> Optional[dict[str, np.ndarray]]:
-        """The arrays of a stored shard, or None if absent or corrupt (then it is deleted, so
-        that the next run recomputes it)."""
-        rows = self._db.execute("SELECT key, dtype, shape, data, sha256 FROM arrays WHERE "
-                                "job_hash=? AND start=? AND stop=?", (job_hash, start, stop)).fetchall()
-        if not rows:
-            return None
+    def _checked_shard(self, job_hash: str, start: int,
+                       stop: int) -> tuple[dict[str, np.ndarray], list[str]]:
+        rows = self._rows("SELECT key, dtype, shape, data, sha256 FROM arrays WHERE job_hash=? "
+                          "AND start=? AND stop=? ORDER BY key", (job_hash, start, stop))
+        keys = self._rows("SELECT array_keys FROM shards WHERE job_hash=? AND start=? AND stop=?",
+                          (job_hash, start, stop))
+        expected = sorted(_json(keys[0][0], [])) if keys else None
+        problems: list[str] = []
         out: dict[str, np.ndarray] = {}
         for key, dtype, shape, data, digest in rows:
-            if hashlib.sha256(data).hexdigest() != digest:
-                warnings.warn(f"{self.path}: job {job_hash[:12]} points {start}-{stop} array "
-                              f"{key!r} fails its checksum (file modified or damaged); "
-                              "recomputing it", CorruptEntryWarning)
+            if array_checksum(key, dtype, shape, data) != digest:
+                problems.append(f"array {key!r} fails its checksum (its data, dtype, shape or key "
+                                "was modified or damaged)")
+                continue
+            try:
+                out[key] = np.frombuffer(data, dtype=np.dtype(dtype)).reshape(json.loads(shape)).copy()
+            except (TypeError, ValueError) as err:  # a checksum recomputed over nonsense
+                problems.append(f"array {key!r} cannot be read ({err})")
+        if expected is not None and not problems and sorted(out) != expected:
+            problems.append(f"arrays {sorted(out)} stored, the shard lists {expected}")
+        if not rows:
+            problems.append("no stored arrays")
+        return out, problems
+
+    def _shard_problems(self, job_hash: str, shard: StoredShard) -> tuple[dict[str, np.ndarray], list[str]]:
+        arrays, problems = self._checked_shard(job_hash, shard.start, shard.stop)
+        where = f"points {shard.start}-{shard.stop}: "
+        return arrays, [where + p for p in problems]
+
+    def array_problems(self, job_hash: str) -> list[str]:
+        """What is wrong with the stored arrays of a job (empty: every point stored, every
+        checksum matches). Reads only; the check :meth:`get_job` and the report-side
+        verification share."""
+        used, gaps = self.covering_shards(job_hash)
+        problems = [f"points {a}-{b} are not stored" for a, b in gaps]
+        if not used and not gaps:
+            problems.append("no stored arrays")
+        for shard in used:
+            problems += self._shard_problems(job_hash, shard)[1]
+        return problems
+
+    def get_shard(self, job_hash: str, start: int, stop: int) -> Optional[dict[str, np.ndarray]]:
+        """The arrays of a stored shard, or None if absent or corrupt (then it is reported and,
+        unless the store is read-only, deleted so that the next run recomputes it)."""
+        if not self._rows("SELECT 1 FROM shards WHERE job_hash=? AND start=? AND stop=?",
+                          (job_hash, start, stop)):
+            return None
+        arrays, problems = self._checked_shard(job_hash, start, stop)
+        if problems:
+            warnings.warn(f"{self.path}: job {job_hash[:12]} points {start}-{stop}: "
+                          f"{'; '.join(problems)}; " + ("not used" if self.readonly else "recomputing it"),
+                          CorruptEntryWarning)
+            if not self.readonly:
                 with self._transaction() as db:
                     db.execute("DELETE FROM shards WHERE job_hash=? AND start=? AND stop=?",
                                (job_hash, start, stop))
-                return None
-            out[key] = np.frombuffer(data, dtype=np.dtype(dtype)).reshape(json.loads(shape)).copy()
-        return out
+                    db.execute("DELETE FROM arrays WHERE job_hash=? AND start=? AND stop=?",
+                               (job_hash, start, stop))
+            return None
+        return arrays
 
     def covering_shards(self, job_hash: str) -> tuple[list[StoredShard], list[tuple[int, int]]]:
         """Stored shards that tile the job's points without overlap, and the gaps between them.
@@ -331,7 +542,7 @@ class ResultStore:
 
     def get_job(self, job_hash: str) -> Optional[dict[str, np.ndarray]]:
         """The arrays of a complete stored job (its shards joined), or None if it is absent,
-        incomplete or corrupt (a corrupt shard is deleted and will be recomputed)."""
+        incomplete or corrupt (a corrupt shard is reported and, unless read-only, deleted)."""
         used, gaps = self.covering_shards(job_hash)
         if not used or gaps:
             return None
@@ -344,8 +555,18 @@ class ResultStore:
         return join_shards(parts)
 
     def has_job(self, job_hash: str) -> bool:
+        """Whether every point of the job is stored (checksums are checked on reading)."""
         used, gaps = self.covering_shards(job_hash)
         return bool(used) and not gaps
+
+    def job_record(self, job_hash: str) -> Optional[JobRecord]:
+        """The stored job without its arrays, or None if there is none."""
+        rows = self._rows("SELECT hash, kind, model, probe, config_json FROM jobs WHERE hash=?",
+                          (job_hash,))
+        if not rows:
+            return None
+        h, kind, model, probe, config = rows[0]
+        return JobRecord(h, kind, model, probe, _json(config, {}))
 
     # ------------------------------------------------------------------ runs and metrics
 
@@ -360,6 +581,7 @@ class ResultStore:
 
     def record_job_use(self, run_id: int, job_hash: str, *, model: str, probe: Optional[str],
                        cached: bool) -> None:
+        """Record that run ``run_id`` used a job under these names (once per name pair)."""
         with self._transaction() as db:
             db.execute("INSERT OR REPLACE INTO run_jobs VALUES (?,?,?,?,?)",
                        (run_id, job_hash, model, probe, int(cached)))
@@ -370,25 +592,59 @@ class ResultStore:
             db.executemany("INSERT OR REPLACE INTO metrics VALUES (?,?,?,?,?,?)",
                            [(run_id, *r) for r in rows])
 
-    def finish_run(self, run_id: int) -> None:
+    def finish_run(self, run_id: int, skipped: Sequence[str] = ()) -> None:
+        """Mark a run complete; ``skipped``: the probes it skipped (missing data), so that
+        their rows are not expected."""
         with self._transaction() as db:
-            db.execute("UPDATE runs SET finished=? WHERE id=?", (_now(), run_id))
+            db.execute("UPDATE runs SET finished=?, skipped_json=? WHERE id=?",
+                       (_now(), json.dumps(list(skipped)), run_id))
 
     def latest_run_id(self, suite_name: Optional[str] = None) -> Optional[int]:
         query = "SELECT max(id) FROM runs" + (" WHERE suite_name=?" if suite_name else "")
-        row = self._db.execute(query, (suite_name,) if suite_name else ()).fetchone()
+        row = self._rows(query, (suite_name,) if suite_name else ())[0]
         return None if row[0] is None else int(row[0])
+
+    def run_ids(self) -> list[int]:
+        return [int(i) for (i,) in self._rows("SELECT id FROM runs ORDER BY id")]
+
+    def run_record(self, run_id: int) -> Optional[RunRecord]:
+        """The run as stored (suite JSON parsed; ``{}`` if unreadable), or None if absent."""
+        rows = self._rows("SELECT id, suite_name, suite_json, started, finished, skipped_json "
+                          "FROM runs WHERE id=?", (run_id,))
+        if not rows:
+            return None
+        rid, name, suite, started, finished, skipped = rows[0]
+        return RunRecord(int(rid), name, _json(suite, {}), started, finished,
+                         [str(s) for s in _json(skipped, [])])
+
+    def metric_rows(self, run_id: int) -> list[MetricRow]:
+        """Every metric value of a run with its job, in the order they were stored."""
+        return [MetricRow(*r) for r in self._rows(
+            "SELECT model, probe, metric, value, job_hash FROM metrics WHERE run_id=? ORDER BY rowid",
+            (run_id,))]
+
+    def job_names(self, run_id: int) -> dict[str, set[tuple[str, Optional[str]]]]:
+        """job hash -> the (model, probe) names run ``run_id`` used it under (probe None: the
+        in-distribution row). The run's own record, which is what its metrics must match."""
+        out: dict[str, set[tuple[str, Optional[str]]]] = {}
+        for h, model, probe in self._rows("SELECT job_hash, model, probe FROM run_jobs WHERE run_id=?",
+                                          (run_id,)):
+            out.setdefault(h, set()).add((model, probe))
+        return out
 
     def metrics_frame(self, run_id: Optional[int] = None) -> pd.DataFrame:
         """Long-format metrics (model, probe, metric, value) of a run (default: the latest)."""
         run_id = self.latest_run_id() if run_id is None else run_id
-        return pd.read_sql_query("SELECT model, probe, metric, value FROM metrics WHERE run_id=?"
-                                 " ORDER BY rowid", self._db, params=(run_id,))
+        with storage_errors(self.path, "results store"):
+            return pd.read_sql_query("SELECT model, probe, metric, value FROM metrics WHERE run_id=?"
+                                     " ORDER BY rowid", self._db, params=(run_id,))
 
     def run_jobs(self, run_id: int) -> pd.DataFrame:
-        return pd.read_sql_query("SELECT job_hash, model, probe, cached FROM run_jobs WHERE run_id=?",
-                                 self._db, params=(run_id,))
+        with storage_errors(self.path, "results store"):
+            return pd.read_sql_query("SELECT job_hash, model, probe, cached FROM run_jobs "
+                                     "WHERE run_id=? ORDER BY rowid", self._db, params=(run_id,))
 
     def runs(self) -> pd.DataFrame:
-        return pd.read_sql_query("SELECT id, suite_name, suite_hash, started, finished FROM runs",
-                                 self._db)
+        with storage_errors(self.path, "results store"):
+            return pd.read_sql_query("SELECT id, suite_name, suite_hash, started, finished FROM runs",
+                                     self._db)

@@ -24,6 +24,7 @@ from oodbench.attacks.base import AttackSpec
 from oodbench.devices import check_device_name
 from oodbench.errors import OodbenchError
 from oodbench.metrics import early_stop_is_exact
+from oodbench.models.files import SHA256_RE
 from oodbench.models.spec import ModelSpec
 from oodbench.registry import (UnknownNameError, architectures, attacks, datasets, executors,
                                metrics, models)
@@ -160,6 +161,15 @@ class SuiteModel(ModelSpec):
     def _known_arch(cls, v: Optional[str]) -> Optional[str]:
         return v if v is None else _check_registered(architectures, v)
 
+    @field_validator("sha256")
+    @classmethod
+    def _sha256_form(cls, v: Optional[str]) -> Optional[str]:
+        """A malformed pin is a suite error now, not a load error after the cached jobs."""
+        if v is not None and not SHA256_RE.match(v.strip().lower()):
+            raise ValueError(f"{v!r} is not a sha256: expected 64 hex digits "
+                             "(the output of `sha256sum FILE`)")
+        return v
+
 
 class Suite(BaseModel):
     """A validated suite. ``source`` is the file it came from (paths in it are relative to it)."""
@@ -255,14 +265,31 @@ class Suite(BaseModel):
                     "which stops early only when that is exact for every metric asked")
         return self
 
+    def row_labels(self) -> list[tuple[tuple[Any, ...], str]]:
+        """(field, label) of every entry that labels a table row, in table order: the
+        in-distribution set, then each probe (and any future kind of row). The field is the one
+        the label comes from (``name``, else ``dataset``, else ``attack``)."""
+        def field(spec: DataSpec) -> str:
+            return "name" if spec.name else "dataset" if spec.dataset else "attack"
+
+        return [(("in_distribution", field(self.in_distribution)), self.in_distribution.label),
+                *((("probes", i, field(p)), p.label) for i, p in enumerate(self.probes))]
+
     @model_validator(mode="after")
     def _unique_labels(self) -> "Suite":
-        for what, labels in (("models", [m.name for m in self.models]),
-                             ("probes", [p.label for p in self.probes])):
-            dupes = sorted({x for x in labels if labels.count(x) > 1})
-            if dupes:
-                raise ValueError(f"{what} must have unique names; repeated: {', '.join(dupes)}"
-                                 f" (give each a distinct `name:`)")
+        """Rows and models are stored and looked up by label, so a repeated label would make one
+        row overwrite another's metrics: refuse it, pointing at the second use."""
+        for what, entries in (("row label", self.row_labels()),
+                              ("model name", [(("models", i, "name"), m.name)
+                                              for i, m in enumerate(self.models)])):
+            first: dict[str, tuple[Any, ...]] = {}
+            for loc, label in entries:
+                if label in first:
+                    raise _LocatedError(loc, f"{what} {label!r} is already used by "
+                                        f"`{_format_loc(first[label])}`; {what}s must be unique "
+                                        "(the in-distribution set and every probe label a row of "
+                                        "the table): give this entry a distinct `name:`")
+                first[label] = loc
         return self
 
     @property

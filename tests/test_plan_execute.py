@@ -312,3 +312,18 @@ def test_sigkill_mid_run_loses_only_the_shards_in_flight(write_suite, tmp_path):
     assert resumed.computed == ["plain / adv. noise"]
     fresh = run_suite(suite, output=tmp_path / "fresh.db", progress=False)
     _same(_arrays(db, resumed), _arrays(tmp_path / "fresh.db", fresh))
+
+
+def test_read_only_commands_name_the_upgrade_of_a_schema_1_store(tmp_path):
+    db = tmp_path / "old.db"
+    con = sqlite3.connect(db)
+    con.executescript(V1_SCHEMA)
+    con.close()
+    before = db.read_bytes()
+    cli = CliRunner()
+    shown = cli.invoke(main, ["show", str(db)])
+    assert shown.exit_code == 2 and f"oodbench upgrade {db}" in shown.output
+    assert db.read_bytes() == before  # a read-only command changed nothing
+    up = cli.invoke(main, ["upgrade", str(db)])
+    assert up.exit_code == 0 and "upgraded" in up.output, up.output
+    assert "already current" in cli.invoke(main, ["upgrade", str(db)]).output

@@ -165,7 +165,7 @@ def test_suite_sweep_needs_a_name_per_radius(digits_weights, tmp_path):
     assert sweep == [0.05, 0.1, 0.3]
     text = path.read_text()
     path.write_text(text.replace("name: adv. noise 0.1, ", "").replace("name: adv. noise 0.3, ", ""))
-    with pytest.raises(SuiteError, match="unique names; repeated: uniform-noise.*distinct `name:`"):
+    with pytest.raises(SuiteError, match="row label 'uniform-noise' is already used.*distinct `name:`"):
         load_suite(path)
 
 

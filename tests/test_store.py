@@ -3,7 +3,7 @@ import sqlite3
 import numpy as np
 import pytest
 
-from oodbench.store import CorruptEntryWarning, ResultStore, canonical_hash
+from oodbench.store import SCHEMA_VERSION, CorruptEntryWarning, ResultStore, canonical_hash
 
 
 def test_canonical_hash_ignores_key_order():
@@ -72,5 +72,5 @@ def test_foreign_or_newer_files_are_refused(tmp_path):
     with db:
         db.execute("UPDATE meta SET value='99' WHERE key='schema_version'")
     db.close()
-    with pytest.raises(RuntimeError, match="results store schema 99, this oodbench reads 2"):
+    with pytest.raises(RuntimeError, match=f"results store schema 99, this oodbench reads {SCHEMA_VERSION}"):
         ResultStore(path)

@@ -56,7 +56,7 @@ def test_unknown_metric_and_arch(tmp_path):
 
 def test_duplicate_probe_names(tmp_path):
     p = write(tmp_path, BASE + "  - {name: noise, dataset: smoothed-noise}\n")
-    with pytest.raises(SuiteError, match="repeated: noise"):
+    with pytest.raises(SuiteError, match=r"row label .noise. is already used by `probes\[0\].name`"):
         load_suite(p)
 
 

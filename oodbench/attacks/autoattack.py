@@ -31,6 +31,7 @@ import hashlib
 import json
 import os
 import re
+import warnings
 from pathlib import Path
 from typing import Any, Optional
 
@@ -90,12 +91,26 @@ def _load_state(path: Optional[Path], fingerprint: str) -> Optional[dict[str, np
     return state
 
 
-def _save_state(path: Path, state: dict[str, np.ndarray]) -> None:
-    """Write the state file atomically (a kill mid-write leaves the previous file intact)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
+def _save_state(path: Path, state: dict[str, np.ndarray]) -> bool:
+    """Write the state file atomically (a kill mid-write leaves the previous file intact).
+
+    The state file only saves work on a resume, so a file that cannot be written (full disk,
+    read-only folder) warns and the attack goes on; returns whether it was saved."""
     tmp = path.with_name(path.name + ".tmp.npz")
-    np.savez(tmp, **state)
-    os.replace(tmp, path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        np.savez(tmp, **state)
+        os.replace(tmp, path)
+    except OSError as err:
+        warnings.warn(f"autoattack: cannot save the state file {path} ({err.strerror or err}); "
+                      "the attack goes on, but a killed run will start this attack over",
+                      stacklevel=2)
+        try:
+            tmp.unlink(missing_ok=True)
+        except OSError:
+            pass
+        return False
+    return True
 
 
 @attacks.register("autoattack")
@@ -178,8 +193,8 @@ class AutoAttackRobustness(Attack):
             if "x_adv" in state:
                 state["x_adv"][lo:hi] = x_adv.detach().cpu().float().numpy()
             state["done"][c] = True
-            if path is not None:
-                _save_state(path, state)
+            if path is not None and not _save_state(path, state):
+                path = None  # warned once; do not retry every chunk
 
         return {"logits": state["logits"].astype(np.float32, copy=True),
                 "labels": labels.numpy().astype(np.int64, copy=True)}

@@ -11,7 +11,8 @@ from pathlib import Path
 from oodbench.models.errors import ModelLoadError, spec_error
 from oodbench.models.spec import ModelSpec
 
-_SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
+SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
+"""A sha256 pin, once stripped and lower-cased: 64 hex digits (``sha256sum`` output)."""
 _sha_cache: dict[tuple[str, int, int, int, int], str] = {}
 _sha_lock = threading.Lock()
 
@@ -47,7 +48,7 @@ def expected_sha256(spec: ModelSpec) -> str | None:
     if spec.sha256 is None:
         return None
     value = spec.sha256.strip().lower()
-    if not _SHA256_RE.match(value):
+    if not SHA256_RE.match(value):
         raise spec_error(spec.name, "sha256", f"{spec.sha256!r} is not a sha256 (64 hex digits)",
                          "give the full digest, e.g. the output of `sha256sum FILE`")
     return value

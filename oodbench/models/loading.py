@@ -10,7 +10,7 @@ from typing import Any, Callable, Union
 from torch import nn
 
 from oodbench.models.errors import ModelLoadError, spec_error
-from oodbench.models.files import expected_sha256, file_sha256, resolve_path
+from oodbench.models.files import expected_sha256, file_sha256, resolve_path, verify_sha256
 from oodbench.models.normalize import with_normalization
 from oodbench.models.spec import ModelSpec
 from oodbench.registry import UnknownNameError, architectures, models
@@ -110,7 +110,10 @@ def model_fingerprint(spec: ModelRef, base_dir: Path | str = ".") -> dict[str, A
     robustbench ``model_dir/<dataset>/<threat_model>/<model>.pt``, or a ``factory`` ``.py``
     file). The sha256 is cached per (path, size, mtime), so calling this per job is cheap. If the
     file is not there yet, ``file_sha256`` is the entry's ``sha256`` (what a verified download
-    will have), else None plus the ``url`` it will come from. Code behind an importable
+    will have), else None plus the ``url`` it will come from. A file that is there is checked
+    against the entry's ``sha256`` pin (:class:`ModelLoadError` on a mismatch): the runner
+    computes the fingerprint on every run, so the pin holds even when every job is cached and
+    the model is never loaded. Code behind an importable
     ``factory`` module is not hashed: bump a ``factory_kwargs`` entry when it changes.
     """
     spec = as_spec(spec)
@@ -127,6 +130,7 @@ def model_fingerprint(spec: ModelRef, base_dir: Path | str = ".") -> dict[str, A
     file_of = entry.meta.get("file", lambda s, b: resolve_path(s.path, b) if s.path else None)
     path = file_of(spec, Path(base_dir).expanduser())
     if path is not None and path.is_file():
+        verify_sha256(spec, path)  # every run, cached jobs or not: a wrong pin is never ignored
         fp["file_sha256"] = file_sha256(path)
     else:
         fp["file_sha256"] = expected_sha256(spec)

@@ -59,15 +59,18 @@ def _shards(store: ResultStore, key: str, n: int, shard_size: int, shardable: bo
         return (Shard(0, n),)
     out: list[Shard] = []
     for s in used:
-        state, reattack = ShardState.CACHED, 0
-        if not isinstance(needed, _Unchecked):
-            arrays = store.get_shard(key, s.start, s.stop)
-            if arrays is None:  # corrupt: deleted, to compute again
-                out.extend(Shard(a, b) for a, b in split(s.start, s.stop, shard_size))
-                continue
-            reattack = len(points_to_reattack(arrays, s.stop_above, needed))
-            state = ShardState.PARTIAL if reattack else ShardState.CACHED
-        out.append(Shard(s.start, s.stop, state, reattack))
+        # Read (and so checksum) every stored shard now: one that fails is reported, deleted and
+        # planned again, instead of being found broken after the run.
+        arrays = store.get_shard(key, s.start, s.stop)
+        if arrays is None and not shardable:
+            return (Shard(0, n),)
+        if arrays is None:
+            out.extend(Shard(a, b) for a, b in split(s.start, s.stop, shard_size))
+            continue
+        reattack = 0 if isinstance(needed, _Unchecked) else len(
+            points_to_reattack(arrays, s.stop_above, needed))
+        out.append(Shard(s.start, s.stop, ShardState.PARTIAL if reattack else ShardState.CACHED,
+                         reattack))
     for a, b in gaps:
         out.extend(Shard(x, y) for x, y in split(a, b, shard_size))
     return tuple(sorted(out, key=lambda s: s.start))

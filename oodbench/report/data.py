@@ -1,10 +1,12 @@
 """What a report reads from the results store: a run's metrics, what each row is, and checks.
 
 Every metrics row of a run is tied to the stored job it was computed from (``job_hash``). Before
-a report uses a run, :func:`verify_run` checks those ties and the checksums of the jobs' arrays
-— read-only, unlike :meth:`ResultStore.get_job`, which deletes a corrupt job so that the next
-run recomputes it — so that an edited or damaged results file is never silently turned into a
-table.
+a report uses a run, :func:`verify_run` checks that the run is complete (it finished and has
+every row its stored suite asks for), those ties (against the run's own record of which job it
+used under which names) and the checksums of the jobs' arrays — read-only, unlike
+:meth:`ResultStore.get_job` on a writable store, which deletes a corrupt job so that the next
+run recomputes it — so that an edited, damaged or unfinished results file is never silently
+turned into a table. Everything is read through :class:`ResultStore`'s public read API.
 
 Each table row (probe) gets a *kind*, from the run's suite (``runs.suite_json``):
 
@@ -21,7 +23,6 @@ Each table row (probe) gets a *kind*, from the run's suite (``runs.suite_json``)
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 from dataclasses import dataclass, field
@@ -31,7 +32,7 @@ from typing import Any, Optional
 import pandas as pd
 
 from oodbench.errors import OodbenchError
-from oodbench.store import ResultStore
+from oodbench.store import JobRecord, ResultStore, RunRecord
 
 KINDS = ("in-distribution", "ood", "noise", "adversarial", "worst-case", "robust", "summary")
 CLEAN_OOD = ("ood", "noise")
@@ -53,57 +54,108 @@ class UnverifiedResultsError(ReportError):
                          "(--allow-unverified) to report it anyway.")
 
 
-def _query(store: ResultStore, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
-    """Read-only SQL on the store (the report needs columns the store API does not expose)."""
-    return store._db.execute(sql, params).fetchall()
+def _names(names: set[tuple[str, Optional[str]]], in_label: str) -> set[tuple[str, str]]:
+    """(model, row label) pairs of a run's record of a job (probe None: the in-distribution row)."""
+    return {(model, probe or in_label) for model, probe in names}
+
+
+def expected_rows(run: RunRecord) -> list[tuple[str, str, Optional[str]]]:
+    """The (model, row label, row kind) a finished run of its suite stores, in table order:
+    each model's in-distribution row, then every probe it did not skip for missing data. Row
+    kind: ``in`` / ``probe`` (rows whose metrics are the suite's applicable ones), ``summary``
+    (an attack's own quantities) or None (an attack not registered here)."""
+    in_label, labels = _suite_labels(run.suite)
+    kinds: list[Optional[str]] = []
+    for spec in run.suite.get("probes") or []:
+        attack = (spec or {}).get("attack") if isinstance(spec, dict) else None
+        kinds.append(_attack_row(str(attack.get("name", ""))) if attack else "probe")
+    models = [str(m.get("name")) for m in run.suite.get("models") or [] if isinstance(m, dict)]
+    rows: list[tuple[str, str, Optional[str]]] = []
+    for model in models:
+        rows.append((model, in_label, "in"))
+        rows += [(model, label, kind) for label, kind in zip(labels, kinds) if label not in run.skipped]
+    return rows
+
+
+def completeness_problems(store: ResultStore, run_id: int) -> list[str]:
+    """Why run ``run_id`` is not a complete table (empty when it is): the run is missing, did
+    not finish (interrupted or failed), or lacks rows or metrics its stored suite asks for.
+    Cheap (no arrays are read), so ``show`` checks it too."""
+    from oodbench.metrics import row_metric_names
+    from oodbench.registry import UnknownNameError
+
+    run = store.run_record(run_id)
+    if run is None:
+        return [f"run {run_id} is not in the store"]
+    problems: list[str] = []
+    if run.finished is None:
+        problems.append(f"run {run_id} did not finish (interrupted, or it failed): its results "
+                        "are incomplete; run the suite again (stored jobs are reused)")
+    have: dict[tuple[str, str], set[str]] = {}
+    for row in store.metric_rows(run_id):
+        have.setdefault((row.model, row.probe), set()).add(row.metric)
+    if not have:
+        return problems + [f"run {run_id} has no metrics stored"]
+    asked = [str(m) for m in run.suite.get("metrics") or []]
+    for model, label, kind in expected_rows(run):
+        stored = have.get((model, label))
+        if stored is None:
+            problems.append(f"{model} / {label}: no metrics stored")
+            continue
+        if kind not in ("in", "probe") or not asked:
+            continue
+        try:
+            wanted = row_metric_names(asked, kind)
+        except UnknownNameError:  # a plugin metric not installed here: cannot tell
+            continue
+        problems += [f"{model} / {label} / {m}: missing" for m in wanted if m not in stored]
+    return problems
 
 
 def verify_run(store: ResultStore, run_id: int) -> list[str]:
     """Problems with run ``run_id`` of ``store`` (empty when it verifies). Reads, never writes.
 
-    Checks: the run exists; every metrics row names a job (``job_hash``) that is in ``jobs``,
-    belongs to the same model and probe, is recorded as used by the run, and has arrays whose
-    sha256 checksums match. A metric value edited in place is caught only by the slower
-    :func:`recomputed_metric_problems` (``oodbench verify``), which recomputes every value.
+    Checks: the run exists, finished and has every row and metric its suite asks for
+    (:func:`completeness_problems`); every metrics row names a job (``job_hash``) that is in
+    ``jobs``, that the run recorded using under the row's model and probe names (names belong to
+    the run, not to the content-addressed job), and whose arrays pass
+    :meth:`ResultStore.array_problems` (checksums over key, dtype, shape and bytes). A metric
+    value edited in place is caught only by the slower :func:`recomputed_metric_problems`
+    (``oodbench verify``), which recomputes every value.
     """
-    if not _query(store, "SELECT 1 FROM runs WHERE id=?", (run_id,)):
-        return [f"run {run_id} is not in the store"]
-    in_label = _suite_labels(_suite_json(store, run_id))[0]
-    problems: list[str] = []
-    rows = _query(store, "SELECT model, probe, metric, job_hash FROM metrics WHERE run_id=? "
-                  "ORDER BY rowid", (run_id,))
-    jobs = {h: (model, probe) for h, model, probe in _query(store, "SELECT hash, model, probe FROM jobs")}
-    used = {h for (h,) in _query(store, "SELECT job_hash FROM run_jobs WHERE run_id=?", (run_id,))}
-    seen: set[tuple[str, str, Optional[str]]] = set()
-    for model, probe, metric, job_hash in rows:
-        where = f"{model} / {probe}"
-        if job_hash is None:
-            problems.append(f"{where} / {metric}: metrics row names no job (job_hash is empty)")
+    problems = completeness_problems(store, run_id)
+    run = store.run_record(run_id)
+    if run is None:
+        return problems
+    in_label = _suite_labels(run.suite)[0]
+    names = store.job_names(run_id)
+    jobs: dict[str, Optional[JobRecord]] = {}
+    seen: set[tuple[str, str, str]] = set()
+    for row in store.metric_rows(run_id):
+        where = f"{row.model} / {row.probe}"
+        if row.job_hash is None:
+            problems.append(f"{where} / {row.metric}: metrics row names no job (job_hash is empty)")
             continue
-        if (model, probe, job_hash) in seen:
+        if (row.model, row.probe, row.job_hash) in seen:
             continue
-        seen.add((model, probe, job_hash))
-        short = job_hash[:12]
-        if job_hash not in jobs:
+        seen.add((row.model, row.probe, row.job_hash))
+        short = row.job_hash[:12]
+        if row.job_hash not in jobs:
+            jobs[row.job_hash] = store.job_record(row.job_hash)
+        if jobs[row.job_hash] is None:
             problems.append(f"{where}: its metrics name job {short}, which is not in the jobs "
                             "table (deleted, or the job_hash was edited)")
             continue
-        job_model, job_probe = jobs[job_hash]
-        if job_model != model or (job_probe or in_label) != probe:
-            problems.append(f"{where}: its metrics name job {short}, which belongs to "
-                            f"{job_model} / {job_probe or in_label}")
-        if job_hash not in used:
+        used = _names(names.get(row.job_hash, set()), in_label)
+        if not used:
             problems.append(f"{where}: job {short} is not recorded as used by run {run_id}")
-    for job_hash in sorted({h for _, _, h in seen if h in jobs}):
-        arrays = _query(store, "SELECT key, data, sha256 FROM arrays WHERE job_hash=? ORDER BY key",
-                        (job_hash,))
-        if not arrays:
-            problems.append(f"job {job_hash[:12]} ({' / '.join(map(str, jobs[job_hash]))}) has no "
-                            "stored arrays")
-        for key, data, digest in arrays:
-            if hashlib.sha256(data).hexdigest() != digest:
-                problems.append(f"job {job_hash[:12]} ({' / '.join(map(str, jobs[job_hash]))}): "
-                                f"array {key!r} fails its sha256 checksum")
+        elif (row.model, row.probe) not in used:
+            problems.append(f"{where}: its metrics name job {short}, which belongs to "
+                            f"{', '.join(f'{m} / {p}' for m, p in sorted(used))} in run {run_id}")
+    for job_hash in sorted(h for h, job in jobs.items() if job is not None):
+        used = _names(names.get(job_hash, set()), in_label)
+        what = ", ".join(f"{m} / {p}" for m, p in sorted(used)) or "unused"
+        problems += [f"job {job_hash[:12]} ({what}): {p}" for p in store.array_problems(job_hash)]
     return problems
 
 
@@ -126,15 +178,13 @@ def recomputed_metric_problems(store: ResultStore, run_id: int) -> list[str]:
     from oodbench.registry import UnknownNameError
     from oodbench.score import row_of_job, score_row
 
-    suite = _suite_json(store, run_id)
+    run = store.run_record(run_id)
+    suite = run.suite if run is not None else {}
     seed = int(suite.get("seed", 0))
     in_label = _suite_labels(suite)[0]
-    rows = _query(store, "SELECT model, probe, metric, value, job_hash FROM metrics WHERE run_id=? "
-                  "ORDER BY rowid", (run_id,))
-    configs = {h: json.loads(c) for h, c in _query(store, "SELECT hash, config_json FROM jobs")}
     by_row: dict[tuple[str, str, str], dict[str, Optional[float]]] = {}
-    for model, probe, metric, value, job_hash in rows:
-        by_row.setdefault((model, probe, job_hash), {})[metric] = value
+    for row in store.metric_rows(run_id):
+        by_row.setdefault((row.model, row.probe, row.job_hash), {})[row.metric] = row.value
     clean = {model: job_hash for model, probe, job_hash in by_row if probe == in_label}
     clean_arrays_of = {model: store.get_job(job_hash) for model, job_hash in clean.items()}
     problems: list[str] = []
@@ -144,7 +194,8 @@ def recomputed_metric_problems(store: ResultStore, run_id: int) -> list[str]:
         if arrays is None or clean_arrays is None:
             problems.append(f"{model} / {probe}: its arrays (or its model's clean pass) are missing")
             continue
-        config = configs[job_hash]
+        job = store.job_record(job_hash)
+        config = job.config if job is not None else {}
         try:
             kind, attack = row_of_job(config)
         except UnknownNameError:
@@ -157,6 +208,8 @@ def recomputed_metric_problems(store: ResultStore, run_id: int) -> list[str]:
             if not _same_value(value, computed.get(metric)):
                 problems.append(f"{model} / {probe} / {metric}: stored {value!r}, but the stored "
                                 f"arrays give {computed.get(metric)!r} (edited in place?)")
+        problems += [f"{model} / {probe} / {metric}: missing (the stored arrays give {value!r})"
+                     for metric, value in computed.items() if metric not in stored]
     return problems
 
 
@@ -216,15 +269,6 @@ class RunData:
         return f"{self.name}: {self.description}" if self.description else self.name
 
 
-def _suite_json(store: ResultStore, run_id: int) -> dict[str, Any]:
-    row = _query(store, "SELECT suite_json FROM runs WHERE id=?", (run_id,))
-    try:
-        data = json.loads(row[0][0]) if row else {}
-    except json.JSONDecodeError:
-        data = {}
-    return data if isinstance(data, dict) else {}
-
-
 def _label(spec: dict[str, Any]) -> str:
     """A suite entry's table label, as :attr:`oodbench.suite.DataSpec.label` makes it."""
     attack = spec.get("attack") or {}
@@ -276,18 +320,26 @@ def probe_kind(spec: Optional[dict[str, Any]], metric_names: set[str]) -> str:
     return "noise" if _is_synthetic(spec.get("dataset")) else "ood"
 
 
-def load_run(store: ResultStore, run_id: Optional[int]) -> RunData:
-    """Run ``run_id`` (default: the latest) with every row classified, in-distribution first."""
+def find_run(store: ResultStore, run_id: Optional[int]) -> RunRecord:
+    """Run ``run_id`` (default: the latest), or a :class:`ReportError` listing the stored runs."""
     rid = store.latest_run_id() if run_id is None else run_id
-    if rid is None or not _query(store, "SELECT 1 FROM runs WHERE id=?", (rid,)):
-        known = ", ".join(str(i) for (i,) in _query(store, "SELECT id FROM runs ORDER BY id"))
+    record = None if rid is None else store.run_record(rid)
+    if record is None:
+        known = ", ".join(str(i) for i in store.run_ids())
         raise ReportError(f"{store.path}: no run {rid if rid is not None else ''} in the store"
                           f" (runs: {known or 'none'})")
-    suite = _suite_json(store, rid)
-    name_row = _query(store, "SELECT suite_name FROM runs WHERE id=?", (rid,))
+    return record
+
+
+def load_run(store: ResultStore, run_id: Optional[int]) -> RunData:
+    """Run ``run_id`` (default: the latest) with every row classified, in-distribution first."""
+    record = find_run(store, run_id)
+    rid, suite = record.id, record.suite
     long = store.metrics_frame(rid)
     if long.empty:
-        raise ReportError(f"{store.path}: run {rid} has no metrics (was it interrupted?)")
+        raise ReportError(f"{store.path}: run {rid} has no metrics"
+                          + (" (it did not finish: interrupted, or it failed)"
+                             if record.finished is None else ""))
     in_label, probe_labels = _suite_labels(suite)
     specs = dict(zip(probe_labels, suite.get("probes") or []))
     metric_sets = long.groupby("probe")["metric"].agg(set).to_dict()
@@ -303,7 +355,7 @@ def load_run(store: ResultStore, run_id: Optional[int]) -> RunData:
     model_names = [str(m.get("name")) for m in suite.get("models") or []]
     present = list(dict.fromkeys(long["model"]))
     models = [m for m in model_names if m in present] + [m for m in present if m not in model_names]
-    return RunData(run_id=rid, name=str(suite.get("name") or name_row[0][0]),
+    return RunData(run_id=rid, name=str(suite.get("name") or record.suite_name),
                    description=str(suite.get("description") or ""), in_label=in_label,
                    models=models, probes=probes, metrics=long,
                    declared=[in_label, *probe_labels])
@@ -316,7 +368,8 @@ def full_verification(store: ResultStore, run_id: int) -> list[str]:
 
 def run_ci_level(store: ResultStore, run_id: int) -> Optional[float]:
     """The ``ci`` level the run's suite asked for, if any."""
-    level = _suite_json(store, run_id).get("ci")
+    record = store.run_record(run_id)
+    level = None if record is None else record.suite.get("ci")
     return float(level) if isinstance(level, (int, float)) and 0 < level < 1 else None
 
 
@@ -328,20 +381,19 @@ def with_intervals(store: ResultStore, run: RunData, level: float, *,
     from oodbench.registry import UnknownNameError
     from oodbench.score import bootstrap_intervals, row_of_job
 
-    suite = _suite_json(store, run.run_id)
-    seed = int(suite.get("seed", 0))
-    rows = _query(store, "SELECT DISTINCT model, probe, job_hash FROM metrics WHERE run_id=?",
-                  (run.run_id,))
-    configs = {h: json.loads(c) for h, c in _query(store, "SELECT hash, config_json FROM jobs")}
+    record = store.run_record(run.run_id)
+    seed = int((record.suite if record is not None else {}).get("seed", 0))
+    rows = list(dict.fromkeys((r.model, r.probe, r.job_hash) for r in store.metric_rows(run.run_id)))
     clean = {m: h for m, p, h in rows if p == run.in_label}
     intervals: dict[tuple[str, str, str], tuple[float, float]] = {}
     for model, probe, job_hash in rows:
-        arrays = store.get_job(job_hash) if job_hash in configs else None
-        clean_arrays = store.get_job(clean[model]) if model in clean else None
-        if arrays is None or clean_arrays is None:
+        job = None if job_hash is None else store.job_record(job_hash)
+        arrays = None if job is None else store.get_job(job.hash)
+        clean_arrays = store.get_job(clean[model]) if clean.get(model) else None
+        if job is None or arrays is None or clean_arrays is None:
             continue
         try:
-            kind, _ = row_of_job(configs[job_hash])
+            kind, _ = row_of_job(job.config)
         except UnknownNameError:
             continue
         names = sorted({str(m) for m in run.metrics.loc[(run.metrics["model"] == model)

@@ -33,7 +33,8 @@ from typing import Any, Optional, Sequence
 import numpy as np
 
 from oodbench.errors import MissingFileError
-from oodbench.report.data import ReportError, RunData, _query, load_run
+from oodbench.report.data import ReportError, RunData, load_run
+from oodbench.report.output import writing
 from oodbench.store import ResultStore
 
 FORMATS = ("png", "pdf")
@@ -143,10 +144,10 @@ def _row_jobs(store: ResultStore, run: RunData) -> dict[tuple[str, str], list[st
     other job the run used for it (a store written before metrics named their job)."""
     jobs = store.run_jobs(run.run_id)
     preferred: dict[tuple[str, str], list[str]] = {}
-    for model, probe, job_hash in _query(
-            store, "SELECT DISTINCT model, probe, job_hash FROM metrics WHERE run_id=? "
-            "AND job_hash IS NOT NULL ORDER BY rowid", (run.run_id,)):
-        preferred.setdefault((model, probe), []).append(job_hash)
+    for row in store.metric_rows(run.run_id):
+        hashes = preferred.setdefault((row.model, row.probe), [])
+        if row.job_hash is not None and row.job_hash not in hashes:
+            hashes.append(row.job_hash)
     for row in jobs.itertuples(index=False):
         probe = run.in_label if row.probe is None or (isinstance(row.probe, float)
                                                       and math.isnan(row.probe)) else row.probe
@@ -201,12 +202,8 @@ def plot_data(store: ResultStore, run_id: Optional[int] = None) -> PlotData:
 
 def _job_config(store: ResultStore, job_hash: str) -> dict[str, Any]:
     """The stored config of a job (everything its cache key hashed); {} if absent or unreadable."""
-    row = _query(store, "SELECT config_json FROM jobs WHERE hash=?", (job_hash,))
-    try:
-        config = json.loads(row[0][0]) if row else {}
-    except json.JSONDecodeError:
-        return {}
-    return config if isinstance(config, dict) else {}
+    job = store.job_record(job_hash)
+    return job.config if job is not None else {}
 
 
 def _row_job(store: ResultStore, hashes: Sequence[str],
@@ -316,7 +313,8 @@ def _save(fig: Any, out_dir: Path, stem: str, formats: Sequence[str]) -> tuple[P
         path = out_dir / f"{stem}.{fmt}"
         # no creation date / software stamp: the same run gives the same files
         meta = {"CreationDate": None} if fmt == "pdf" else {"Software": None}
-        fig.savefig(path, format=fmt, metadata=meta, bbox_inches="tight")
+        with writing(path):
+            fig.savefig(path, format=fmt, metadata=meta, bbox_inches="tight")
         paths.append(path)
     return tuple(paths)
 
@@ -394,7 +392,7 @@ def write_figures(results: str | Path, out_dir: str | Path, *, run_id: Optional[
     results = Path(results)
     if not results.is_file():
         raise MissingFileError(f"{results}: no such results store")
-    with ResultStore(results) as store:
+    with ResultStore(results, readonly=True) as store:
         data = plot_data(store, run_id)
 
     import matplotlib
@@ -403,7 +401,8 @@ def write_figures(results: str | Path, out_dir: str | Path, *, run_id: Optional[
     import matplotlib.pyplot as plt
 
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    with writing(out):
+        out.mkdir(parents=True, exist_ok=True)
     figures: list[Figure] = []
     for m in data.models:
         figures += [_draw_roc(plt, data, m, out, formats), _draw_hist(plt, data, m, out, formats)]

@@ -185,7 +185,7 @@ def render(store_path: Union[str, Path], *, fmt: str, layout: str = "hein2019-ta
     if not path.is_file():
         raise MissingFileError(f"{path}: no such results store")
     ids: list[Optional[int]] = [run_id] if run_id is None or isinstance(run_id, int) else list(run_id)
-    with ResultStore(path) as store:
+    with ResultStore(path, readonly=True) as store:
         runs = []
         for rid in ids:
             run = load_run(store, rid)
