@@ -194,7 +194,7 @@ def storage_errors(path: Path, what: str, error: type[Exception] = StoreError) -
         elif "readonly" in text or "read-only" in text:
             msg = (f"{path}: the {what} is read-only (SQLite: {text}); make it writable or "
                    "write to another file")
-        elif "not a database" in text or "no such table" in text or "no such column" in text:
+        elif any(w in text for w in ("not a database", "malformed", "no such table", "no such column")):
             msg = f"{path}: not a {what} ({text})"
         else:
             msg = f"{path}: cannot use the {what} (SQLite: {text})"
@@ -231,6 +231,9 @@ def open_versioned_db(path: Path, schema: str, version: int, what: str,
                             if present else f"{path}: not a {what} (an empty file)")
             row = (db.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
                    if "meta" in present else None)
+            if row is not None and not str(row[0]).strip().isdigit():
+                raise error(f"{path}: {what} schema version {row[0]!r} is not an integer; the file "
+                            "is damaged or was not written by oodbench")
             if row is not None and row[0] != str(version):
                 raise error(f"{path}: {what} schema {row[0]}, this oodbench reads {version}; "
                             "use a new file (or run the suite again into one)")
