@@ -41,6 +41,9 @@ def main() -> None:
     parser.add_argument("--n-noise", type=int, default=1000)
     parser.add_argument("--steps", type=int, default=200)
     parser.add_argument("--batch-size", type=int, default=500)
+    parser.add_argument("--full-budget", action="store_true",
+                        help="attack every point for every step (no stop at all): the same work "
+                        "in every version, for timing the engine")
     args = parser.parse_args()
 
     model = load_model({"name": "lenet", "adapter": "safetensors", "arch": "lenet",
@@ -61,7 +64,8 @@ def main() -> None:
     spec = attack.resolve(AttackSpec(name="adversarial-noise", steps=args.steps), "mnist")
     config: AttackConfig = attack.config(spec)
     start = time.perf_counter()
-    result = run_attack(model, noise, config, batch_size=args.batch_size, seed=0)
+    result = run_attack(model, noise, config, batch_size=args.batch_size, seed=0,
+                        full_budget=args.full_budget)
     seconds = time.perf_counter() - start
 
     inp = MetricInput(in_logits=in_logits.numpy(), in_labels=y_in.numpy(),

@@ -20,7 +20,8 @@ import torch.nn.functional as F
 from sklearn.metrics import roc_auc_score
 from torch import nn
 
-from oodbench.attacks import AttackConfig, AttackContext, AttackSpec, ThreatModel, run_attack
+from oodbench.attacks import AttackConfig, AttackContext, AttackResult, AttackSpec, ThreatModel, run_attack
+from oodbench.attacks.engine import point_generators
 from oodbench.attacks.base import Attack
 from oodbench.attacks.registered import EngineAttack
 from oodbench.attacks.threats import _project_l1_ball
@@ -724,6 +725,41 @@ def test_seed_determines_result(digits_model, smoothed, norm, optimizer):
     d = run_attack(digits_model, x, fixed, seed=7)
     e = run_attack(digits_model, x, fixed, seed=8)
     assert torch.equal(d.x_adv, e.x_adv)
+
+
+@pytest.mark.parametrize("optimizer", OPTIMIZERS)
+@pytest.mark.parametrize("norm", ["Linf", "L2"])
+def test_random_starts_are_per_point_shards_and_batch_sizes_agree_bitwise(digits_model, smoothed,
+                                                                         norm, optimizer):
+    """A point's random start depends on (seed, its global index, restart) only: two shards
+    attacked with their global indices, the whole set at once, and other batch sizes give
+    bit-identical outputs; another index gives another start."""
+    x = smoothed.images[:60]
+    cfg = AttackConfig(threat=ThreatModel(norm=norm, eps=EPS[norm]), optimizer=optimizer,
+                       steps=4, restarts=2, select="confidence")
+    whole = run_attack(digits_model, x, cfg, seed=3, batch_size=64)
+    a = run_attack(digits_model, x[:25], cfg, seed=3, batch_size=7, indices=torch.arange(25))
+    b = run_attack(digits_model, x[25:], cfg, seed=3, batch_size=16, indices=torch.arange(25, 60))
+    other = run_attack(digits_model, x, cfg, seed=3, batch_size=13)
+    for got in (other, AttackResult(torch.cat([a.x_adv, b.x_adv]), torch.cat([a.logits, b.logits]),
+                                    torch.cat([a.score, b.score]), 0,
+                                    torch.cat([a.stopped_early, b.stopped_early]))):
+        assert torch.equal(got.x_adv, whole.x_adv) and torch.equal(got.logits, whole.logits)
+        assert torch.equal(got.score, whole.score)
+        assert torch.equal(got.stopped_early, whole.stopped_early)
+    assert whole.gradient_evaluations == other.gradient_evaluations == (
+        a.gradient_evaluations + b.gradient_evaluations)
+    shifted = run_attack(digits_model, x, cfg, seed=3, indices=torch.arange(60) + 1000)
+    assert int((shifted.x_adv != whole.x_adv).flatten(1).any(1).sum()) >= 50
+    with pytest.raises(ValueError, match="one entry per point"):
+        run_attack(digits_model, x, cfg, indices=torch.arange(59))
+
+
+def test_point_generators_mix_seed_index_and_restart():
+    draw = lambda *key: float(torch.rand(1, generator=point_generators(key[0], [key[1]], key[2])[0]))  # noqa: E731
+    values = {draw(s, i, r) for s in (0, 1) for i in (0, 1, 2) for r in (0, 1)}
+    assert len(values) == 12  # every (seed, index, restart) its own stream
+    assert draw(0, 5, 1) == draw(0, 5, 1)
 
 
 def test_random_start_is_seeded_and_spread():

@@ -140,10 +140,10 @@ def test_attack_probes_raise_confidence_and_are_cached(write_suite, tmp_path):
     assert more.computed == ["plain / adv. noise"]
 
 
-def _adv_noise_run(write_suite, db: Path, metrics: str):
+def _adv_noise_run(write_suite, db: Path, metrics: str, suite: str = ATTACK_SUITE):
     """Run ATTACK_SUITE asking ``metrics`` into ``db``: the result, its metrics and the stored
     arrays of the adversarial-noise job."""
-    result = run_suite(load_suite(write_suite(ATTACK_SUITE, steps=40, metrics=metrics)),
+    result = run_suite(load_suite(write_suite(suite, steps=40, metrics=metrics)),
                        output=db, progress=False)
     with ResultStore(db) as store:
         jobs = store.run_jobs(result.run_id).set_index("probe")
@@ -167,7 +167,10 @@ def test_attack_stopped_for_fpr95_reattacks_only_unsettled_points_for_auroc(writ
     from oodbench.metrics import settled_above
     from oodbench.scores import msp_score
 
-    _, fpr_only, fpr_arrays = _adv_noise_run(write_suite, tmp_path / "shared.db", "[fpr95]")
+    # Large steps: some points jump past every in-distribution score in the step that takes them
+    # over the FPR@95 threshold, so both kinds of stopped point occur.
+    big = ATTACK_SUITE.replace("steps: {steps}", "steps: {steps}, step_size: 0.3")
+    _, fpr_only, fpr_arrays = _adv_noise_run(write_suite, tmp_path / "shared.db", "[fpr95]", big)
     with ResultStore(tmp_path / "shared.db") as store:
         clean_hash = store.run_jobs(1).set_index("probe", drop=False).loc[
             lambda d: d.probe.isna()].job_hash.iloc[0]
@@ -176,9 +179,9 @@ def test_attack_stopped_for_fpr95_reattacks_only_unsettled_points_for_auroc(writ
     unsettled = fpr_arrays["stopped_early"] & ~(msp_score(fpr_arrays["logits"]) > auroc_stop)
     assert 0 < unsettled.sum() < len(unsettled)
 
-    later, both, both_arrays = _adv_noise_run(write_suite, tmp_path / "shared.db", "[auroc, fpr95]")
+    later, both, both_arrays = _adv_noise_run(write_suite, tmp_path / "shared.db", "[auroc, fpr95]", big)
     assert "plain / adv. noise" in later.computed
-    _, fresh, fresh_arrays = _adv_noise_run(write_suite, tmp_path / "fresh.db", "[auroc, fpr95]")
+    _, fresh, fresh_arrays = _adv_noise_run(write_suite, tmp_path / "fresh.db", "[auroc, fpr95]", big)
     key = ("plain", "adv. noise")
     assert both[key + ("auroc",)] == fresh[key + ("auroc",)]
     assert fpr_only[key + ("fpr95",)] == both[key + ("fpr95",)] == fresh[key + ("fpr95",)]

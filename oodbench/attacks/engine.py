@@ -14,6 +14,10 @@ Guarantees (each one tested):
 - every output lies in the threat model's ball and in [0, 1]^d;
 - the model stays in eval mode and its parameters and buffers are untouched (only gradients with
   respect to the input are taken);
+- a point's result depends only on the point, its global index, the seed and the config: its
+  random starts come from its own stream (:func:`point_generators`) and the model is always
+  called on chunks of :data:`FORWARD_ROWS` rows, so batch size, sharding and which other points
+  stopped early do not change it (on one device and software stack);
 - a point whose ``select="confidence"`` score reaches its ceiling (0.0 = log 1, reached only
   where every other class's exp(z_j - z_k) underflows in float64) is finished: no iterate can
   beat it strictly, so the reported point is final for every metric, MMC included;
@@ -29,8 +33,9 @@ Guarantees (each one tested):
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable, Literal, Optional
+from typing import Callable, Literal, Optional, Sequence
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -127,28 +132,50 @@ def _score_fn(config: AttackConfig, objective: Callable) -> Callable:
     return objective
 
 
-class _Evaluator:
-    """Forward (+ input gradient) of the model, counting gradient evaluations."""
+FORWARD_ROWS = 128
+"""Rows of every model call the engine makes (the last chunk is padded). Matrix-multiply and
+convolution kernels pick their blocking, and so their rounding, by the number of rows, so a
+point's logits would otherwise depend on how many points share its batch: with one fixed shape
+they depend only on the point, whatever the batch size, sharding or early stop."""
 
-    def __init__(self, model: nn.Module, objective: Callable,
+
+class _Evaluator:
+    """Forward (+ input gradient) of the model in fixed-shape chunks, counting gradient
+    evaluations."""
+
+    def __init__(self, model: nn.Module, objective: Callable, rows: int = FORWARD_ROWS,
                  on_progress: Optional[Callable[[int], None]] = None):
-        self.model, self.objective, self.grad_evals = model, objective, 0
+        self.model, self.objective, self.rows, self.grad_evals = model, objective, rows, 0
         self.on_progress = on_progress
 
-    def __call__(self, x: torch.Tensor, target: Optional[torch.Tensor], *, grad: bool):
+    def _chunk(self, x: torch.Tensor, target: Optional[torch.Tensor], grad: bool):
+        n = len(x)
+        if n < self.rows:  # pad with copies of the first row; their outputs are dropped
+            x = torch.cat([x, x[:1].expand(self.rows - n, *x.shape[1:])])
+            if target is not None:
+                target = torch.cat([target, target[:1].expand(self.rows - n)])
         if not grad:
             with torch.no_grad():
                 logits = self.model(x)
-                return logits, self.objective(logits, target), None
+                return logits[:n], self.objective(logits, target)[:n], None
         x = x.detach().requires_grad_(True)
         with torch.enable_grad():
             logits = self.model(x)
             obj = self.objective(logits, target)
-            (g,) = torch.autograd.grad(obj.sum(), x)
-        self.grad_evals += len(x)
-        if self.on_progress is not None:
-            self.on_progress(len(x))
-        return logits.detach(), obj.detach(), g.detach()
+            (g,) = torch.autograd.grad(obj.sum(), x)  # per-row objectives: row i's gradient
+        return logits.detach()[:n], obj.detach()[:n], g[:n]
+
+    def __call__(self, x: torch.Tensor, target: Optional[torch.Tensor], *, grad: bool):
+        parts = [self._chunk(x[i:i + self.rows], None if target is None else target[i:i + self.rows],
+                             grad) for i in range(0, len(x), self.rows)]
+        if grad:
+            self.grad_evals += len(x)
+            if self.on_progress is not None:
+                self.on_progress(len(x))
+        if len(parts) == 1:
+            return parts[0]
+        logits, obj, g = zip(*parts)
+        return torch.cat(logits), torch.cat(obj), None if not grad else torch.cat(g)
 
 
 def _take(t: Optional[torch.Tensor], keep: torch.Tensor) -> Optional[torch.Tensor]:
@@ -245,13 +272,32 @@ def _apgd(f: _Evaluator, best: _Best, score: Callable, x: torch.Tensor, target: 
 _OPTIMIZERS = {"pgd": _pgd, "apgd": _apgd}
 
 
+def point_generators(seed: int, indices: Sequence[int], restart: int) -> list[torch.Generator]:
+    """One CPU generator per point, seeded from (seed, the point's global index, restart).
+
+    A point's random start then depends on nothing else: not on its batch, the batch size, how
+    the data set is split into shards, or which other points are already finished. The three
+    numbers are mixed by numpy's SeedSequence (a documented, stable hash), not added, so
+    neighbouring seeds and indices give unrelated streams."""
+    gens = []
+    for index in indices:
+        words = np.random.SeedSequence([int(seed), int(index), int(restart)]).generate_state(2)
+        gens.append(torch.Generator().manual_seed(int(words[0]) << 32 | int(words[1])))
+    return gens
+
+
 def run_attack(model: nn.Module, x: torch.Tensor, config: AttackConfig, *,
                target: Optional[torch.Tensor] = None, stop_above: Optional[float] = None,
                batch_size: int = 256, device: str | torch.device = "cpu", seed: int = 0,
                progress: bool = False, desc: str = "attack", full_budget: bool = False,
+               indices: Optional[torch.Tensor] = None,
                on_progress: Optional[Callable[[int], None]] = None) -> AttackResult:
     """Attack every point of ``x`` (N, C, H, W in [0, 1]); return the best iterates.
 
+    ``indices``: the global index of each row of ``x`` in the data set being attacked (default
+    ``arange(N)``); with ``seed`` it determines each point's random starts
+    (:func:`point_generators`), so attacking shards of a data set with their global indices
+    gives bit-identical results to attacking it at once, with any ``batch_size``.
     ``target``: true labels (``ce``) or target classes (``targeted-conf``). ``stop_above``: stop
     a point once its :func:`~oodbench.scores.msp_score` exceeds this level (requires
     ``select="confidence"``). ``full_budget``: never finish a point early, not even at the score's
@@ -266,9 +312,14 @@ def run_attack(model: nn.Module, x: torch.Tensor, config: AttackConfig, *,
     model = model.to(device).eval()
     objective = objectives.get(config.objective)
     score = _score_fn(config, objective)
-    f = _Evaluator(model, objective, on_progress)
+    f = _Evaluator(model, objective, on_progress=on_progress)
     optimise = _OPTIMIZERS[config.optimizer]
-    gen = torch.Generator().manual_seed(seed)
+    if indices is None:
+        indices = torch.arange(len(x))
+    if indices.shape != (len(x),):
+        raise ValueError(f"indices must have one entry per point ({len(x)}), got shape "
+                         f"{tuple(indices.shape)}")
+    global_index = indices.tolist()
     outs: list[tuple[torch.Tensor, ...]] = []
     for start in tqdm(range(0, len(x), batch_size), desc=desc, disable=not progress, leave=False):
         xb = x[start:start + batch_size].to(device)
@@ -281,10 +332,14 @@ def run_attack(model: nn.Module, x: torch.Tensor, config: AttackConfig, *,
             idx = (~best.done).nonzero().squeeze(1)
             if len(idx) == 0:
                 break
-            # Draw starts for the whole batch even if some points are finished, so the random
-            # stream (and hence every result) is the same with and without early stopping.
+            # Per-point streams: a point's start is the same whichever points are finished.
             first = config.random_start or restart > 0
-            begin = config.threat.random_start(xb, gen)[idx] if first else xb[idx].clone()
+            if first:
+                gens = point_generators(seed, [global_index[start + i] for i in idx.tolist()],
+                                        restart)
+                begin = config.threat.random_start(xb[idx], gens)
+            else:
+                begin = xb[idx].clone()
             optimise(f, best, score, xb, tb, idx, begin, config)
         stopped = best.done | stopped_before
         outs.append((best.x.cpu(), best.logits.float().cpu(), best.score.cpu(), stopped.cpu()))

@@ -7,7 +7,7 @@ into that set, so every attack output is feasible by construction (tests check i
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Literal, Sequence, Union
 
 import torch
 from pydantic import BaseModel, ConfigDict
@@ -80,12 +80,26 @@ class ThreatModel(BaseModel):
         in_box = ((x_adv >= -tol) & (x_adv <= 1 + tol)).flatten(1).all(1)
         return in_ball & in_box
 
-    def random_start(self, x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    def random_start(self, x: torch.Tensor,
+                     generator: Union[torch.Generator, Sequence[torch.Generator]]) -> torch.Tensor:
         """x + s·u with u uniform in the ball's bounding cube (Linf: [-ε, ε]^d) and one
-        s ~ U[0,1] per image, as the papers' code starts PGD; then projected."""
-        u = torch.rand(x.shape, generator=generator, device="cpu").to(x.device) * 2 - 1
-        s = torch.rand(x.shape[0], generator=generator, device="cpu").to(x.device)
-        s = s.view(-1, *([1] * (x.dim() - 1)))
+        s ~ U[0,1] per image, as the papers' code starts PGD; then projected.
+
+        ``generator``: one CPU generator for the whole batch, or one per image (the engine's
+        per-point streams: each image draws its u, then its s, from its own generator, so its
+        start does not depend on which other images share the batch)."""
+        if isinstance(generator, torch.Generator):
+            u = torch.rand(x.shape, generator=generator, device="cpu")
+            s = torch.rand(x.shape[0], generator=generator, device="cpu")
+        else:
+            if len(generator) != len(x):
+                raise ValueError(f"{len(generator)} generators for {len(x)} images")
+            draws = [(torch.rand(x.shape[1:], generator=g), torch.rand(1, generator=g))
+                     for g in generator]
+            u = torch.stack([d[0] for d in draws]) if draws else torch.empty(x.shape)
+            s = torch.cat([d[1] for d in draws]) if draws else torch.empty(0)
+        u = u.to(x.device) * 2 - 1
+        s = s.to(x.device).view(-1, *([1] * (x.dim() - 1)))
         if self.norm == "Linf":
             delta = self.eps * u
         else:  # a random direction scaled to a random radius inside the ball

@@ -18,16 +18,27 @@ def forward_logits(model: nn.Module, images: torch.Tensor, *, batch_size: int = 
                    check: Optional[Callable[[torch.Tensor], Any]] = None) -> np.ndarray:
     """Logits of ``model`` on ``images`` in batches, as float32 numpy (N, K). ``on_batch`` is
     told the size of every finished batch (progress bars); ``check`` sees each batch's output
-    first (the output contract, :mod:`oodbench.models.output_check`)."""
+    first (the output contract, :mod:`oodbench.models.output_check`).
+
+    The model is called on chunks of exactly :data:`~oodbench.attacks.engine.FORWARD_ROWS` rows
+    (the last one padded), as the attack engine does: kernels round differently for different
+    row counts, and a point's logits must not depend on its batch or shard."""
+    from oodbench.attacks.engine import FORWARD_ROWS
+
     device = torch.device(device)
     model = model.to(device).eval()
     chunks = []
     for start in range(0, len(images), batch_size):
         batch = images[start:start + batch_size].to(device, non_blocking=True)
-        out = model(batch)
-        if check is not None:
-            check(out)
-        chunks.append(out.float().cpu())
+        for i in range(0, len(batch), FORWARD_ROWS):
+            part = batch[i:i + FORWARD_ROWS]
+            n = len(part)
+            if n < FORWARD_ROWS:  # copies of the first row; their outputs are dropped
+                part = torch.cat([part, part[:1].expand(FORWARD_ROWS - n, *part.shape[1:])])
+            out = model(part)
+            if check is not None:
+                check(out)
+            chunks.append(out[:n].float().cpu())
         if on_batch is not None:
             on_batch(len(batch))
     if not chunks:
