@@ -168,5 +168,7 @@ def test_non_finite_attack_logits_are_refused_before_storing_the_attack(tmp_path
     assert attack_only != SUITE
     res, store = _run(tmp_path, model, attack_only)
     assert res.exit_code == 2 and "Traceback" not in res.output, res.output
-    assert "model 'fragile' on worst-case 5-9 (attacked): 8 of 8 points have NaN logits" in res.output
+    # The engine calls the model on fixed chunks of 128 rows (the 8 points and their padding).
+    assert ("model 'fragile' on worst-case 5-9 (attacked): 128 of 128 rows of one model call "
+            "have NaN logits") in res.output
     assert _stored_jobs(store) == 1  # the clean pass, not the attack

@@ -85,14 +85,19 @@ def run_shard(ws: Workspace, task: ShardTask, on_progress: Optional[ProgressFn] 
     source = ws.data.attack_source(spec, attack.source)
     idx = _points(task, len(source))
     whole = task.indices is None and task.start == 0 and task.stop >= len(source)
-    checked = OutputChecked(model, model=name, data=f"{spec.label} (attacked)",
-                            n_classes=ws.n_classes)  # NaN mid-attack: a clear error
+    contract = dict(model=name, data=f"{spec.label} (attacked)", n_classes=ws.n_classes)
+    # Every model call of the attack is checked (an attack's loop may not survive NaN logits),
+    # and so are the logits it returns.
+    attacked = OutputChecked(model, **contract)
     ctx = AttackContext(
-        model=checked, images=source.images if whole else source.images[idx],
+        model=attacked, images=source.images if whole else source.images[idx],
         labels=None if source.labels is None else (source.labels if whole else source.labels[idx]),
         spec=task.attack, in_logits=task.in_logits, device=ws.device, batch_size=suite.batch_size,
         seed=suite.seed, stop_above=task.stop_above, progress=False,
         artifact_dir=None if task.artifact_dir is None else Path(task.artifact_dir),
         label=task.label, indices=None if whole else idx,
         on_progress=None if on_progress is None else (lambda n: on_progress(0, n)))
-    return attack.run(ctx)
+    arrays = attack.run(ctx)
+    if ArrayKey.LOGITS.value in arrays:  # before the driver stores anything
+        check_outputs(arrays[ArrayKey.LOGITS.value], **contract)
+    return arrays

@@ -42,7 +42,8 @@ def check_shape(logits: Any, *, model: str, data: str, n_classes: Optional[int])
     return logits
 
 
-def check_outputs(logits: Any, *, model: str, data: str, n_classes: Optional[int]) -> Any:
+def check_outputs(logits: Any, *, model: str, data: str, n_classes: Optional[int],
+                  unit: str = "points") -> Any:
     """``logits`` if :func:`check_shape` passes and every value is finite, else
     :class:`ModelOutputError` saying how many of the N points have a NaN or infinite logit.
     A tensor is checked where it lives (one device reduction when all is well)."""
@@ -58,7 +59,7 @@ def check_outputs(logits: Any, *, model: str, data: str, n_classes: Optional[int
         kinds = [k for k, present in (("NaN", np.isnan(values).any()),
                                       ("infinite", np.isinf(values).any())) if present]
         raise ModelOutputError(
-            f"model {model!r} on {data}: {bad} of {len(values)} points have {' and '.join(kinds)} "
+            f"model {model!r} on {data}: {bad} of {len(values)} {unit} have {' and '.join(kinds)} "
             "logits, which no metric can score. The model's weights (NaN weights, an inf bias) "
             "or its forward pass are broken: check the checkpoint")
     return logits
@@ -74,7 +75,8 @@ class OutputChecked(nn.Module):
         self.net, self.label, self.data, self.n_classes = net, model, data, n_classes
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return check_outputs(self.net(x), model=self.label, data=self.data, n_classes=self.n_classes)
+        return check_outputs(self.net(x), model=self.label, data=self.data, n_classes=self.n_classes,
+                             unit="rows of one model call")
 
 
 __all__ = ["ModelOutputError", "OutputChecked", "check_shape", "check_outputs"]
