@@ -1,7 +1,7 @@
 """Scale-out: the same suite on the Ray executor with 2 workers vs the local executor, in one run
 (target >= 1.7x throughput on 2 cores, identical metrics).
 
-    python benchmarks/scale_out.py [--n 800] [--steps 60] [--shard-size 100] [--workers 2]
+    python benchmarks/scale_out.py [--n 2000] [--steps 150] [--shard-size 250] [--workers 2]
 
 The suite is the quickstart model attacked with adversarial noise (early stop off: every point
 gets the full budget, so both sides do exactly the same gradient evaluations) plus a clean probe.
@@ -51,9 +51,9 @@ def timed(suite_file: Path, executor: str) -> tuple[float, dict]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--n", type=int, default=800)
-    parser.add_argument("--steps", type=int, default=60)
-    parser.add_argument("--shard-size", type=int, default=100)
+    parser.add_argument("--n", type=int, default=2000)
+    parser.add_argument("--steps", type=int, default=150)
+    parser.add_argument("--shard-size", type=int, default=250)
     parser.add_argument("--workers", type=int, default=2)
     args = parser.parse_args()
     import ray
