@@ -14,6 +14,8 @@ converts probes with :func:`oodbench.data.transforms.to_shape`.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import http.client
 import os
 from pathlib import Path
@@ -266,11 +268,11 @@ MAX_SIZE = 4096
 """Largest side `size` may resize to: the benchmarks' images are 8–224 pixels wide."""
 
 
-def _parse_size(value: Any) -> tuple[int, int] | None:
+def _parse_size(value: Any, field: str = "size") -> tuple[int, int] | None:
     if value is None:
         return None
     if isinstance(value, bool):
-        raise ValueError(f"image-folder: `size` must be an int or [height, width], got {value!r}")
+        raise ValueError(f"image-folder: `{field}` must be an int or [height, width], got {value!r}")
     if isinstance(value, int):
         value = (value, value)
     if (
@@ -279,7 +281,7 @@ def _parse_size(value: Any) -> tuple[int, int] | None:
         and all(isinstance(v, int) and not isinstance(v, bool) and 0 < v <= MAX_SIZE for v in value)
     ):
         return int(value[0]), int(value[1])
-    raise ValueError(f"image-folder: `size` must be a positive int or [height, width] (at most "
+    raise ValueError(f"image-folder: `{field}` must be a positive int or [height, width] (at most "
                      f"{MAX_SIZE}), got {value!r}")
 
 
@@ -300,25 +302,59 @@ def _folder_samples(path: Path) -> tuple[list[tuple[str, int]], list[str]]:
     return [(str(p), 0) for p in files], [path.name]
 
 
-def _read_image(file: str, size: tuple[int, int] | None) -> torch.Tensor:
+@dataclass(frozen=True)
+class FolderOptions:
+    """``path`` and the geometry of image-folder: ``size`` resizes to exactly (h, w);
+    ``resize`` scales the shorter side to that many pixels (aspect kept) and ``crop`` then cuts
+    the centre (h, w) — ``resize: 256, crop: 224`` is the ImageNet evaluation convention."""
+
+    path: str
+    size: tuple[int, int] | None = None
+    resize: int | None = None
+    crop: tuple[int, int] | None = None
+
+
+def _read_image(file: str, opts: FolderOptions) -> torch.Tensor:
     from PIL import Image
 
     with Image.open(file) as img:
         array = np.asarray(img.convert("RGB"), dtype=np.uint8)  # PIL mode L/P/RGBA → RGB
     image = torch.from_numpy(array.copy()).permute(2, 0, 1).unsqueeze(0).float().div_(255.0)
-    if size is not None:
-        image = to_shape(image, (3, *size))
+    if opts.size is not None:
+        image = to_shape(image, (3, *opts.size))
+    if opts.resize is not None:
+        from torchvision.transforms.functional import resize
+
+        image = resize(image, [opts.resize], antialias=True).clamp_(0, 1)
+    if opts.crop is not None:
+        from torchvision.transforms.functional import center_crop
+
+        h, w = image.shape[-2:]
+        if opts.crop[0] > h or opts.crop[1] > w:
+            raise ValueError(f"dataset 'image-folder': {file} is {h}×{w} after resizing, smaller "
+                             f"than `crop` {opts.crop[0]}×{opts.crop[1]}; set `resize` to at least "
+                             "the crop size")
+        image = center_crop(image, list(opts.crop))
     return image[0]
 
 
-def folder_options(options: Mapping[str, Any]) -> tuple[str, tuple[int, int] | None]:
-    """``(path, size)`` of image-folder, or ``ValueError`` naming the bad option (also the
-    registry's ``check_options``)."""
-    options = check_option_names("image-folder", options, ("path", "size"))
+def folder_options(options: Mapping[str, Any]) -> FolderOptions:
+    """The options of image-folder, or ``ValueError`` naming the bad one (also the registry's
+    ``check_options``)."""
+    options = check_option_names("image-folder", options, ("path", "size", "resize", "crop"))
     path = options.get("path")
     if not path or not isinstance(path, (str, os.PathLike)):
         raise ValueError("dataset 'image-folder' needs the option `path` (a folder of images)")
-    return str(path), _parse_size(options.get("size"))
+    resize = options.get("resize")
+    if resize is not None and (isinstance(resize, bool) or not isinstance(resize, int)
+                               or not 0 < resize <= MAX_SIZE):
+        raise ValueError(f"image-folder: `resize` (the shorter side) must be a positive int of at "
+                         f"most {MAX_SIZE}, got {resize!r}")
+    size = _parse_size(options.get("size"))
+    if size is not None and resize is not None:
+        raise ValueError("image-folder: give `size` (exact height and width) or `resize` (the "
+                         "shorter side), not both")
+    return FolderOptions(str(path), size, resize, _parse_size(options.get("crop"), "crop"))
 
 
 @datasets.register(
@@ -332,16 +368,18 @@ def folder_options(options: Mapping[str, Any]) -> tuple[str, tuple[int, int] | N
 def image_folder(request: DataRequest) -> ImageSet:
     """A folder of images (LSUN classroom, ImageNet-, …), RGB, labels = sorted class folders.
 
-    Options: ``path`` (required; relative paths are resolved against ``request.root``) and
+    Options: ``path`` (required; relative paths are resolved against ``request.root``),
     ``size`` (an int or ``[height, width]``) to resize every image with the same antialiased
-    bilinear resize as :func:`oodbench.data.transforms.to_shape`. Layout: ``path/<class>/<image>``
+    bilinear resize as :func:`oodbench.data.transforms.to_shape`, or ``resize`` (shorter side,
+    aspect kept) with ``crop`` (centre crop, int or ``[height, width]``): ``resize: 256, crop:
+    224`` is ImageNet evaluation. Layout: ``path/<class>/<image>``
     as torchvision's ``ImageFolder`` reads it (labels are class indices in sorted folder order),
     or a flat folder of images (one class, label 0). Images are converted to RGB; without ``size``
     all images must have the same height and width. ``split`` and ``download`` are ignored.
     """
     name = "image-folder"
-    folder, size = folder_options(request.options)
-    path = Path(os.path.expanduser(folder))
+    opts = folder_options(request.options)
+    path = Path(os.path.expanduser(opts.path))
     if not path.is_absolute():
         path = Path(request.root).expanduser() / path
     samples, _classes = open_torchvision(
@@ -354,12 +392,13 @@ def image_folder(request: DataRequest) -> ImageSet:
         f"data root), or {FIX_ROOT}",
     )
     samples = take(samples, subsample_indices(len(samples), request.n, request.seed))
-    images = [_read_image(file, size) for file, _ in samples]
+    images = [_read_image(file, opts) for file, _ in samples]
     shapes = {tuple(img.shape) for img in images}
     if len(shapes) > 1:
         raise ValueError(
             f"dataset 'image-folder': images in {path} have different sizes "
-            f"({', '.join(f'{h}×{w}' for _, h, w in sorted(shapes)[:4])}…); set the option `size`"
+            f"({', '.join(f'{h}×{w}' for _, h, w in sorted(shapes)[:4])}…); set the option `size`, "
+            "or `resize` and `crop`"
         )
     labels = torch.tensor([label for _, label in samples], dtype=torch.int64)
     return ImageSet(name, torch.stack(images).contiguous(), labels)

@@ -6,7 +6,8 @@ Every network returns logits and expects inputs in [0, 1] *after* the normalisat
 ``load_model`` puts in front of it; none normalises internally.
 """
 
-from oodbench.models.architectures import digits_net, lenet, resnet, wide_resnet  # noqa: F401
+from oodbench.models.architectures import (digits_net, imagenet_resnet, lenet, resnet,  # noqa: F401
+                                          wide_resnet)
 from oodbench.models.architectures._meta import ArchInfo
 
 __all__ = ["ArchInfo"]
