@@ -386,6 +386,10 @@ class ResultStore:
     def __init__(self, path: str | Path, *, readonly: bool = False):
         self.path = Path(path)
         self.readonly = readonly
+        # Shards read and checksummed once per open store: a run plans from them, the driver
+        # decides re-attacks from them and the scorer scores them, without reading them thrice.
+        # Writes and deletions through this object drop their entries; arrays are read-only.
+        self._verified: dict[tuple[str, int, int], dict[str, np.ndarray]] = {}
         if readonly:
             _refuse_v1(self.path)
         else:
@@ -430,6 +434,7 @@ class ResultStore:
         """Store one shard of a recorded job atomically (all its arrays or none), replacing a
         stored shard of the same points. A full disk or a lock is a :class:`StoreError` that
         leaves every stored shard as it was."""
+        self._verified.pop((job_hash, start, stop), None)
         with self._transaction() as db:
             db.execute("DELETE FROM shards WHERE job_hash=? AND start=? AND stop=?",
                        (job_hash, start, stop))
@@ -453,6 +458,7 @@ class ResultStore:
         """Store a whole job as one shard (its points: ``n_points``, or the logits' rows)."""
         if n_points is None:
             n_points = _points_of(arrays)
+        self._verified = {k: v for k, v in self._verified.items() if k[0] != job_hash}
         with self._transaction() as db:
             db.execute("DELETE FROM jobs WHERE hash=?", (job_hash,))
             db.execute("DELETE FROM arrays WHERE job_hash=?", (job_hash,))
@@ -515,6 +521,9 @@ class ResultStore:
     def get_shard(self, job_hash: str, start: int, stop: int) -> Optional[dict[str, np.ndarray]]:
         """The arrays of a stored shard, or None if absent or corrupt (then it is reported and,
         unless the store is read-only, deleted so that the next run recomputes it)."""
+        cached = self._verified.get((job_hash, start, stop))
+        if cached is not None:
+            return dict(cached)
         if not self._rows("SELECT 1 FROM shards WHERE job_hash=? AND start=? AND stop=?",
                           (job_hash, start, stop)):
             return None
@@ -530,7 +539,10 @@ class ResultStore:
                     db.execute("DELETE FROM arrays WHERE job_hash=? AND start=? AND stop=?",
                                (job_hash, start, stop))
             return None
-        return arrays
+        for arr in arrays.values():
+            arr.flags.writeable = False  # shared by every reader of this store object
+        self._verified[(job_hash, start, stop)] = arrays
+        return dict(arrays)
 
     def covering_shards(self, job_hash: str) -> tuple[list[StoredShard], list[tuple[int, int]]]:
         """Stored shards that tile the job's points without overlap, and the gaps between them.

@@ -16,7 +16,7 @@ Guarantees (each one tested):
   respect to the input are taken);
 - a point's result depends only on the point, its global index, the seed and the config: its
   random starts come from its own stream (:func:`point_generators`) and the model is always
-  called on chunks of :data:`FORWARD_ROWS` rows, so batch size, sharding and which other points
+  called on chunks of :data:`~oodbench.models.fixed_rows.FORWARD_ROWS` rows, so batch size, sharding and which other points
   stopped early do not change it (on one device and software stack);
 - a point whose ``select="confidence"`` score reaches its ceiling (0.0 = log 1, reached only
   where every other class's exp(z_j - z_k) underflows in float64) is finished: no iterate can
@@ -43,6 +43,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from oodbench.attacks.threats import ThreatModel
+from oodbench.models.fixed_rows import FORWARD_ROWS, padded
 from oodbench.registry import objectives
 from oodbench.scores import MSP_CEILING, msp_score, stop_threshold
 
@@ -132,13 +133,6 @@ def _score_fn(config: AttackConfig, objective: Callable) -> Callable:
     return objective
 
 
-FORWARD_ROWS = 128
-"""Rows of every model call the engine makes (the last chunk is padded). Matrix-multiply and
-convolution kernels pick their blocking, and so their rounding, by the number of rows, so a
-point's logits would otherwise depend on how many points share its batch: with one fixed shape
-they depend only on the point, whatever the batch size, sharding or early stop."""
-
-
 class _Evaluator:
     """Forward (+ input gradient) of the model in fixed-shape chunks, counting gradient
     evaluations."""
@@ -149,11 +143,7 @@ class _Evaluator:
         self.on_progress = on_progress
 
     def _chunk(self, x: torch.Tensor, target: Optional[torch.Tensor], grad: bool):
-        n = len(x)
-        if n < self.rows:  # pad with copies of the first row; their outputs are dropped
-            x = torch.cat([x, x[:1].expand(self.rows - n, *x.shape[1:])])
-            if target is not None:
-                target = torch.cat([target, target[:1].expand(self.rows - n)])
+        x, target, n = padded(x, target, self.rows)  # outputs of the padding are dropped
         if not grad:
             with torch.no_grad():
                 logits = self.model(x)

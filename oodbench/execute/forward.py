@@ -9,6 +9,7 @@ import torch
 from torch import nn
 
 from oodbench.devices import resolve_device  # noqa: F401  (re-exported: one device rule)
+from oodbench.models.fixed_rows import chunks as fixed_chunks
 
 
 @torch.inference_mode()
@@ -20,27 +21,20 @@ def forward_logits(model: nn.Module, images: torch.Tensor, *, batch_size: int = 
     told the size of every finished batch (progress bars); ``check`` sees each batch's output
     first (the output contract, :mod:`oodbench.models.output_check`).
 
-    The model is called on chunks of exactly :data:`~oodbench.attacks.engine.FORWARD_ROWS` rows
-    (the last one padded), as the attack engine does: kernels round differently for different
-    row counts, and a point's logits must not depend on its batch or shard."""
-    from oodbench.attacks.engine import FORWARD_ROWS
-
+    The model is called on :func:`oodbench.models.fixed_rows.chunks` of one fixed shape, as
+    the attack engine does, so a point's logits do not depend on its batch or shard."""
     device = torch.device(device)
     model = model.to(device).eval()
-    chunks = []
+    outputs = []
     for start in range(0, len(images), batch_size):
         batch = images[start:start + batch_size].to(device, non_blocking=True)
-        for i in range(0, len(batch), FORWARD_ROWS):
-            part = batch[i:i + FORWARD_ROWS]
-            n = len(part)
-            if n < FORWARD_ROWS:  # copies of the first row; their outputs are dropped
-                part = torch.cat([part, part[:1].expand(FORWARD_ROWS - n, *part.shape[1:])])
+        for part, n in fixed_chunks(batch):
             out = model(part)
             if check is not None:  # on the rows that are points, not on the padding
                 check(out[:n] if getattr(out, "ndim", 0) >= 1 else out)
-            chunks.append(out[:n].float().cpu())
+            outputs.append(out[:n].float().cpu())
         if on_batch is not None:
             on_batch(len(batch))
-    if not chunks:
+    if not outputs:
         raise ValueError(f"no images to evaluate ({desc or 'empty set'})")
-    return torch.cat(chunks).numpy()
+    return torch.cat(outputs).numpy()

@@ -102,9 +102,6 @@ class Plan:
     def remaining_cost(self) -> Cost:
         return sum((j.remaining_cost for j in self.jobs), Cost())
 
-    def job(self, key: str) -> Job:
-        return next(j for j in self.jobs if j.key == key)
-
     def rows(self) -> list[dict[str, Any]]:
         """The job table ``oodbench plan`` prints: one dict per job."""
         out = []

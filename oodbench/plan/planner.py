@@ -103,7 +103,7 @@ def make_plan(suite: Suite, store: ResultStore, data: SuiteData, *,
     for model_index, spec in enumerate(suite.models):
         fingerprint = model_fingerprint(spec, suite.base_dir)
         clean_key = canonical_hash(job_config(suite, fingerprint, JobKind.CLEAN, None))
-        clean_stored = store.get_job(clean_key) if store.has_job(clean_key) else None
+        clean_stored = store.get_job(clean_key)
         jobs.append(Job(clean_key, JobKind.CLEAN, spec.name, suite.in_distribution.label,
                         job_config(suite, fingerprint, JobKind.CLEAN, None), n_in,
                         _shards(store, clean_key, n_in, size, True), Cost(forward=n_in), model_index))

@@ -20,6 +20,7 @@ from oodbench.attacks.base import Attack, AttackSpec
 from oodbench.metrics import settled_above
 from oodbench.scores import msp_score
 from oodbench.score import ArrayKey
+from oodbench.score.arrays import ADDITIVE
 
 
 def needed_threshold(attack: Attack, spec: AttackSpec, metrics: Sequence[str],
@@ -55,8 +56,6 @@ def points_to_reattack(arrays: Mapping[str, np.ndarray], stored: Optional[float]
 def merge_reattacked(stored: Mapping[str, np.ndarray], positions: np.ndarray,
                      fresh: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
     """The shard's arrays with the re-attacked points' rows replaced; totals add up."""
-    from oodbench.score.arrays import ADDITIVE
-
     out = {k: np.array(v, copy=True) for k, v in stored.items()}
     for key, value in fresh.items():
         if key in ADDITIVE:
