@@ -161,7 +161,8 @@ def validate(suite_file: Path) -> None:
 @main.command("list")
 @click.argument("family", required=False)
 def list_(family: Optional[str]) -> None:
-    """List registered components of FAMILY (architectures, models, datasets, metrics)."""
+    """List registered components of FAMILY (architectures, models, datasets, metrics,
+    detectors, attacks, …)."""
     from oodbench.registry import FAMILIES, UnknownNameError
 
     if family is None:
@@ -173,7 +174,8 @@ def list_(family: Optional[str]) -> None:
     reg = FAMILIES[family]
     width = max((len(n) for n in reg.names()), default=0)
     for entry in reg:
-        click.echo(f"{entry.name:<{width}}  {entry.doc}")
+        describe = getattr(entry.load(), "describe", None) if family == "detectors" else None
+        click.echo(f"{entry.name:<{width}}  {describe() if describe else entry.doc}")
 
 
 @main.command()

@@ -620,6 +620,11 @@ class MetricInput:
     in_labels: np.ndarray
     out_logits: np.ndarray | None = None
     seed: int = 0
+    #: A detector's scores of the in-distribution / OOD points (one per row of the logits);
+    #: None: the msp score of the logits. The rank metrics order these; MMC and ECE still
+    #: average the classifier's confidence.
+    in_scores: np.ndarray | None = None
+    out_scores: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         z = _check_logits(self.in_logits, "in_logits")
@@ -632,6 +637,14 @@ class MetricInput:
                     f"out_logits has {zo.shape[1]} classes but in_logits has {z.shape[1]}"
                 )
             object.__setattr__(self, "out_logits", zo)
+        for name, logits in (("in_scores", z), ("out_scores", self.out_logits)):
+            given = getattr(self, name)
+            if given is None:
+                continue
+            (checked,) = _check_scores(**{name: given}, allow_empty=(name,))
+            if logits is None or checked.shape[0] != logits.shape[0]:
+                raise ValueError(f"{name} needs one score per row of the logits")
+            object.__setattr__(self, name, checked)
 
     @cached_property
     def in_conf(self) -> np.ndarray:
@@ -647,15 +660,15 @@ class MetricInput:
 
     @cached_property
     def in_score(self) -> np.ndarray:
-        """:func:`msp_score` (float64 log-confidence) on the in-distribution set."""
-        return msp_score(self.in_logits)
+        """The detector's score on the in-distribution set (default :func:`msp_score`)."""
+        return msp_score(self.in_logits) if self.in_scores is None else self.in_scores
 
     @cached_property
     def out_score(self) -> np.ndarray:
-        """:func:`msp_score` on the OOD probe (ValueError if there is none)."""
+        """The detector's score on the OOD probe (ValueError if there is none)."""
         if self.out_logits is None:
             raise ValueError("this metric needs out_logits (an OOD probe), but it is None")
-        return msp_score(self.out_logits)
+        return msp_score(self.out_logits) if self.out_scores is None else self.out_scores
 
     @cached_property
     def in_correct(self) -> np.ndarray:
@@ -683,6 +696,9 @@ class Metric:
     acceptance threshold; MMC: where the float64 confidence is exactly 1.0). Attacks stop on
     such points without changing the metric. ``None`` for metrics that need the scores as they
     are: AUPR-out depends on ties *among* OOD points at any level (see its docstring)."""
+    settles_by_confidence: bool = False
+    """The rule's level is a confidence, not a rank (MMC): exact only when the detector's score
+    is the msp score; with any other detector the attack must run in full for this metric."""
 
     def __post_init__(self) -> None:
         if self.scope not in SCOPES:
@@ -695,13 +711,13 @@ class Metric:
 
 
 def _register(name: str, *, scope: str, higher_is_better: bool,
-              settled_above: Optional[Callable[[np.ndarray], float]] = None
-              ) -> Callable[[Callable], Callable]:
+              settled_above: Optional[Callable[[np.ndarray], float]] = None,
+              settles_by_confidence: bool = False) -> Callable[[Callable], Callable]:
     """Register ``fn(MetricInput) -> float`` as a :class:`Metric`; its docstring is the doc."""
 
     def decorator(fn: Callable[[MetricInput], float]) -> Callable[[MetricInput], float]:
         doc = " ".join((fn.__doc__ or "").split())
-        metric = Metric(name, fn, scope, higher_is_better, doc, settled_above)
+        metric = Metric(name, fn, scope, higher_is_better, doc, settled_above, settles_by_confidence)
         first = (fn.__doc__ or "").strip().splitlines()[0] if fn.__doc__ else ""
         metric_registry.add(name, metric, doc=first, scope=scope, higher_is_better=higher_is_better)
         return fn
@@ -767,7 +783,8 @@ def _ece_ts_metric(inp: MetricInput) -> float:
     return expected_calibration_error(conf, inp.in_correct[eval_idx])
 
 
-@_register("mmc", scope="both", higher_is_better=False, settled_above=_confidence_is_one)
+@_register("mmc", scope="both", higher_is_better=False, settled_above=_confidence_is_one,
+           settles_by_confidence=True)
 def _mmc_metric(inp: MetricInput) -> float:
     """Mean max confidence: of the in-distribution set on its row, of the probe on a probe row.
 
@@ -808,8 +825,25 @@ def _aupr_out_metric(inp: MetricInput) -> float:
 
 @_register("fpr95", scope="probe", higher_is_better=False, settled_above=_accepted_at_tpr95)
 def _fpr95_metric(inp: MetricInput) -> float:
-    """Share of probe samples accepted at the threshold keeping 95% of in-distribution samples."""
+    """Share of probe samples accepted at the threshold keeping 95% of in-distribution samples.
+
+    The convention of Hein et al. 2019, ODIN and the energy paper: in-distribution is the
+    positive class. OpenOOD and pytorch-ood report the mirror image: ``fpr95-ood``.
+    """
     return fpr_at_tpr(inp.in_score, inp.out_score, tpr=0.95)
+
+
+@_register("fpr95-ood", scope="probe", higher_is_better=False)
+def _fpr95_ood_metric(inp: MetricInput) -> float:
+    """Share of in-distribution samples flagged as OOD at the threshold detecting 95% of the probe.
+
+    The convention of OpenOOD v1.5 and pytorch-ood's ``OODMetrics`` ("FPR95TPR"): the OOD set
+    is the positive class, flagged when its score is at most the threshold. It is
+    :func:`fpr_at_tpr` with the roles swapped and the scores negated, so ties with the
+    threshold count against the detector here too. No early stop: the threshold is a quantile
+    of the OOD scores themselves, which an attack moves.
+    """
+    return fpr_at_tpr(-inp.out_score, -inp.in_score, tpr=0.95)
 
 
 _ROW_SCOPES = {"in": ("in", "both"), "probe": ("probe", "both")}
@@ -863,14 +897,18 @@ def _probe_row_metrics(names: Sequence[str]) -> list[Any]:
     return [m for m in metrics if m.scope in _ROW_SCOPES["probe"]]
 
 
-def early_stop_is_exact(names: Sequence[str]) -> bool:
+def early_stop_is_exact(names: Sequence[str], *, msp: bool = True) -> bool:
     """Whether an attack may stop on settled OOD points without changing any of these metrics:
-    true when every probe-row metric asked declares ``settled_above`` (AUPR-out does not)."""
-    return all(getattr(m, "settled_above", None) is not None for m in _probe_row_metrics(names))
+    true when every probe-row metric asked declares ``settled_above`` (AUPR-out does not) in the
+    detector's score units (``msp=False``: MMC's confidence rule does not count)."""
+    return all(getattr(m, "settled_above", None) is not None
+               and (msp or not getattr(m, "settles_by_confidence", False))
+               for m in _probe_row_metrics(names))
 
 
-def settled_above(names: Sequence[str], score_in: np.ndarray) -> Optional[float]:
-    """The score (:func:`msp_score` units) above which an OOD point can no longer change any of
+def settled_above(names: Sequence[str], score_in: np.ndarray, *, msp: bool = True) -> Optional[float]:
+    """The score (the detector's units; ``msp``: whether that is :func:`msp_score`, the default)
+    above which an OOD point can no longer change any of
     the named metrics (the largest of their own ``settled_above`` values: a rule exact above L
     is exact above any higher level), or ``None`` when one of them needs the full attack.
     Metrics of the in-distribution row do not constrain it.
@@ -881,7 +919,7 @@ def settled_above(names: Sequence[str], score_in: np.ndarray) -> Optional[float]
     >>> settled_above(["auroc", "aupr-out"], score_in) is None
     True
     """
-    if not early_stop_is_exact(names):
+    if not early_stop_is_exact(names, msp=msp):
         return None
     rules = [m.settled_above for m in _probe_row_metrics(names)]
     if not rules:

@@ -122,6 +122,7 @@ BUILTIN_MODULES = (
     "oodbench.data",
     "oodbench.metrics",
     "oodbench.attacks",
+    "oodbench.detectors",
     "oodbench.train.methods",
     "oodbench.execute.local",
 )
@@ -153,8 +154,9 @@ objectives: Registry[Callable[..., Any]] = Registry("objectives")
 attacks: Registry[Any] = Registry("attacks")
 trainers: Registry[Any] = Registry("trainers")
 executors: Registry[Any] = Registry("executors")
+detectors: Registry[Any] = Registry("detectors")
 
 FAMILIES: dict[str, Registry[Any]] = {
     r.family: r for r in (architectures, models, datasets, metrics, objectives, attacks, trainers,
-                          executors)
+                          executors, detectors)
 }

@@ -19,6 +19,7 @@ class ArrayKey(str, Enum):
 
     LOGITS = "logits"                  # (N, K) float32: the model's outputs on the (attacked) points
     LABELS = "labels"                  # (N,) int64: true labels, where the points have them
+    FEATURES = "features"              # (N, D) float32: penultimate features (feature detectors)
     MASK = "mask"                      # (N,) bool: which points count on an OOD row
     STOPPED_EARLY = "stopped_early"    # (N,) bool: attack finished before its full budget
     GRADIENT_EVALUATIONS = "gradient_evaluations"  # () int: work an attack did (additive)

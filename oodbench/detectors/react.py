@@ -1,0 +1,47 @@
+"""ReAct (Sun, Guo, Li, NeurIPS 2021): clip the penultimate activations, then score the energy.
+
+The clip level is the ``percentile`` of every activation of the in-distribution training
+features (the paper's 90th); the fit also stores the classifier's last layer, so a row is
+re-scored from stored features without the model. The clip's gradient is zero above the level,
+which is the score's own gradient (exact), though it hides those units from a gradient attack.
+"""
+
+from __future__ import annotations
+
+from typing import Mapping
+
+import numpy as np
+import torch
+from pydantic import Field
+
+from oodbench.detectors.base import Detector, FitData, Need, Outputs, Params
+from oodbench.registry import detectors
+
+
+class ReActParams(Params):
+    percentile: float = Field(90.0, gt=0, le=100, description="clip level: this percentile of "
+                              "the training activations")
+    temperature: float = Field(1.0, gt=0, le=1e6, description="T of the energy score")
+
+
+@detectors.register("react")
+class ReAct(Detector):
+    """Energy of the logits recomputed from clipped penultimate features (Sun et al. 2021; p 90)."""
+
+    name = "react"
+    needs = frozenset({Need.LOGITS, Need.FEATURES, Need.FIT})
+    paper = "Sun, Guo, Li: ReAct: Out-of-distribution Detection With Rectified Activations, NeurIPS 2021"
+    Params = ReActParams
+
+    def fit(self, data: FitData) -> dict[str, np.ndarray]:
+        assert data.features is not None and data.head_weight is not None and data.head_bias is not None
+        level = np.percentile(data.features.ravel(), self.params.percentile)
+        return {"clip": np.asarray(level, dtype=np.float64), "weight": data.head_weight,
+                "bias": data.head_bias}
+
+    def score(self, out: Outputs, fit: Mapping[str, torch.Tensor]) -> torch.Tensor:
+        assert out.features is not None
+        f = out.features.to(fit["weight"].dtype).clamp(max=fit["clip"])
+        logits = f @ fit["weight"].T + fit["bias"]
+        t = self.params.temperature
+        return t * torch.logsumexp(logits / t, dim=1)
