@@ -33,7 +33,7 @@ Guarantees (each one tested):
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable, Literal, Optional, Sequence
+from typing import Callable, Literal, Optional, Protocol, Sequence
 
 import numpy as np
 import torch
@@ -43,6 +43,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from oodbench.attacks.threats import ThreatModel
+from oodbench.detectors.base import Outputs
 from oodbench.models.fixed_rows import FORWARD_ROWS, padded
 from oodbench.registry import objectives
 from oodbench.scores import MSP_CEILING, msp_score, stop_threshold
@@ -90,6 +91,7 @@ class AttackResult:
     score: torch.Tensor
     gradient_evaluations: int
     stopped_early: torch.Tensor
+    features: Optional[torch.Tensor] = None  # when the head reads penultimate features
 
     @property
     def confidence(self) -> torch.Tensor:
@@ -100,13 +102,16 @@ class _Best:
     """Tracks, per point of a batch, the best iterate seen so far by the ``select`` score, and
     which points are finished: no further iterate can change what is reported for them."""
 
-    def __init__(self, x: torch.Tensor, logits: torch.Tensor, score: torch.Tensor,
-                 stop_above: Optional[float], ceiling: Optional[float]):
-        self.x, self.logits, self.score = x.clone(), logits.clone(), score.clone()
+    def __init__(self, x: torch.Tensor, out: Outputs, score: torch.Tensor,
+                 stop_above: Optional[float], head: "Head", use_ceiling: bool):
+        self.x, self.score = x.clone(), score.clone()
+        self.logits = out.logits.clone()
+        self.features = None if out.features is None else out.features.clone()
         # One threshold on the device: a score at its ceiling can never be beaten strictly (the
-        # reported point is final whatever the metrics), and one above stop_threshold(level) is
-        # above the level also as the metrics compute it from the stored logits.
-        bounds = [b for b in (ceiling, None if stop_above is None else stop_threshold(stop_above))
+        # reported point is final whatever the metrics), and one above the head's stop
+        # threshold for the level is above the level also as the metrics compute it.
+        ceiling = head.ceiling if use_ceiling else None
+        bounds = [b for b in (ceiling, None if stop_above is None else head.stop_threshold(stop_above))
                   if b is not None]
         self.threshold = min(bounds) if bounds else None
         self.done = self._finished(self.score)
@@ -116,44 +121,84 @@ class _Best:
             return torch.zeros(len(score), dtype=torch.bool, device=score.device)
         return score >= self.threshold
 
-    def consider(self, idx: torch.Tensor, x: torch.Tensor, logits: torch.Tensor,
+    def consider(self, idx: torch.Tensor, x: torch.Tensor, out: Outputs,
                  score: torch.Tensor) -> torch.Tensor:
         """Keep candidates that beat the current best; return which of ``idx`` are now done."""
         better = score > self.score[idx]
         if better.any():
             sel = idx[better]
-            self.x[sel], self.logits[sel], self.score[sel] = x[better], logits[better], score[better]
+            self.x[sel], self.logits[sel], self.score[sel] = x[better], out.logits[better], score[better]
+            if self.features is not None and out.features is not None:
+                self.features[sel] = out.features[better]
             self.done[sel] = self._finished(score[better])
         return self.done[idx]
 
 
-def _score_fn(config: AttackConfig, objective: Callable) -> Callable:
-    if config.select == "confidence":
-        return lambda logits, target: msp_score(logits)
-    return objective
+class Head(Protocol):
+    """What the engine optimises and how it judges iterates: the model call, the objective it
+    ascends (differentiable), the score that picks each point's best iterate and stops it, and
+    that score's ceiling and stop margin. The default reads logits only
+    (:class:`LogitsHead`); a detector's head (:mod:`oodbench.detectors.attack`) ascends the
+    detector's own score."""
+
+    ceiling: Optional[float]
+
+    def forward(self, model: nn.Module, x: torch.Tensor) -> Outputs: ...
+
+    def objective(self, out: Outputs, target: Optional[torch.Tensor]) -> torch.Tensor: ...
+
+    def select(self, out: Outputs, target: Optional[torch.Tensor]) -> torch.Tensor: ...
+
+    def stop_threshold(self, level: float) -> float: ...
+
+
+class LogitsHead:
+    """A registered objective of the logits; iterates are chosen by it or, for OOD attacks, by
+    :func:`~oodbench.scores.msp_score` (the msp detector's score), whose ceiling is 0."""
+
+    def __init__(self, config: AttackConfig):
+        self._objective = objectives.get(config.objective)
+        self._by_confidence = config.select == "confidence"
+        self.ceiling = MSP_CEILING if self._by_confidence else None
+
+    def forward(self, model: nn.Module, x: torch.Tensor) -> Outputs:
+        return Outputs(model(x))
+
+    def objective(self, out: Outputs, target: Optional[torch.Tensor]) -> torch.Tensor:
+        return self._objective(out.logits, target)
+
+    def select(self, out: Outputs, target: Optional[torch.Tensor]) -> torch.Tensor:
+        return msp_score(out.logits) if self._by_confidence else self._objective(out.logits, target)
+
+    def stop_threshold(self, level: float) -> float:
+        return stop_threshold(level)
+
+
+def _cat(parts: Sequence[Optional[torch.Tensor]]) -> Optional[torch.Tensor]:
+    return None if parts[0] is None else torch.cat(parts)  # type: ignore[arg-type]
 
 
 class _Evaluator:
     """Forward (+ input gradient) of the model in fixed-shape chunks, counting gradient
     evaluations."""
 
-    def __init__(self, model: nn.Module, objective: Callable, rows: int = FORWARD_ROWS,
+    def __init__(self, model: nn.Module, head: Head, rows: int = FORWARD_ROWS,
                  on_progress: Optional[Callable[[int], None]] = None):
-        self.model, self.objective, self.rows, self.grad_evals = model, objective, rows, 0
+        self.model, self.head, self.rows, self.grad_evals = model, head, rows, 0
         self.on_progress = on_progress
 
     def _chunk(self, x: torch.Tensor, target: Optional[torch.Tensor], grad: bool):
         x, target, n = padded(x, target, self.rows)  # outputs of the padding are dropped
         if not grad:
             with torch.no_grad():
-                logits = self.model(x)
-                return logits[:n], self.objective(logits, target)[:n], None
+                out = self.head.forward(self.model, x)
+                return _rows(out, n), self.head.objective(out, target)[:n], None
         x = x.detach().requires_grad_(True)
         with torch.enable_grad():
-            logits = self.model(x)
-            obj = self.objective(logits, target)
+            out = self.head.forward(self.model, x)
+            obj = self.head.objective(out, target)
             (g,) = torch.autograd.grad(obj.sum(), x)  # per-row objectives: row i's gradient
-        return logits.detach()[:n], obj.detach()[:n], g[:n]
+        return _rows(out, n), obj.detach()[:n], g[:n]
 
     def __call__(self, x: torch.Tensor, target: Optional[torch.Tensor], *, grad: bool):
         parts = [self._chunk(x[i:i + self.rows], None if target is None else target[i:i + self.rows],
@@ -164,15 +209,21 @@ class _Evaluator:
                 self.on_progress(len(x))
         if len(parts) == 1:
             return parts[0]
-        logits, obj, g = zip(*parts)
-        return torch.cat(logits), torch.cat(obj), None if not grad else torch.cat(g)
+        outs, obj, g = zip(*parts)
+        out = Outputs(torch.cat([o.logits for o in outs]), _cat([o.features for o in outs]))
+        return out, torch.cat(obj), None if not grad else torch.cat(g)
+
+
+def _rows(out: Outputs, n: int) -> Outputs:
+    return Outputs(out.logits.detach()[:n],
+                   None if out.features is None else out.features.detach()[:n])
 
 
 def _take(t: Optional[torch.Tensor], keep: torch.Tensor) -> Optional[torch.Tensor]:
     return None if t is None else t[keep]
 
 
-def _pgd(f: _Evaluator, best: _Best, score: Callable, x: torch.Tensor, target: Optional[torch.Tensor],
+def _pgd(f: _Evaluator, best: _Best, score: Callable[..., torch.Tensor], x: torch.Tensor, target: Optional[torch.Tensor],
          idx: torch.Tensor, start: torch.Tensor, cfg: AttackConfig) -> None:
     """Projected gradient ascent with a fixed step (sign step for Linf, normalised for L2).
 
@@ -184,8 +235,8 @@ def _pgd(f: _Evaluator, best: _Best, score: Callable, x: torch.Tensor, target: O
     velocity: Optional[torch.Tensor] = None
     for it in range(cfg.steps + 1):
         last = it == cfg.steps
-        logits, obj, grad = f(xk, tk, grad=not last)
-        done = best.consider(idx, xk, logits, score(logits, tk))
+        out, obj, grad = f(xk, tk, grad=not last)
+        done = best.consider(idx, xk, out, score(out, tk))
         if last:
             break
         keep = ~done
@@ -201,7 +252,7 @@ def _pgd(f: _Evaluator, best: _Best, score: Callable, x: torch.Tensor, target: O
         xk = threat.project(xk + threat.steepest_step(grad, step, xk), x0)
 
 
-def _apgd(f: _Evaluator, best: _Best, score: Callable, x: torch.Tensor, target: Optional[torch.Tensor],
+def _apgd(f: _Evaluator, best: _Best, score: Callable[..., torch.Tensor], x: torch.Tensor, target: Optional[torch.Tensor],
           idx: torch.Tensor, start: torch.Tensor, cfg: AttackConfig) -> None:
     """APGD (Croce & Hein, 2020): step-size free; the step halves at checkpoints where the
     objective oscillates or stalls, and the iterate restarts from the best point; momentum 0.75."""
@@ -212,8 +263,8 @@ def _apgd(f: _Evaluator, best: _Best, score: Callable, x: torch.Tensor, target: 
 
     x0, tk = x[idx], _take(target, idx)
     xk = start
-    logits, obj, grad = f(xk, tk, grad=True)
-    best.consider(idx, xk, logits, score(logits, tk))
+    out, obj, grad = f(xk, tk, grad=True)
+    best.consider(idx, xk, out, score(out, tk))
     eta = torch.full((len(idx),), 2.0 * threat.eps, device=x.device)
     x_best, loss_best, grad_best = xk.clone(), obj.clone(), grad.clone()
     x_prev = xk.clone()
@@ -228,8 +279,8 @@ def _apgd(f: _Evaluator, best: _Best, score: Callable, x: torch.Tensor, target: 
         x_new = threat.project(xk + momentum * (z - xk) + (1 - momentum) * (xk - x_prev), x0)
         x_prev, xk = xk, x_new
         last = i == n - 1
-        logits, obj, g = f(xk, tk, grad=not last)
-        done = best.consider(idx, xk, logits, score(logits, tk))
+        out, obj, g = f(xk, tk, grad=not last)
+        done = best.consider(idx, xk, out, score(out, tk))
         if last:
             break
         grad = g
@@ -281,8 +332,14 @@ def run_attack(model: nn.Module, x: torch.Tensor, config: AttackConfig, *,
                batch_size: int = 256, device: str | torch.device = "cpu", seed: int = 0,
                progress: bool = False, desc: str = "attack", full_budget: bool = False,
                indices: Optional[torch.Tensor] = None,
-               on_progress: Optional[Callable[[int], None]] = None) -> AttackResult:
+               on_progress: Optional[Callable[[int], None]] = None,
+               head: Optional[Head] = None) -> AttackResult:
     """Attack every point of ``x`` (N, C, H, W in [0, 1]); return the best iterates.
+
+    ``head``: what is ascended and what judges iterates (default :class:`LogitsHead` of
+    ``config``: its objective, and msp_score for ``select="confidence"``); a detector's head
+    (:func:`oodbench.detectors.attack.detector_head`) attacks that detector's own score, and
+    ``config.objective`` is then not used.
 
     ``indices``: the global index of each row of ``x`` in the data set being attacked (default
     ``arange(N)``); with ``seed`` it determines each point's random starts
@@ -295,14 +352,14 @@ def run_attack(model: nn.Module, x: torch.Tensor, config: AttackConfig, *,
     and to measure the saving.
     ``on_progress`` is told the number of gradient evaluations after each one (progress bars).
     """
-    if stop_above is not None and config.select != "confidence":
+    if stop_above is not None and head is None and config.select != "confidence":
         raise ValueError("stop_above needs select='confidence': the early stop is judged on the "
                          "confidence, so the reported iterate must be chosen by it too")
     device = torch.device(device)
     model = model.to(device).eval()
-    objective = objectives.get(config.objective)
-    score = _score_fn(config, objective)
-    f = _Evaluator(model, objective, on_progress=on_progress)
+    head = head if head is not None else LogitsHead(config)
+    score = head.select
+    f = _Evaluator(model, head, on_progress=on_progress)
     optimise = _OPTIMIZERS[config.optimizer]
     if indices is None:
         indices = torch.arange(len(x))
@@ -314,9 +371,9 @@ def run_attack(model: nn.Module, x: torch.Tensor, config: AttackConfig, *,
     for start in tqdm(range(0, len(x), batch_size), desc=desc, disable=not progress, leave=False):
         xb = x[start:start + batch_size].to(device)
         tb = None if target is None else target[start:start + batch_size].to(device)
-        logits, _, _ = f(xb, tb, grad=False)
-        best = _Best(xb, logits, score(logits, tb), None if full_budget else stop_above,
-                     MSP_CEILING if config.select == "confidence" and not full_budget else None)
+        out, _, _ = f(xb, tb, grad=False)
+        best = _Best(xb, out, score(out, tb), None if full_budget else stop_above, head,
+                     use_ceiling=not full_budget)
         stopped_before = best.done.clone()
         for restart in range(config.restarts):
             idx = (~best.done).nonzero().squeeze(1)
@@ -332,6 +389,8 @@ def run_attack(model: nn.Module, x: torch.Tensor, config: AttackConfig, *,
                 begin = xb[idx].clone()
             optimise(f, best, score, xb, tb, idx, begin, config)
         stopped = best.done | stopped_before
-        outs.append((best.x.cpu(), best.logits.float().cpu(), best.score.cpu(), stopped.cpu()))
-    x_adv, logits, scores, stopped = (torch.cat(t) for t in zip(*outs))
-    return AttackResult(x_adv, logits, scores, f.grad_evals, stopped)
+        outs.append((best.x.cpu(), best.logits.float().cpu(), best.score.cpu(), stopped.cpu(),
+                     None if best.features is None else best.features.float().cpu()))
+    x_adv, logits, scores, stopped = (torch.cat(t) for t in list(zip(*outs))[:4])
+    features = _cat([o[4] for o in outs])
+    return AttackResult(x_adv, logits, scores, f.grad_evals, stopped, features)

@@ -1,0 +1,57 @@
+"""The attack engine's head for a detector: ascend (or descend) the detector's own score.
+
+An adaptive attack on a detector must optimise what the detector computes, through everything it
+computes: ODIN's input step, the penultimate features, the fitted statistics. The head calls
+:meth:`Detector.forward` (so the features and ODIN's preprocessing are in the autograd graph),
+ascends ``sign · score`` in float64 and judges iterates by the same number, which is what the
+scorer later computes from the stored outputs. ``sign = -1`` lowers the score: the
+in-distribution side of the attack (ATD, AROS).
+"""
+
+from __future__ import annotations
+
+from typing import Mapping, Optional
+
+import numpy as np
+import torch
+from torch import nn
+
+from oodbench.detectors.base import Detector, Outputs
+
+
+class DetectorHead:
+    """:class:`oodbench.attacks.engine.Head` for ``detector`` fitted with ``fit`` (its fit job's
+    arrays), on ``device``."""
+
+    def __init__(self, detector: Detector, fit: Optional[Mapping[str, np.ndarray]],
+                 device: torch.device, *, sign: float = 1.0):
+        if sign not in (1.0, -1.0):
+            raise ValueError("sign must be +1 (raise the score) or -1 (lower it)")
+        self.detector, self.sign = detector, sign
+        self.fit = detector.fit_tensors(fit, device)
+        # a bounded score can be beaten no further at its maximum; lowering has no such point
+        self.ceiling = detector.ceiling if sign > 0 else None
+
+    def forward(self, model: nn.Module, x: torch.Tensor) -> Outputs:
+        return self.detector.forward(model, x)
+
+    def _score(self, out: Outputs) -> torch.Tensor:
+        as64 = Outputs(out.logits.double(), None if out.features is None else out.features.double())
+        return self.sign * self.detector.score(as64, self.fit)
+
+    def objective(self, out: Outputs, target: Optional[torch.Tensor]) -> torch.Tensor:
+        return self._score(out)
+
+    def select(self, out: Outputs, target: Optional[torch.Tensor]) -> torch.Tensor:
+        with torch.no_grad():
+            return self._score(out)
+
+    def stop_threshold(self, level: float) -> float:
+        if self.sign < 0:
+            raise ValueError("the early stop is defined for raising a score only")
+        return self.detector.stop_threshold(level)
+
+
+def detector_head(detector: Detector, fit: Optional[Mapping[str, np.ndarray]],
+                  device: torch.device, *, lower: bool = False) -> DetectorHead:
+    return DetectorHead(detector, fit, device, sign=-1.0 if lower else 1.0)
