@@ -137,12 +137,12 @@ def upgrade(results: Path) -> None:
     """Upgrade RESULTS, a results store of an older oodbench, in place (every job whose
     checksum holds is kept; the file is left as it is if it is already current)."""
     from oodbench.errors import MissingFileError
-    from oodbench.store import ResultStore, migrate_v1, storage_errors
+    from oodbench.store import ResultStore, migrate, storage_errors
 
     if not results.is_file():
         raise MissingFileError(f"{results}: no such results store")
     with storage_errors(results, "results store"):
-        migrated = migrate_v1(results)
+        migrated = migrate(results)
     ResultStore(results).close()  # checks what it is now
     click.echo(f"{results}: " + ("upgraded to the current schema" if migrated else "already current"))
 

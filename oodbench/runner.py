@@ -27,8 +27,9 @@ from oodbench.execute import (Executor, RunContext, RunProgress, SuiteData, Work
                               forward_logits, resolve_device)
 from oodbench.plan import JobKind, Plan, make_plan
 from oodbench.registry import executors
-from oodbench.score import ArrayKey, RowKind, row_of_job, score_row
-from oodbench.store import ResultStore
+from oodbench.score import ArrayKey, RowKind, score_row
+from oodbench.score.table import TableScorer
+from oodbench.store import DEFAULT_DETECTOR, ResultStore
 from oodbench.suite import DEFAULT_METRICS, Suite
 
 __all__ = ["RunResult", "evaluate", "environment", "format_table", "forward_logits", "plan_suite",
@@ -36,16 +37,24 @@ __all__ = ["RunResult", "evaluate", "environment", "format_table", "forward_logi
 
 
 
+def has_detector_axis(long: pd.DataFrame) -> bool:
+    """Whether a table needs a detector level: some row was scored by another detector than msp
+    (a msp-only table looks as it always did)."""
+    return "detector" in long.columns and bool((long["detector"] != DEFAULT_DETECTOR).any())
+
+
 def wide_table(long: pd.DataFrame, metric_order: Optional[Sequence[str]] = None) -> pd.DataFrame:
-    """models × probes rows, one column per metric, in the order the suite lists them."""
+    """models × (detectors ×) probes rows, one column per metric, in the order the suite lists
+    them; the detector level appears when a detector other than msp was asked."""
     if long.empty:
         return pd.DataFrame()
-    order_models = list(dict.fromkeys(long["model"]))
-    order_probes = list(dict.fromkeys(long["probe"]))
-    table = long.pivot_table(index=["model", "probe"], columns="metric", values="value",
+    levels = ["model", "detector", "probe"] if has_detector_axis(long) else ["model", "probe"]
+    if "detector" in long.columns and len(levels) == 2:
+        long = long.drop(columns="detector")
+    orders = [list(dict.fromkeys(long[level])) for level in levels]
+    table = long.pivot_table(index=levels, columns="metric", values="value",
                              aggfunc="first", dropna=False)
-    table = table.reindex(pd.MultiIndex.from_product([order_models, order_probes],
-                                                     names=["model", "probe"]))
+    table = table.reindex(pd.MultiIndex.from_product(orders, names=levels))
     order = list(metric_order or []) + list(dict.fromkeys(long["metric"]))
     cols = [m for m in dict.fromkeys(order) if m in table.columns]
     return table[cols].dropna(how="all")
@@ -146,25 +155,26 @@ def plan_suite(suite: Suite, *, data_root: Union[str, Path, None] = None,
         return make_plan(suite, store, ws.data, skip_missing=skip)
 
 
-def score_plan(plan: Plan, store: ResultStore, suite: Suite) -> list[tuple[str, str, str, float, str]]:
-    """Metric rows (model, row, metric, value, job key) of an executed plan, from the store."""
-    rows: list[tuple[str, str, str, float, str]] = []
-    clean: dict[str, dict] = {}
+def score_plan(plan: Plan, store: ResultStore, suite: Suite) -> list[tuple[Any, ...]]:
+    """Metric rows (model, detector, row, metric, value, job key, recipe) of an executed plan,
+    from the store: each :class:`~oodbench.plan.jobs.Row` scored by the one scorer."""
     spec = suite.in_distribution
     n_classes = num_classes(spec.dataset, spec.options) if spec.dataset else None
     for job in plan.jobs:
         arrays = store.get_job(job.key)
         if arrays is None:
             raise RuntimeError(f"{job.label}: job {job.key[:12]} is not complete in {store.path}")
-        if ArrayKey.LOGITS.value in arrays:  # a job stored before the output check existed
+        if job.kind is not JobKind.FIT and ArrayKey.LOGITS.value in arrays:
+            # a job stored before the output check existed
             check_outputs(arrays[ArrayKey.LOGITS.value], model=job.model, data=job.row,
                           n_classes=n_classes)
-        if job.kind is JobKind.CLEAN:
-            clean[job.model] = arrays
-        kind, attack = row_of_job(job.config)
-        values = score_row(kind, arrays, clean[job.model], suite.metrics, seed=suite.seed,
-                           attack=attack)
-        rows += [(job.model, job.row, metric, value, job.key) for metric, value in values.items()]
+    scorer = TableScorer(store, suite.metrics, suite.seed)
+    rows: list[tuple[Any, ...]] = []
+    for row in plan.rows:
+        values = scorer.score(kind=row.kind, points=row.points, reference=row.reference,
+                              detector=row.detector_spec, fit=row.fit, versus=row.versus)
+        rows += [(row.model, row.detector, row.label, metric, value, row.points, row.recipe())
+                 for metric, value in values.items()]
     return rows
 
 

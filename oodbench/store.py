@@ -32,7 +32,9 @@ Schema (version in ``meta.schema_version``):
 - ``arrays``: the per-sample arrays of a shard (``logits`` (n, K) float32, ``labels`` (n,) int64).
 - ``run_jobs``: which jobs a run used, under which model and probe name, and whether they came
   from the cache; unique per (run, job, model, probe).
-- ``metrics``: the metric values of a run, one row per (model, probe, metric), with the job.
+- ``metrics``: the metric values of a run, one row per (model, detector, probe, metric), with
+  the job of the row's points and the row's recipe (``recipe_json``: which jobs and which
+  detector score it), so ``verify`` recomputes every value from the store alone.
 """
 
 from __future__ import annotations
@@ -55,10 +57,11 @@ import pandas as pd
 from oodbench.errors import OodbenchError
 from oodbench.score.arrays import ADDITIVE, ArrayKey
 
-SCHEMA_VERSION = 2
-"""2: jobs stored as shards (``shards``, ``jobs.n_points``); checksums cover key, dtype and shape;
-``shards.array_keys``; ``runs.skipped_json``; ``run_jobs`` keyed by name too. A version-1 file is
-upgraded in place when it is opened for writing (:func:`migrate_v1`)."""
+SCHEMA_VERSION = 3
+"""3: ``metrics`` gain ``detector`` (part of the key) and ``recipe_json``.
+2: jobs stored as shards (``shards``, ``jobs.n_points``); checksums cover key, dtype and shape;
+``shards.array_keys``; ``runs.skipped_json``; ``run_jobs`` keyed by name too. Older files are
+upgraded in place when they are opened for writing (:func:`migrate_v1`, :func:`migrate_v2`)."""
 
 LOCK_TIMEOUT_S = 30.0
 """How long to wait for another process's lock on a store before giving up with a clear error."""
@@ -90,8 +93,12 @@ CREATE UNIQUE INDEX IF NOT EXISTS run_jobs_key ON run_jobs (run_id, job_hash, mo
 CREATE TABLE IF NOT EXISTS metrics (
     run_id INTEGER NOT NULL REFERENCES runs(id), model TEXT NOT NULL, probe TEXT NOT NULL,
     metric TEXT NOT NULL, value REAL, job_hash TEXT,
-    PRIMARY KEY (run_id, model, probe, metric));
+    detector TEXT NOT NULL DEFAULT 'msp', recipe_json TEXT,
+    PRIMARY KEY (run_id, model, detector, probe, metric));
 """
+
+DEFAULT_DETECTOR = "msp"
+"""The detector of every metric stored before detectors existed (schema 2 and older)."""
 
 
 def canonical_hash(payload: Any) -> str:
@@ -276,6 +283,8 @@ class MetricRow:
     metric: str
     value: Optional[float]
     job_hash: Optional[str]
+    detector: str = DEFAULT_DETECTOR
+    recipe: Optional[dict[str, Any]] = None
 
 
 @dataclass(frozen=True)
@@ -301,8 +310,8 @@ def _refuse_v1(path: Path) -> None:
             con.close()
     except sqlite3.DatabaseError:
         return  # open_versioned_db says what the file is
-    if row is not None and row[0] == "1":
-        raise StoreError(f"{path}: a results store of an older oodbench (schema 1); upgrade it in "
+    if row is not None and row[0] in ("1", "2"):
+        raise StoreError(f"{path}: a results store of an older oodbench (schema {row[0]}); upgrade it in "
                          f"place with `oodbench upgrade {path}` (every stored job is kept), then "
                          "run this again")
 
@@ -375,6 +384,39 @@ def migrate_v1(path: Path) -> bool:
         db.close()
 
 
+def migrate_v2(path: Path) -> bool:
+    """Upgrade a schema-2 results store in place: every stored metric is the msp detector's
+    (the only one there was), its recipe unknown (``verify`` recomputes it the old way)."""
+    if not path.is_file() or path.stat().st_size == 0:
+        return False
+    db = sqlite3.connect(path)
+    try:
+        try:
+            row = db.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
+        except sqlite3.DatabaseError:
+            return False
+        if row is None or row[0] != "2":
+            return False
+        with db:
+            db.execute("ALTER TABLE metrics RENAME TO metrics_v2")
+            for statement in _SCHEMA.split(";"):
+                if statement.strip():
+                    db.execute(statement)
+            db.execute("INSERT INTO metrics (run_id, model, probe, metric, value, job_hash) "
+                       "SELECT run_id, model, probe, metric, value, job_hash FROM metrics_v2")
+            db.execute("DROP TABLE metrics_v2")
+            db.execute("UPDATE meta SET value='3' WHERE key='schema_version'")
+        return True
+    finally:
+        db.close()
+
+
+def migrate(path: Path) -> bool:
+    """Bring a results store of any older schema to this one (in place); whether it changed."""
+    first = migrate_v1(path)
+    return migrate_v2(path) or first
+
+
 class ResultStore:
     """A results store on disk. Use as a context manager or call :meth:`close`.
 
@@ -394,7 +436,7 @@ class ResultStore:
             _refuse_v1(self.path)
         else:
             with storage_errors(self.path, "results store"):
-                migrate_v1(self.path)
+                migrate(self.path)
         self._db = open_versioned_db(self.path, _SCHEMA, SCHEMA_VERSION, "results store",
                                      StoreError, readonly=readonly)
 
@@ -601,11 +643,20 @@ class ResultStore:
             db.execute("INSERT OR REPLACE INTO run_jobs VALUES (?,?,?,?,?)",
                        (run_id, job_hash, model, probe, int(cached)))
 
-    def put_metrics(self, run_id: int, rows: list[tuple[str, str, str, float, Optional[str]]]) -> None:
-        """rows: (model, probe, metric, value, job_hash)."""
+    def put_metrics(self, run_id: int, rows: Sequence[Sequence[Any]]) -> None:
+        """rows: (model, probe, metric, value, job_hash) for the msp detector, or (model,
+        detector, probe, metric, value, job_hash, recipe) with the row's recipe (a dict)."""
+        def full(r: Sequence[Any]) -> tuple[Any, ...]:
+            if len(r) == 5:
+                model, probe, metric, value, job = r
+                return (run_id, model, probe, metric, value, job, DEFAULT_DETECTOR, None)
+            model, detector, probe, metric, value, job, recipe = r
+            return (run_id, model, probe, metric, value, job, detector,
+                    None if recipe is None else json.dumps(recipe, sort_keys=True))
+
         with self._transaction() as db:
-            db.executemany("INSERT OR REPLACE INTO metrics VALUES (?,?,?,?,?,?)",
-                           [(run_id, *r) for r in rows])
+            db.executemany("INSERT OR REPLACE INTO metrics VALUES (?,?,?,?,?,?,?,?)",
+                           [full(r) for r in rows])
 
     def finish_run(self, run_id: int, skipped: Sequence[str] = ()) -> None:
         """Mark a run complete; ``skipped``: the probes it skipped (missing data), so that
@@ -634,9 +685,10 @@ class ResultStore:
 
     def metric_rows(self, run_id: int) -> list[MetricRow]:
         """Every metric value of a run with its job, in the order they were stored."""
-        return [MetricRow(*r) for r in self._rows(
-            "SELECT model, probe, metric, value, job_hash FROM metrics WHERE run_id=? ORDER BY rowid",
-            (run_id,))]
+        return [MetricRow(m, p, k, v, j, d, None if r is None else _json(r, {}))
+                for m, p, k, v, j, d, r in self._rows(
+            "SELECT model, probe, metric, value, job_hash, detector, recipe_json FROM metrics "
+            "WHERE run_id=? ORDER BY rowid", (run_id,))]
 
     def job_names(self, run_id: int) -> dict[str, set[tuple[str, Optional[str]]]]:
         """job hash -> the (model, probe) names run ``run_id`` used it under (probe None: the
@@ -648,11 +700,12 @@ class ResultStore:
         return out
 
     def metrics_frame(self, run_id: Optional[int] = None) -> pd.DataFrame:
-        """Long-format metrics (model, probe, metric, value) of a run (default: the latest)."""
+        """Long-format metrics (model, probe, metric, value, detector) of a run (default: the
+        latest)."""
         run_id = self.latest_run_id() if run_id is None else run_id
         with storage_errors(self.path, "results store"):
-            return pd.read_sql_query("SELECT model, probe, metric, value FROM metrics WHERE run_id=?"
-                                     " ORDER BY rowid", self._db, params=(run_id,))
+            return pd.read_sql_query("SELECT model, probe, metric, value, detector FROM metrics "
+                                     "WHERE run_id=? ORDER BY rowid", self._db, params=(run_id,))
 
     def run_jobs(self, run_id: int) -> pd.DataFrame:
         with storage_errors(self.path, "results store"):

@@ -21,13 +21,15 @@ from pydantic import (AfterValidator, BaseModel, ConfigDict, Field, ValidationEr
                       field_validator, model_validator)
 
 from oodbench.attacks.base import AttackSpec
+from oodbench.detectors.base import Need
+from oodbench.score.rows import RowKind
 from oodbench.devices import check_device_name
 from oodbench.errors import OodbenchError
 from oodbench.metrics import early_stop_is_exact
 from oodbench.models.files import SHA256_RE
 from oodbench.models.spec import ModelSpec
-from oodbench.registry import (UnknownNameError, architectures, attacks, datasets, executors,
-                               metrics, models)
+from oodbench.registry import (UnknownNameError, architectures, attacks, datasets, detectors,
+                               executors, metrics, models)
 from oodbench.validation import (BatchSize, Count, JsonDict, Label, Seed, Text, cube_radius,
                                  read_yaml)
 
@@ -93,6 +95,9 @@ class DataSpec(BaseModel):
     n: Optional[Count] = None
     options: JsonDict = Field(default_factory=dict)
     attack: Optional[AttackSpec] = None
+    versus: Optional[Label] = Field(None, description="an attack on in-distribution points that "
+                                    "lowers the detector's score: the label of the probe whose "
+                                    "(clean or attacked) points are the OOD side of this row")
 
     @field_validator("dataset")
     @classmethod
@@ -136,6 +141,60 @@ class DataSpec(BaseModel):
     def identity(self) -> dict[str, Any]:
         """What determines the data (not its display name): part of every cache key."""
         return {"dataset": self.dataset, "split": self.split, "n": self.n, "options": self.options}
+
+
+class DetectorSpec(BaseModel):
+    """A ``detectors:`` entry: a registered detector's name, or ``{name: knn, k: 50}`` with its
+    hyper-parameters (unset ones take the paper defaults) and an optional ``label`` for tables
+    (default: the name; two entries of one detector need distinct labels)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str
+    label: Optional[Label] = None
+    params: JsonDict = Field(default_factory=dict)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _shorthand(cls, value: Any) -> Any:
+        """``energy`` or ``{name: knn, k: 50}``: every key but name/label is a hyper-parameter."""
+        if isinstance(value, str):
+            return {"name": value}
+        if isinstance(value, dict) and "params" not in value:
+            params = {k: v for k, v in value.items() if k not in ("name", "label")}
+            return {**{k: v for k, v in value.items() if k in ("name", "label")}, "params": params}
+        return value
+
+    @model_validator(mode="after")
+    def _builds(self) -> "DetectorSpec":
+        _check_registered(detectors, self.name)
+        from oodbench.detectors import build_detector
+
+        try:
+            build_detector(self.name, self.params)
+        except ValidationError as err:
+            problems = "; ".join(f"{'.'.join(str(p) for p in e['loc']) or 'params'}: "
+                                 f"{e['msg'].removeprefix('Value error, ')}" for e in err.errors())
+            raise ValueError(f"detector {self.name!r}: {problems} (`oodbench list detectors` "
+                             "shows its parameters)") from None
+        return self
+
+    @property
+    def display(self) -> str:
+        return self.label or self.name
+
+    def __hash__(self) -> int:  # frozen pydantic models with dict fields are not hashable
+        return hash((self.name, self.label, json.dumps(self.params, sort_keys=True)))
+
+
+class FitSpec(BaseModel):
+    """The in-distribution training points detectors fit on (class means, feature banks, …):
+    a seeded subset of ``n`` points of ``split`` of the in-distribution data set."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    split: str = "train"
+    n: Optional[Count] = Field(10_000, description="points (a seeded subset); null: the whole split")
 
 
 class Resources(BaseModel):
@@ -201,6 +260,11 @@ class Suite(BaseModel):
     models: list[SuiteModel] = Field(min_length=1)
     probes: list[DataSpec] = Field(default_factory=list)
     metrics: list[MetricName] = Field(default_factory=lambda: list(DEFAULT_METRICS))
+    detectors: list[DetectorSpec] = Field(
+        default_factory=lambda: [DetectorSpec(name="msp")], min_length=1,
+        description="OOD scores to evaluate (`oodbench list detectors`); default: msp")
+    fit: FitSpec = Field(default_factory=lambda: FitSpec(), description="training data of the "
+                         "detectors that need a fit")
     source: Optional[Path] = Field(None, exclude=True)
 
     @field_validator("executor")
@@ -255,8 +319,9 @@ class Suite(BaseModel):
     def _early_stop_is_exact(self) -> "Suite":
         """A forced early stop would silently bias a metric without an exact stop rule (AUPR-out):
         allow it only when every metric asked declares one."""
+        msp = all(d.name == "msp" for d in self.detectors)
         not_rank = [m for m in self.metrics if metrics.meta(m)["scope"] != "in"
-                    and not early_stop_is_exact([m])]
+                    and not early_stop_is_exact([m], msp=msp)]
         for i, probe in enumerate(self.probes):
             if probe.attack is not None and probe.attack.early_stop is True and not_rank:
                 raise _LocatedError(
@@ -292,6 +357,36 @@ class Suite(BaseModel):
                 first[label] = loc
         return self
 
+    @model_validator(mode="after")
+    def _versus_names_a_probe(self) -> "Suite":
+        """An attack that lowers in-distribution scores is scored against one OOD probe: check
+        that ``versus`` names one (and that such an attack has it) before anything runs."""
+        ood = {p.label for p in self.probes if p.versus is None}
+        for i, probe in enumerate(self.probes):
+            needs = probe.attack is not None and attacks.get(probe.attack.name).row is RowKind.IN_ATTACKED
+            if needs and probe.versus is None:
+                raise _LocatedError(("probes", i, "versus"), f"{probe.label}: attack "
+                                    f"{probe.attack.name!r} lowers in-distribution scores; add "
+                                    "`versus: LABEL` naming the probe whose points are the OOD side")
+            if probe.versus is not None and not needs:
+                raise _LocatedError(("probes", i, "versus"), f"{probe.label}: `versus` belongs to "
+                                    "an attack on in-distribution points (in-distribution-attack)")
+            if probe.versus is not None and probe.versus not in ood:
+                raise _LocatedError(("probes", i, "versus"), f"{probe.label}: `versus: "
+                                    f"{probe.versus}` names no OOD probe; known: {', '.join(sorted(ood))}")
+        return self
+
+    @model_validator(mode="after")
+    def _unique_detectors(self) -> "Suite":
+        seen: dict[str, int] = {}
+        for i, spec in enumerate(self.detectors):
+            if spec.display in seen:
+                raise _LocatedError(("detectors", i), f"detector label {spec.display!r} is already "
+                                    f"used by detectors[{seen[spec.display]}]; give this entry a "
+                                    "distinct `label:`")
+            seen[spec.display] = i
+        return self
+
     @property
     def base_dir(self) -> Path:
         return self.source.parent if self.source else Path.cwd()
@@ -305,9 +400,16 @@ class Suite(BaseModel):
 
     def content_hash(self) -> str:
         """sha256 of the canonical JSON of everything that defines the suite's results."""
-        payload = self.model_dump(mode="json", exclude={"output", "data_root", "description",
-                                                        "shard_size", "executor", "resources", "ci",
-                                                        "max_retries", "ray_address"})
+        excluded = {"output", "data_root", "description", "shard_size", "executor", "resources",
+                    "ci", "max_retries", "ray_address"}
+        if self.detectors == [DetectorSpec(name="msp")]:  # the default: hashes of older suites hold
+            excluded.add("detectors")
+        if not any(detectors.get(d.name).needs & {Need.FIT} for d in self.detectors):
+            excluded.add("fit")
+        payload = self.model_dump(mode="json", exclude=excluded)
+        for spec in [payload["in_distribution"], *payload["probes"]]:
+            if spec.get("versus") is None:
+                spec.pop("versus", None)
         return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
 
 

@@ -78,6 +78,9 @@ class AttackContext:
     indices: Optional[torch.Tensor] = None
     #: Told the number of gradient evaluations as they are done (progress bars).
     on_progress: Optional[Callable[[int], None]] = None
+    #: The engine head of a detector-aware attack on a detector other than msp (or any
+    #: score-lowering attack): :class:`oodbench.detectors.attack.DetectorHead`; None: msp.
+    head: Optional[Any] = None
 
 
 def merge_options(attack: str, given: Mapping[str, Any], defaults: Mapping[str, Any]) -> dict[str, Any]:
@@ -100,6 +103,13 @@ class Attack:
     #: Whether the job may be cut into shards of points: each point's result must depend on
     #: that point (and its index) only, never on which other points share its batch or shard.
     shardable: ClassVar[bool] = False
+    #: Whether the attack optimises the detector's own score (one job per detector, through
+    #: :attr:`AttackContext.head`); otherwise one job serves every detector that can score its
+    #: stored logits.
+    detector_aware: ClassVar[bool] = False
+    #: Whether it lowers the detector's score (an attack on in-distribution points) instead of
+    #: raising it.
+    lowers_score: ClassVar[bool] = False
 
     def estimate_cost(self, spec: AttackSpec, n_points: int) -> Cost:
         """Model evaluations the attack needs at most (the plan's cost column; early stops and

@@ -13,10 +13,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Optional
+from typing import Mapping, Optional
 
 import numpy as np
 
+from oodbench.detectors import build_detector
 from oodbench.errors import OodbenchError
 from oodbench.execute.base import Executor
 from oodbench.execute.inputs import RunContext
@@ -83,19 +84,28 @@ class _Driver:
     def _base_task(self, job: Job, start: int, stop: int, **kw: object) -> ShardTask:
         return ShardTask(job_key=job.key, kind=job.kind, label=job.label, start=start, stop=stop,
                          context=self.ctx, model_index=job.model_index, probe_index=job.probe_index,
-                         attack=job.attack, **kw)  # type: ignore[arg-type]
+                         attack=job.attack, detector=job.detector, features=job.features,
+                         **kw)  # type: ignore[arg-type]
 
     def _tasks(self, job: Job) -> list[ShardTask]:
         if job.kind is not JobKind.ATTACK:
             return [self._base_task(job, s.start, s.stop) for s in job.shards
                     if s.state is ShardState.MISSING]
         assert job.attack is not None
-        clean = self.store.get_job(job.depends_on[0])
-        if clean is None:
-            raise RuntimeError(f"{job.label}: the clean pass it depends on is not stored")
+        reference = job.reference_key or job.depends_on[0]
+        clean = self.store.get_job(reference)
+        fit = None if job.fit_key is None else self.store.get_job(job.fit_key)
+        if clean is None or (job.fit_key is not None and fit is None):
+            raise RuntimeError(f"{job.label}: a job it depends on is not stored")
         attack = attacks.get(job.attack.name)()
-        needed = needed_threshold(attack, job.attack, self.metrics, clean)
-        kw = dict(stop_above=needed, in_logits=clean["logits"],
+        detector = build_detector(**job.detector) if job.detector else build_detector("msp")
+
+        def scores(arrays: Mapping[str, np.ndarray]) -> np.ndarray:
+            return detector.scores(arrays, fit)
+
+        needed = needed_threshold(attack, job.attack, self.metrics, scores(clean),
+                                  msp=detector.name == "msp")
+        kw = dict(stop_above=needed, in_logits=clean["logits"], fit=fit,
                   artifact_dir=str(artifact_dir(Path(self.ctx.store_path), job.key)))
         stored = {(s.start, s.stop): s.stop_above for s in self.store.shards(job.key)}
         tasks = []
@@ -107,7 +117,7 @@ class _Driver:
             if arrays is None:  # failed its checksum since planning: deleted, compute again
                 tasks.append(self._base_task(job, shard.start, shard.stop, **kw))
                 continue
-            positions = points_to_reattack(arrays, stored[(shard.start, shard.stop)], needed)
+            positions = points_to_reattack(arrays, stored[(shard.start, shard.stop)], needed, scores)
             if not len(positions):
                 continue
             if not job.shardable:

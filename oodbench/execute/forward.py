@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, Callable, Optional, Union
+from typing import TYPE_CHECKING, Any, Callable, Optional, Union
 
 import numpy as np
 import torch
@@ -10,6 +10,9 @@ from torch import nn
 
 from oodbench.devices import resolve_device  # noqa: F401  (re-exported: one device rule)
 from oodbench.models.fixed_rows import chunks as fixed_chunks
+
+if TYPE_CHECKING:  # pragma: no cover
+    from oodbench.detectors import Detector
 
 
 @torch.inference_mode()
@@ -38,3 +41,35 @@ def forward_logits(model: nn.Module, images: torch.Tensor, *, batch_size: int = 
     if not outputs:
         raise ValueError(f"no images to evaluate ({desc or 'empty set'})")
     return torch.cat(outputs).numpy()
+
+
+def forward_outputs(model: nn.Module, images: torch.Tensor, *, detector: Optional["Detector"],
+                    features: bool, batch_size: int = 256, device: Union[str, torch.device] = "cpu",
+                    on_batch: Optional[Callable[[int], None]] = None,
+                    check: Optional[Callable[[torch.Tensor], Any]] = None) -> dict[str, np.ndarray]:
+    """Like :func:`forward_logits`, but the outputs a detector reads: the logits of its own
+    forward (ODIN's perturbed input) and, with ``features``, the penultimate features. Not in
+    inference mode: ODIN takes an input gradient inside."""
+    from oodbench.detectors.base import Outputs
+    from oodbench.models.features import logits_and_features
+
+    device = torch.device(device)
+    model = model.to(device).eval()
+    parts: list[dict[str, np.ndarray]] = []
+    for start in range(0, len(images), batch_size):
+        batch = images[start:start + batch_size].to(device, non_blocking=True)
+        for part, n in fixed_chunks(batch):
+            with torch.no_grad():
+                if detector is not None:
+                    out = detector.forward(model, part)
+                else:
+                    out = Outputs(*logits_and_features(model, part)) if features else Outputs(model(part))
+            if check is not None:
+                check(out.logits[:n])
+            parts.append(Outputs(out.logits[:n], None if out.features is None
+                                 else out.features[:n]).arrays())
+        if on_batch is not None:
+            on_batch(len(batch))
+    if not parts:
+        raise ValueError("no images to evaluate (empty set)")
+    return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}

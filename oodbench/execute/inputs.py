@@ -64,6 +64,20 @@ class SuiteData:
             self._cache[key] = ImageSet(spec.label, to_shape(loaded.images, ref.shape), loaded.labels)
         return self._cache[key]
 
+    def fit_spec(self) -> DataSpec:
+        """The training points detectors fit on: the suite's ``fit`` split of the in-distribution."""
+        ind = self.suite.in_distribution
+        return DataSpec(dataset=ind.dataset, split=self.suite.fit.split, n=self.suite.fit.n,
+                        options=dict(ind.options), name=f"{ind.label} ({self.suite.fit.split})")
+
+    def fit_set(self) -> ImageSet:
+        """The fit points, loaded once (labelled: class statistics need them)."""
+        if "__fit__" not in self._cache:
+            spec = self.fit_spec()
+            assert spec.dataset is not None
+            self._cache["__fit__"] = load_dataset(spec.dataset, self._request(spec, None))
+        return self._cache["__fit__"]
+
     def attack_source(self, spec: DataSpec, source: str) -> ImageSet:
         """The points an attack starts from: its probe's data, or in-distribution test points."""
         return self.in_distribution_subset(spec.n) if source == "in-distribution" else self.probe(spec)

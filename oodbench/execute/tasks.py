@@ -9,13 +9,16 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Optional
+from typing import Any, Callable, Optional
 
 import numpy as np
 import torch
 
 from oodbench.attacks.base import AttackContext, AttackSpec
-from oodbench.execute.forward import forward_logits
+from oodbench.detectors import Detector, FitData, build_detector
+from oodbench.detectors.attack import detector_head, uses_head
+from oodbench.execute.forward import forward_logits, forward_outputs
+from oodbench.models.features import head_layer
 from oodbench.execute.inputs import RunContext, Workspace
 from oodbench.models.output_check import OutputChecked, check_outputs, check_shape
 from oodbench.plan.jobs import JobKind
@@ -41,6 +44,12 @@ class ShardTask:
     in_logits: Optional[np.ndarray] = None
     indices: Optional[np.ndarray] = None
     artifact_dir: Optional[str] = None
+    #: The detector of a fit, of a detector's own forward pass or of an attack on its head
+    #: (``{"name", "params"}``), and the fit arrays it reads.
+    detector: Optional[dict[str, Any]] = None
+    fit: Optional[dict[str, np.ndarray]] = None
+    #: A forward pass that stores penultimate features too.
+    features: bool = False
 
     @property
     def n_points(self) -> int:
@@ -61,22 +70,56 @@ def _points(task: ShardTask, n_total: int) -> torch.Tensor:
     return torch.arange(task.start, min(task.stop, n_total))
 
 
+def _fit(ws: Workspace, task: ShardTask, detector: Detector, name: str) -> dict[str, np.ndarray]:
+    """A detector's statistics of the fit split: one forward pass with features, then its fit."""
+    model = ws.model(task.model_index)
+    train = ws.data.fit_set()
+    if train.labels is None:
+        raise ValueError(f"detector {detector.name!r} fits on labelled training data; "
+                         f"{train.name} has no labels")
+    contract = dict(model=name, data=f"{train.name} (fit)", n_classes=ws.n_classes)
+    arrays = forward_outputs(model, train.images, detector=None, features=True,
+                             batch_size=ws.suite.batch_size, device=ws.device,
+                             check=lambda out: check_shape(out, **contract))
+    check_outputs(arrays[ArrayKey.LOGITS.value], **contract)
+    head = head_layer(model)
+    data = FitData(logits=arrays[ArrayKey.LOGITS.value].astype(np.float64),
+                   labels=train.labels.numpy(),
+                   features=arrays[ArrayKey.FEATURES.value].astype(np.float64),
+                   head_weight=head.weight.detach().double().cpu().numpy(),
+                   head_bias=(head.bias.detach().double().cpu().numpy() if head.bias is not None
+                              else np.zeros(head.out_features)))
+    return detector.fit(data)
+
+
 def run_shard(ws: Workspace, task: ShardTask, on_progress: Optional[ProgressFn] = None) -> dict[str, np.ndarray]:
-    """The arrays of one shard: forward logits (and labels) or the attack's outputs."""
+    """The arrays of one shard: forward outputs (and labels), a detector's fit, or the attack's
+    outputs."""
     suite = ws.suite
     model = ws.model(task.model_index)
     spec = ws.probe_spec(task.probe_index)
     name = suite.models[task.model_index].name
+    detector = None if task.detector is None else build_detector(**task.detector)
+    if task.kind is JobKind.FIT:
+        assert detector is not None
+        return _fit(ws, task, detector, name)
     if task.kind is not JobKind.ATTACK:
         images = ws.data.in_distribution() if task.kind is JobKind.CLEAN else ws.data.probe(spec)
         idx = _points(task, len(images))
         tick = None if on_progress is None else (lambda n: on_progress(n, 0))
         contract = dict(model=name, data=spec.label, n_classes=ws.n_classes)
-        logits = forward_logits(model, images.images[idx], batch_size=suite.batch_size,
-                                device=ws.device, desc=task.label, on_batch=tick,
-                                check=lambda out: check_shape(out, **contract))
+        if detector is None and not task.features:
+            logits = forward_logits(model, images.images[idx], batch_size=suite.batch_size,
+                                    device=ws.device, desc=task.label, on_batch=tick,
+                                    check=lambda out: check_shape(out, **contract))
+            out = {ArrayKey.LOGITS.value: logits}
+        else:  # a detector's own pass (ODIN's input step), or features for feature detectors
+            out = forward_outputs(model, images.images[idx], detector=detector,
+                                  features=task.features, batch_size=suite.batch_size,
+                                  device=ws.device, on_batch=tick,
+                                  check=lambda out: check_shape(out, **contract))
         # Decided here, before the driver stores anything: NaN logits are an error, not a shard.
-        out = {ArrayKey.LOGITS.value: check_outputs(logits, **contract)}
+        check_outputs(out[ArrayKey.LOGITS.value], **contract)
         if images.labels is not None:
             out[ArrayKey.LABELS.value] = images.labels[idx].numpy()
         return out
@@ -89,6 +132,9 @@ def run_shard(ws: Workspace, task: ShardTask, on_progress: Optional[ProgressFn] 
     # Every model call of the attack is checked (an attack's loop may not survive NaN logits),
     # and so are the logits it returns.
     attacked = OutputChecked(model, **contract)
+    scorer = detector if detector is not None else build_detector("msp")
+    head = (detector_head(scorer, task.fit, ws.device, lower=attack.lowers_score)
+            if uses_head(scorer, attack) else None)
     ctx = AttackContext(
         model=attacked, images=source.images if whole else source.images[idx],
         labels=None if source.labels is None else (source.labels if whole else source.labels[idx]),
@@ -96,7 +142,7 @@ def run_shard(ws: Workspace, task: ShardTask, on_progress: Optional[ProgressFn] 
         seed=suite.seed, stop_above=task.stop_above, progress=False,
         artifact_dir=None if task.artifact_dir is None else Path(task.artifact_dir),
         label=task.label, indices=None if whole else idx,
-        on_progress=None if on_progress is None else (lambda n: on_progress(0, n)))
+        on_progress=None if on_progress is None else (lambda n: on_progress(0, n)), head=head)
     arrays = attack.run(ctx)
     if ArrayKey.LOGITS.value in arrays:  # before the driver stores anything
         check_outputs(arrays[ArrayKey.LOGITS.value], **contract)

@@ -15,6 +15,8 @@ from typing import TYPE_CHECKING, Any, Optional
 
 from oodbench.plan.cost import Cost
 
+from oodbench.score.rows import RowKind
+
 if TYPE_CHECKING:  # the attacks import oodbench.plan.cost: keep the import graph acyclic
     from oodbench.attacks.base import AttackSpec
 
@@ -25,6 +27,7 @@ class JobKind(str, Enum):
     CLEAN = "clean"      # the model on the in-distribution test set: every other row needs it
     PROBE = "probe"      # the model on a probe's (converted) data set
     ATTACK = "attack"    # an attack on a probe's points or on in-distribution test points
+    FIT = "fit"          # a detector's statistics of in-distribution training data
 
 
 class ShardState(str, Enum):
@@ -70,6 +73,15 @@ class Job:
     attack: Optional["AttackSpec"] = None
     depends_on: tuple[str, ...] = ()
     shardable: bool = True
+    #: The detector whose score this job computes or attacks, as plain data ``{"name",
+    #: "params"}`` (None: a forward pass every logit detector shares, or a msp attack).
+    detector: Optional[dict[str, Any]] = None
+    #: The fit job whose arrays the detector reads (attacks on a fitted detector).
+    fit_key: Optional[str] = None
+    #: Whether a forward job stores penultimate features beside the logits.
+    features: bool = False
+    #: The clean job whose scores give an attack's early-stop threshold.
+    reference_key: Optional[str] = None
 
     @property
     def label(self) -> str:
@@ -87,12 +99,41 @@ class Job:
 
 
 @dataclass(frozen=True)
+class Row:
+    """One row of the results table and the jobs it is scored from: the typed contract between
+    the planner and the scorer (which reads the store, never the suite).
+
+    ``points``: the job whose arrays are the row's points (the OOD side; for in-distribution
+    rows, the in-distribution points). ``reference``: the job with the clean in-distribution
+    arrays this detector's OOD rows are ranked against. ``fit``: the detector's fit job.
+    ``versus``: for an attacked in-distribution row, the job of its OOD side.
+    """
+
+    model: str
+    detector: str
+    label: str
+    kind: RowKind
+    points: str
+    reference: str
+    detector_spec: dict[str, Any]
+    fit: Optional[str] = None
+    versus: Optional[str] = None
+
+    def recipe(self) -> dict[str, Any]:
+        """What the store keeps with the row's metrics, so ``verify`` recomputes them alone."""
+        return {"kind": self.kind.value, "points": self.points, "reference": self.reference,
+                "detector": self.detector_spec, "fit": self.fit, "versus": self.versus}
+
+
+@dataclass(frozen=True)
 class Plan:
-    """Every job of a suite in execution order (each job after the jobs it depends on)."""
+    """Every job of a suite in execution order (each job after the jobs it depends on), and
+    the table rows they make."""
 
     jobs: tuple[Job, ...]
     skipped: tuple[str, ...] = ()
     shard_size: int = 0
+    rows: tuple[Row, ...] = ()
 
     @property
     def cost(self) -> Cost:

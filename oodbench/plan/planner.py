@@ -3,26 +3,38 @@
 Nothing here runs a model. The planner names every job by its content key, looks up which of its
 shards the store already holds (and whether those are exact for this run's early stop), counts
 the points and estimates the cost, so ``oodbench plan`` can show what a run will do before it
-starts, and the executor only has to run what is missing.
+starts, and the executor only has to run what is missing. It also says which jobs make each
+table row (:class:`~oodbench.plan.jobs.Row`), so the scorer needs nothing but the store.
+
+Detectors multiply as little as possible: one forward pass per (model, data set) serves every
+detector that reads logits or features (features are stored only when one asks for them); only
+a detector that needs the model at scoring time (ODIN) gets its own forward jobs, only a fitted
+one its fit job, and only detector-aware attacks one job per detector. With the default
+``detectors: [msp]`` every job key is what it always was.
 """
 
 from __future__ import annotations
 
 import warnings
-from typing import Any, Optional
+from typing import Any, Callable, Optional
+
+import numpy as np
 
 import oodbench
-from oodbench.attacks.base import Attack
+from oodbench.attacks.base import Attack, AttackSpec
 from oodbench.data import DatasetNotFoundError
+from oodbench.detectors import Detector, build_detector
+from oodbench.detectors.attack import scores_row, uses_head
 from oodbench.execute.inputs import SuiteData
 from oodbench.models import model_fingerprint
 from oodbench.plan.cost import Cost
-from oodbench.plan.jobs import Job, JobKind, Plan, Shard, ShardState
+from oodbench.plan.jobs import Job, JobKind, Plan, Row, Shard, ShardState
 from oodbench.plan.thresholds import needed_threshold, points_to_reattack
 from oodbench.registry import attacks
+from oodbench.score.rows import RowKind
 from oodbench.scores import SCORE_DEFINITION
 from oodbench.store import ResultStore, canonical_hash
-from oodbench.suite import DataSpec, Suite
+from oodbench.suite import DataSpec, DetectorSpec, Suite
 
 
 def job_config(suite: Suite, fingerprint: dict[str, Any], kind: JobKind, probe: Optional[DataSpec],
@@ -51,7 +63,8 @@ UNCHECKED = _Unchecked()
 
 
 def _shards(store: ResultStore, key: str, n: int, shard_size: int, shardable: bool,
-            needed: Optional[float] | _Unchecked = UNCHECKED) -> tuple[Shard, ...]:
+            needed: Optional[float] | _Unchecked = UNCHECKED,
+            scores: Optional[Callable[[Any], np.ndarray]] = None) -> tuple[Shard, ...]:
     """The job's shards: stored ones (cached, or partial when their early stop is looser than
     the ``needed`` threshold) and the gaps cut into pieces of at most ``shard_size``."""
     used, gaps = store.covering_shards(key) if store.job_points(key) == n else ([], [(0, n)])
@@ -67,8 +80,8 @@ def _shards(store: ResultStore, key: str, n: int, shard_size: int, shardable: bo
         if arrays is None:
             out.extend(Shard(a, b) for a, b in split(s.start, s.stop, shard_size))
             continue
-        reattack = 0 if isinstance(needed, _Unchecked) else len(
-            points_to_reattack(arrays, s.stop_above, needed))
+        reattack = 0 if isinstance(needed, _Unchecked) or scores is None else len(
+            points_to_reattack(arrays, s.stop_above, needed, scores))
         out.append(Shard(s.start, s.stop, ShardState.PARTIAL if reattack else ShardState.CACHED,
                          reattack))
     for a, b in gaps:
@@ -76,16 +89,149 @@ def _shards(store: ResultStore, key: str, n: int, shard_size: int, shardable: bo
     return tuple(sorted(out, key=lambda s: s.start))
 
 
+def plain(spec: DetectorSpec) -> dict[str, Any]:
+    """A detector as plain data for tasks and stored row recipes."""
+    return {"name": spec.name, "params": dict(spec.params)}
+
+
+class _Planner:
+    """The jobs and rows of one suite against one store (one instance per :func:`make_plan`)."""
+
+    def __init__(self, suite: Suite, store: ResultStore, data: SuiteData, points: dict[int, int]):
+        self.suite, self.store, self.data, self.points = suite, store, data, points
+        self.size = suite.shard_size
+        self.n_in = len(data.in_distribution())
+        self.detectors = [(d, build_detector(d.name, d.params)) for d in suite.detectors]
+        self.features = any(det.needs_features for _, det in self.detectors)
+        # one entry per job *and name*: a checkpoint listed twice is one job used under two
+        # names, and the run records both uses
+        self.jobs: dict[tuple[str, str, str], Job] = {}
+        self.rows: list[Row] = []
+
+    def _add(self, job: Job) -> str:
+        self.jobs.setdefault((job.key, job.model, job.row), job)
+        return job.key
+
+    def _forward(self, model_index: int, fp: dict[str, Any], probe_index: Optional[int],
+                 det: Optional[tuple[DetectorSpec, Detector]] = None) -> str:
+        """A clean (probe_index None) or probe forward pass: shared, or a detector's own."""
+        spec = self.suite.models[model_index]
+        kind = JobKind.CLEAN if probe_index is None else JobKind.PROBE
+        probe = None if probe_index is None else self.suite.probes[probe_index]
+        config = job_config(self.suite, fp, kind, probe)
+        features = det is None and self.features
+        if det is not None:
+            config["detector"] = det[1].identity()
+        elif features:
+            config["outputs"] = ["logits", "features"]
+        key = canonical_hash(config)
+        n = self.n_in if probe_index is None else self.points[probe_index]
+        label = self.suite.in_distribution.label if probe is None else probe.label
+        # ODIN's input step costs a gradient evaluation per point before its forward pass
+        cost = Cost(forward=n, gradient=n if det is not None and det[1].needs_model else 0)
+        return self._add(Job(key, kind, spec.name, label, config, n,
+                             _shards(self.store, key, n, self.size, True), cost, model_index,
+                             probe_index, detector=None if det is None else plain(det[0]),
+                             features=features))
+
+    def _fit(self, model_index: int, fp: dict[str, Any], det: tuple[DetectorSpec, Detector]) -> str:
+        spec = self.suite.models[model_index]
+        config = {"kind": JobKind.FIT.value, "model": fp, "data": self.data.fit_spec().identity(),
+                  "detector": det[1].identity(), "seed": self.suite.seed,
+                  "oodbench": oodbench.__version__}
+        key = canonical_hash(config)
+        stored = self.store.job_points(key) == 1 and self.store.get_job(key) is not None
+        return self._add(Job(key, JobKind.FIT, spec.name, f"fit: {det[0].display}", config, 1,
+                             (Shard(0, 1, ShardState.CACHED if stored else ShardState.MISSING),),
+                             Cost(forward=self.suite.fit.n or 0), model_index,
+                             detector=plain(det[0]), shardable=False))
+
+    def _attack(self, model_index: int, fp: dict[str, Any], probe_index: int,
+                det: Optional[tuple[DetectorSpec, Detector]], reference: str,
+                fit: Optional[str]) -> str:
+        """An attack job: the detector's own when it runs on the detector's head."""
+        spec, probe = self.suite.models[model_index], self.suite.probes[probe_index]
+        assert probe.attack is not None
+        attack: Attack = attacks.get(probe.attack.name)()
+        resolved = attack.resolve(probe.attack, self.suite.in_distribution.dataset or "")
+        own = det is not None and uses_head(det[1], attack)
+        if own:  # the detector's score is the objective
+            resolved = resolved.model_copy(update={"objective": None})
+        config = job_config(self.suite, fp, JobKind.ATTACK, probe,
+                            resolved.model_dump(mode="json", exclude={"early_stop"}))
+        if own:
+            assert det is not None
+            config["detector"] = det[1].identity()
+        key = canonical_hash(config)
+        n = self.points[probe_index]
+        scorer = det[1] if own and det is not None else build_detector("msp")
+        fit_key = fit if own else None
+        needed: Optional[float] | _Unchecked = UNCHECKED
+        scores = None
+        clean = self.store.get_job(reference)
+        fit_arrays = None if fit_key is None else self.store.get_job(fit_key)
+        if attack.supports_early_stop and clean is not None and (fit_key is None or fit_arrays is not None):
+            def scores(arrays: Any) -> np.ndarray:
+                return scorer.scores(arrays, fit_arrays)
+
+            needed = needed_threshold(attack, resolved, self.suite.metrics, scores(clean),
+                                      msp=scorer.name == "msp")
+        deps = (reference,) + ((fit_key,) if fit_key else ())
+        return self._add(Job(key, JobKind.ATTACK, spec.name, probe.label, config, n,
+                             _shards(self.store, key, n, self.size, attack.shardable, needed, scores),
+                             attack.estimate_cost(resolved, n), model_index, probe_index,
+                             attack=resolved, depends_on=deps, shardable=attack.shardable,
+                             detector=plain(det[0]) if own and det is not None else None,
+                             fit_key=fit_key, reference_key=reference))
+
+    def model(self, model_index: int) -> None:
+        spec = self.suite.models[model_index]
+        fp = model_fingerprint(spec, self.suite.base_dir)
+        clean = self._forward(model_index, fp, None)
+        in_label = self.suite.in_distribution.label
+        # (detector label, probe label) -> the job of that row's OOD points, for `versus`
+        ood_points: dict[tuple[str, str], str] = {}
+        pending: list[tuple[Row, Optional[str]]] = []
+        for d in self.detectors:
+            dspec, det = d
+            reference = self._forward(model_index, fp, None, d) if det.needs_model else clean
+            fit = self._fit(model_index, fp, d) if det.needs_fit else None
+            pending.append((Row(spec.name, dspec.display, in_label, RowKind.IN_DISTRIBUTION,
+                                clean, clean, plain(dspec)), None))
+            for probe_index, probe in enumerate(self.suite.probes):
+                if probe_index not in self.points:
+                    continue
+                attack = None if probe.attack is None else attacks.get(probe.attack.name)()
+                if not scores_row(det, attack):
+                    continue
+                if attack is None:
+                    points = self._forward(model_index, fp, probe_index, d if det.needs_model else None)
+                    kind = RowKind.OOD
+                else:
+                    points = self._attack(model_index, fp, probe_index, d, reference, fit)
+                    kind = RowKind(attack.row)
+                if probe.versus is None:
+                    ood_points[(dspec.display, probe.label)] = points
+                pending.append((Row(spec.name, dspec.display, probe.label, kind, points, reference,
+                                    plain(dspec), fit), probe.versus))
+        for row, versus in pending:
+            if versus is not None:
+                target = ood_points.get((row.detector, versus))
+                if target is None:  # its OOD probe was skipped (data missing)
+                    continue
+                row = Row(row.model, row.detector, row.label, row.kind, row.points, row.reference,
+                          row.detector_spec, row.fit, target)
+            self.rows.append(row)
+
+
 def make_plan(suite: Suite, store: ResultStore, data: SuiteData, *,
               skip_missing: bool = False) -> Plan:
-    """The jobs of ``suite``, each model's clean pass first, then its probes in suite order.
+    """The jobs of ``suite``, each model's clean pass first, then its probes in suite order,
+    and the rows they make (per model, per detector, in suite order).
 
     Probes whose data is missing raise :class:`DatasetNotFoundError`, or are skipped with a
     warning (and listed in ``Plan.skipped``) when ``skip_missing`` is set.
     """
-    size = suite.shard_size
-    n_in = len(data.in_distribution())
-    jobs: list[Job] = []
     skipped: list[str] = []
     points: dict[int, int] = {}
     for probe_index, probe in enumerate(suite.probes):
@@ -99,35 +245,10 @@ def make_plan(suite: Suite, store: ResultStore, data: SuiteData, *,
                 raise
             warnings.warn(f"skipping probe {probe.label!r}: {err}", stacklevel=2)
             skipped.append(probe.label)
-    in_name = suite.in_distribution.dataset or ""
-    for model_index, spec in enumerate(suite.models):
-        fingerprint = model_fingerprint(spec, suite.base_dir)
-        clean_key = canonical_hash(job_config(suite, fingerprint, JobKind.CLEAN, None))
-        clean_stored = store.get_job(clean_key)
-        jobs.append(Job(clean_key, JobKind.CLEAN, spec.name, suite.in_distribution.label,
-                        job_config(suite, fingerprint, JobKind.CLEAN, None), n_in,
-                        _shards(store, clean_key, n_in, size, True), Cost(forward=n_in), model_index))
-        for probe_index, probe in enumerate(suite.probes):
-            if probe_index not in points:
-                continue
-            n = points[probe_index]
-            if probe.attack is None:
-                config = job_config(suite, fingerprint, JobKind.PROBE, probe)
-                key = canonical_hash(config)
-                jobs.append(Job(key, JobKind.PROBE, spec.name, probe.label, config, n,
-                                _shards(store, key, n, size, True), Cost(forward=n), model_index,
-                                probe_index))
-                continue
-            attack: Attack = attacks.get(probe.attack.name)()
-            resolved = attack.resolve(probe.attack, in_name)
-            config = job_config(suite, fingerprint, JobKind.ATTACK, probe,
-                                resolved.model_dump(mode="json", exclude={"early_stop"}))
-            key = canonical_hash(config)
-            needed: Optional[float] | _Unchecked = UNCHECKED
-            if clean_stored is not None and attack.supports_early_stop:
-                needed = needed_threshold(attack, resolved, suite.metrics, clean_stored)
-            jobs.append(Job(key, JobKind.ATTACK, spec.name, probe.label, config, n,
-                            _shards(store, key, n, size, attack.shardable, needed),
-                            attack.estimate_cost(resolved, n), model_index, probe_index,
-                            attack=resolved, depends_on=(clean_key,), shardable=attack.shardable))
-    return Plan(tuple(jobs), tuple(skipped), size)
+    planner = _Planner(suite, store, data, points)
+    for model_index in range(len(suite.models)):
+        planner.model(model_index)
+    return Plan(tuple(planner.jobs.values()), tuple(skipped), suite.shard_size, tuple(planner.rows))
+
+
+__all__ = ["AttackSpec", "UNCHECKED", "job_config", "make_plan", "split"]

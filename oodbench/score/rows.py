@@ -12,6 +12,7 @@ from oodbench.score.arrays import PointArrays, ood_logits
 
 if TYPE_CHECKING:  # the attacks import this module; keep the runtime graph acyclic
     from oodbench.attacks.base import Attack
+    from oodbench.detectors import Detector
 
 
 class RowKind(str, Enum):
@@ -20,13 +21,20 @@ class RowKind(str, Enum):
     OOD = "probe"
     IN_DISTRIBUTION = "in"
     SUMMARY = "summary"
+    IN_ATTACKED = "in-attacked"   # attacked in-distribution points against a probe's OOD points
 
 
 def score_row(kind: RowKind, arrays: Mapping[str, np.ndarray], clean: Mapping[str, np.ndarray],
               metric_names: Sequence[str], *, seed: int,
-              attack: Optional["Attack"] = None) -> dict[str, float]:
+              attack: Optional["Attack"] = None, detector: Optional["Detector"] = None,
+              fit: Optional[Mapping[str, np.ndarray]] = None,
+              versus: Optional[Mapping[str, np.ndarray]] = None,
+              clean_scores: Optional[np.ndarray] = None) -> dict[str, float]:
     """The metric values of one row. ``clean``: the model's clean in-distribution arrays, which
-    OOD rows are ranked against; ``attack``: the registered attack of a summary row."""
+    OOD rows are ranked against; ``attack``: the registered attack of a summary row;
+    ``detector`` (default msp) and its ``fit`` arrays: the score the rank metrics order;
+    ``versus``: the OOD side of an attacked in-distribution row; ``clean_scores``: the
+    detector's scores of ``clean`` when the caller has them already (a cache)."""
     kind = RowKind(kind)
     if kind is RowKind.SUMMARY:
         if attack is None:
@@ -38,9 +46,27 @@ def score_row(kind: RowKind, arrays: Mapping[str, np.ndarray], clean: Mapping[st
             raise ValueError("an in-distribution row needs the points' labels")
         inp = MetricInput(in_logits=points.logits, in_labels=points.labels, seed=seed)
         return compute_metrics(list(metric_names), inp, row="in")
-    reference = PointArrays.of(clean)
+    own = detector is not None and detector.name != "msp"  # msp: the metrics' own default score
+    if kind is RowKind.IN_ATTACKED:
+        if versus is None:
+            raise ValueError("an attacked in-distribution row needs its OOD side (versus)")
+        inside, outside = arrays, versus
+        in_scores = None if not own else detector.scores(inside, fit)  # type: ignore[union-attr]
+    else:
+        inside, outside = clean, arrays
+        in_scores = (None if not own else clean_scores if clean_scores is not None
+                     else detector.scores(inside, fit))  # type: ignore[union-attr]
+    reference = PointArrays.of(inside)
+    if reference.labels is None:
+        raise ValueError("the in-distribution side of a row needs its points' labels")
+    out_scores = None
+    if own:
+        out_scores = detector.scores(outside, fit)  # type: ignore[union-attr]
+        mask = PointArrays.of(outside).mask
+        out_scores = out_scores if mask is None else out_scores[mask]
     inp = MetricInput(in_logits=reference.logits, in_labels=reference.labels,
-                      out_logits=ood_logits(arrays), seed=seed)
+                      out_logits=ood_logits(outside), seed=seed, in_scores=in_scores,
+                      out_scores=out_scores)
     return compute_metrics(list(metric_names), inp, row="probe")
 
 

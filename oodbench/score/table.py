@@ -1,0 +1,69 @@
+"""Scoring a whole table from the store: each row's recipe (which jobs, which detector) in, its
+metric values out. ``run`` scores a plan's :class:`~oodbench.plan.jobs.Row`\\ s with it, and
+``verify`` the recipes stored beside the metrics, so both compute every number the same way."""
+
+from __future__ import annotations
+
+import json
+from typing import TYPE_CHECKING, Any, Mapping, Optional, Sequence
+
+import numpy as np
+
+from oodbench.score.rows import RowKind, row_of_job, score_row
+
+if TYPE_CHECKING:  # pragma: no cover
+    from oodbench.detectors import Detector
+    from oodbench.store import ResultStore
+
+
+class MissingArraysError(LookupError):
+    """A job a row is scored from is not (completely) in the store."""
+
+
+class TableScorer:
+    """Scores rows from one open store; each job's arrays, each detector and each detector's
+    clean in-distribution scores are read or computed once per table, not once per row."""
+
+    def __init__(self, store: "ResultStore", metrics: Sequence[str], seed: int):
+        self.store, self.metrics, self.seed = store, list(metrics), seed
+        self._arrays: dict[str, Mapping[str, np.ndarray]] = {}
+        self._detectors: dict[str, "Detector"] = {}
+        self._clean_scores: dict[tuple[str, str, Optional[str]], np.ndarray] = {}
+
+    def arrays(self, key: str) -> Mapping[str, np.ndarray]:
+        if key not in self._arrays:
+            arrays = self.store.get_job(key)
+            if arrays is None:
+                raise MissingArraysError(f"job {key[:12]} is not complete in {self.store.path}")
+            self._arrays[key] = arrays
+        return self._arrays[key]
+
+    def detector(self, spec: Mapping[str, Any]) -> "Detector":
+        from oodbench.detectors import build_detector
+
+        name = json.dumps(spec, sort_keys=True)
+        if name not in self._detectors:
+            self._detectors[name] = build_detector(spec["name"], spec.get("params") or {})
+        return self._detectors[name]
+
+    def score(self, *, kind: RowKind, points: str, reference: str, detector: Mapping[str, Any],
+              fit: Optional[str] = None, versus: Optional[str] = None) -> dict[str, float]:
+        """The metric values of one row (see :class:`~oodbench.plan.jobs.Row` for the fields)."""
+        kind = RowKind(kind)
+        det = self.detector(detector)
+        fit_arrays = None if fit is None else self.arrays(fit)
+        attack = None
+        if kind is RowKind.SUMMARY:
+            record = self.store.job_record(points)
+            _, attack = row_of_job(record.config if record is not None else {})
+        clean = self.arrays(reference)
+        cache = (json.dumps(detector, sort_keys=True), reference, fit)
+        clean_scores = None
+        if kind is RowKind.OOD and det.name != "msp":
+            if cache not in self._clean_scores:
+                self._clean_scores[cache] = det.scores(clean, fit_arrays)
+            clean_scores = self._clean_scores[cache]
+        return score_row(kind, self.arrays(points), clean, self.metrics, seed=self.seed,
+                         attack=attack, detector=det, fit=fit_arrays,
+                         versus=None if versus is None else self.arrays(versus),
+                         clean_scores=clean_scores)
