@@ -266,7 +266,9 @@ def submit(checkpoint: Union[str, Path], *, suite: Suite, name: str, arch: str,
         "environment_json": json.dumps(env, sort_keys=True), "submitted": _now(),
         "results_store": str(Path(result.store_path).resolve()), "run_id": result.run_id,
     }
-    long = result.metrics
+    from oodbench.runner import fold_detectors
+
+    long = fold_detectors(result.metrics, into="probe")
     metrics = [(str(p), str(m), None if v != v else float(v))
                for p, m, v in zip(long["probe"], long["metric"], long["value"])]
     with Leaderboard(leaderboard) as lb:
@@ -363,6 +365,7 @@ def verify_entries(leaderboard: Union[str, Path]) -> dict[int, list[str]]:
     (:func:`oodbench.report.data.full_verification`), and the entry's metrics are exactly the
     run's metrics of its model. A leaderboard is only as trustworthy as this check."""
     from oodbench.report.data import full_verification
+    from oodbench.runner import fold_detectors
     from oodbench.store import ResultStore
 
     out: dict[int, list[str]] = {}
@@ -375,7 +378,7 @@ def verify_entries(leaderboard: Union[str, Path]) -> dict[int, list[str]]:
             continue
         with ResultStore(path, readonly=True) as store:
             problems = full_verification(store, entry["run_id"])
-            frame = store.metrics_frame(entry["run_id"])
+            frame = fold_detectors(store.metrics_frame(entry["run_id"]), into="probe")
         stored = {(r.probe, r.metric): r.value for r in frame.itertuples() if r.model == entry["name"]}
         for key in sorted(set(stored) | set(entry["metrics"]), key=str):
             a, b = entry["metrics"].get(key), stored.get(key)

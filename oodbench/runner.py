@@ -43,6 +43,18 @@ def has_detector_axis(long: pd.DataFrame) -> bool:
     return "detector" in long.columns and bool((long["detector"] != DEFAULT_DETECTOR).any())
 
 
+def fold_detectors(long: pd.DataFrame, into: str = "model") -> pd.DataFrame:
+    """``long`` without a detector column: for a table with a detector axis the detector joins
+    the ``model`` label (``lenet · energy``: the paper layouts then compare detectors as they
+    compare models) or the ``probe`` label (a leaderboard entry is one checkpoint); a msp-only
+    table keeps its labels as they always were."""
+    if "detector" not in long.columns:
+        return long
+    if has_detector_axis(long):
+        long = long.assign(**{into: [f"{v} · {d}" for v, d in zip(long[into], long["detector"])]})
+    return long.drop(columns="detector")
+
+
 def wide_table(long: pd.DataFrame, metric_order: Optional[Sequence[str]] = None) -> pd.DataFrame:
     """models × (detectors ×) probes rows, one column per metric, in the order the suite lists
     them; the detector level appears when a detector other than msp was asked."""
@@ -170,7 +182,7 @@ def score_plan(plan: Plan, store: ResultStore, suite: Suite) -> list[tuple[Any, 
                           n_classes=n_classes)
     scorer = TableScorer(store, suite.metrics, suite.seed)
     rows: list[tuple[Any, ...]] = []
-    for row in plan.rows:
+    for row in plan.table:
         values = scorer.score(kind=row.kind, points=row.points, reference=row.reference,
                               detector=row.detector_spec, fit=row.fit, versus=row.versus)
         rows += [(row.model, row.detector, row.label, metric, value, row.points, row.recipe())

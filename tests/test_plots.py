@@ -76,7 +76,7 @@ def test_slugify_is_filesystem_safe():
 def test_plot_data_matches_stored_auroc(store_path):
     with ResultStore(store_path) as store:
         data = plot_data(store)
-        stored = {(m, p): v for m, p, k, v in store.metrics_frame().itertuples(index=False)
+        stored = {(m, p): v for m, p, k, v, _ in store.metrics_frame().itertuples(index=False)
                   if k == "auroc"}
     (model,) = data.models
     assert model.slug == "my-org-plain-model"
@@ -152,7 +152,7 @@ def radius_store(digits_weights, tmp_path_factory):
 
 def _stored_mmc(store_path):
     with ResultStore(store_path) as store:
-        return {(m, p): v for m, p, k, v in store.metrics_frame().itertuples(index=False) if k == "mmc"}
+        return {(m, p): v for m, p, k, v, _ in store.metrics_frame().itertuples(index=False) if k == "mmc"}
 
 
 def test_suite_sweep_needs_a_name_per_radius(digits_weights, tmp_path):

@@ -47,8 +47,8 @@ def test_metrics_of_a_run(tmp_path):
         store.finish_run(run)
         frame = store.metrics_frame()
     assert frame.to_dict("records") == [
-        {"model": "m", "probe": "noise", "metric": "auroc", "value": 0.9},
-        {"model": "m", "probe": "noise", "metric": "fpr95", "value": 0.1},
+        {"model": "m", "probe": "noise", "metric": "auroc", "value": 0.9, "detector": "msp"},
+        {"model": "m", "probe": "noise", "metric": "fpr95", "value": 0.1, "detector": "msp"},
     ]
 
 

@@ -133,7 +133,8 @@ class Plan:
     jobs: tuple[Job, ...]
     skipped: tuple[str, ...] = ()
     shard_size: int = 0
-    rows: tuple[Row, ...] = ()
+    #: The table rows the jobs make, in table order (what the scorer scores).
+    table: tuple[Row, ...] = ()
 
     @property
     def cost(self) -> Cost:

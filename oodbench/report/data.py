@@ -59,21 +59,56 @@ def _names(names: set[tuple[str, Optional[str]]], in_label: str) -> set[tuple[st
     return {(model, probe or in_label) for model, probe in names}
 
 
-def expected_rows(run: RunRecord) -> list[tuple[str, str, Optional[str]]]:
-    """The (model, row label, row kind) a finished run of its suite stores, in table order:
-    each model's in-distribution row, then every probe it did not skip for missing data. Row
-    kind: ``in`` / ``probe`` (rows whose metrics are the suite's applicable ones), ``summary``
-    (an attack's own quantities) or None (an attack not registered here)."""
+def suite_detectors(suite: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
+    """(label, {name, params}) of a stored suite's detectors; a suite of an oodbench before
+    detectors existed scored with msp alone."""
+    out = []
+    for entry in suite.get("detectors") or [{"name": "msp"}]:
+        entry = entry if isinstance(entry, dict) else {"name": str(entry)}
+        name = str(entry.get("name", "msp"))
+        out.append((str(entry.get("label") or name), {"name": name, "params": entry.get("params") or {}}))
+    return out
+
+
+def _row_exists(detector: dict[str, Any], attack_name: Optional[str]) -> bool:
+    """Whether the planner makes this detector's row of a probe (see
+    :func:`oodbench.detectors.attack.scores_row`); unknown names: assume it does."""
+    from oodbench.detectors import build_detector
+    from oodbench.detectors.attack import scores_row
+    from oodbench.registry import UnknownNameError, attacks
+
+    try:
+        det = build_detector(detector["name"], detector["params"])
+        attack = None if attack_name is None else attacks.get(attack_name)()
+    except (UnknownNameError, ValueError):
+        return True
+    return scores_row(det, attack)
+
+
+def expected_rows(run: RunRecord) -> list[tuple[str, str, str, Optional[str]]]:
+    """The (model, detector, row label, row kind) a finished run of its suite stores, in table
+    order: per model and detector, the in-distribution row, then every probe it did not skip
+    for missing data and the detector scores. Row kind: ``in`` / ``probe`` (rows whose metrics
+    are the suite's applicable ones), ``summary`` (an attack's own quantities), ``in-attacked``
+    or None (an attack not registered here)."""
     in_label, labels = _suite_labels(run.suite)
     kinds: list[Optional[str]] = []
+    names: list[Optional[str]] = []
+    versus: list[Optional[str]] = []
     for spec in run.suite.get("probes") or []:
         attack = (spec or {}).get("attack") if isinstance(spec, dict) else None
+        names.append(str(attack.get("name", "")) if attack else None)
         kinds.append(_attack_row(str(attack.get("name", ""))) if attack else "probe")
+        versus.append(spec.get("versus") if isinstance(spec, dict) else None)
     models = [str(m.get("name")) for m in run.suite.get("models") or [] if isinstance(m, dict)]
-    rows: list[tuple[str, str, Optional[str]]] = []
+    rows: list[tuple[str, str, str, Optional[str]]] = []
     for model in models:
-        rows.append((model, in_label, "in"))
-        rows += [(model, label, kind) for label, kind in zip(labels, kinds) if label not in run.skipped]
+        for det_label, det in suite_detectors(run.suite):
+            rows.append((model, det_label, in_label, "in"))
+            rows += [(model, det_label, label, kind)
+                     for label, kind, name, target in zip(labels, kinds, names, versus)
+                     if label not in run.skipped and target not in run.skipped
+                     and _row_exists(det, name)]
     return rows
 
 
@@ -91,24 +126,26 @@ def completeness_problems(store: ResultStore, run_id: int) -> list[str]:
     if run.finished is None:
         problems.append(f"run {run_id} did not finish (interrupted, or it failed): its results "
                         "are incomplete; run the suite again (stored jobs are reused)")
-    have: dict[tuple[str, str], set[str]] = {}
+    have: dict[tuple[str, str, str], set[str]] = {}
     for row in store.metric_rows(run_id):
-        have.setdefault((row.model, row.probe), set()).add(row.metric)
+        have.setdefault((row.model, row.detector, row.probe), set()).add(row.metric)
     if not have:
         return problems + [f"run {run_id} has no metrics stored"]
     asked = [str(m) for m in run.suite.get("metrics") or []]
-    for model, label, kind in expected_rows(run):
-        stored = have.get((model, label))
+    several = len(suite_detectors(run.suite)) > 1
+    for model, detector, label, kind in expected_rows(run):
+        where = f"{model} / {detector} / {label}" if several else f"{model} / {label}"
+        stored = have.get((model, detector, label))
         if stored is None:
-            problems.append(f"{model} / {label}: no metrics stored")
+            problems.append(f"{where}: no metrics stored")
             continue
-        if kind not in ("in", "probe") or not asked:
+        if kind not in ("in", "probe", "in-attacked") or not asked:
             continue
         try:
-            wanted = row_metric_names(asked, kind)
+            wanted = row_metric_names(asked, "in" if kind == "in" else "probe")
         except UnknownNameError:  # a plugin metric not installed here: cannot tell
             continue
-        problems += [f"{model} / {label} / {m}: missing" for m in wanted if m not in stored]
+        problems += [f"{where} / {m}: missing" for m in wanted if m not in stored]
     return problems
 
 
@@ -170,45 +207,62 @@ def _same_value(stored: Optional[float], computed: Optional[float]) -> bool:
 def recomputed_metric_problems(store: ResultStore, run_id: int) -> list[str]:
     """Metric values of a run that differ from the same metrics recomputed from its stored arrays.
 
-    Uses the run's own scorer, :func:`oodbench.score.score_row`, with the run's seed, so an honest
-    file reproduces every value bit for bit. Call it only after :func:`verify_run` found nothing:
-    it reads the arrays through the store, which drops a job whose checksum fails. Rows whose
-    attack is not registered here are reported as not recomputable.
+    Uses the run's own scorer (:class:`oodbench.score.table.TableScorer` on the row recipes
+    stored beside the metrics; :func:`oodbench.score.score_row` for rows stored before recipes
+    existed), with the run's seed, so an honest file reproduces every value bit for bit. Call it
+    only after :func:`verify_run` found nothing: it reads the arrays through the store, which
+    drops a job whose checksum fails. Rows whose attack is not registered here are reported as
+    not recomputable.
     """
     from oodbench.registry import UnknownNameError
     from oodbench.score import row_of_job, score_row
+    from oodbench.score.table import MissingArraysError, TableScorer
 
     run = store.run_record(run_id)
     suite = run.suite if run is not None else {}
     seed = int(suite.get("seed", 0))
     in_label = _suite_labels(suite)[0]
-    by_row: dict[tuple[str, str, str], dict[str, Optional[float]]] = {}
+    by_row: dict[tuple[str, str, str, Optional[str]], dict[str, Optional[float]]] = {}
+    recipes: dict[tuple[str, str, str, Optional[str]], Optional[dict[str, Any]]] = {}
     for row in store.metric_rows(run_id):
-        by_row.setdefault((row.model, row.probe, row.job_hash), {})[row.metric] = row.value
-    clean = {model: job_hash for model, probe, job_hash in by_row if probe == in_label}
-    clean_arrays_of = {model: store.get_job(job_hash) for model, job_hash in clean.items()}
+        key = (row.model, row.detector, row.probe, row.job_hash)
+        by_row.setdefault(key, {})[row.metric] = row.value
+        recipes[key] = row.recipe
+    clean = {model: job_hash for model, _, probe, job_hash in by_row if probe == in_label}
+    clean_arrays_of = {model: store.get_job(job_hash) for model, job_hash in clean.items()
+                       if job_hash is not None}
     problems: list[str] = []
-    for (model, probe, job_hash), stored in by_row.items():
-        arrays = clean_arrays_of.get(model) if job_hash == clean.get(model) else store.get_job(job_hash)
-        clean_arrays = clean_arrays_of.get(model)
-        if arrays is None or clean_arrays is None:
-            problems.append(f"{model} / {probe}: its arrays (or its model's clean pass) are missing")
-            continue
-        job = store.job_record(job_hash)
-        config = job.config if job is not None else {}
-        try:
-            kind, attack = row_of_job(config)
-        except UnknownNameError:
-            problems.append(f"{model} / {probe}: attack {config['attack']['name']!r} is not "
-                            "registered here, its metrics cannot be recomputed")
-            continue
+    scorers: dict[tuple[str, ...], TableScorer] = {}
+    for (model, detector, probe, job_hash), stored in by_row.items():
+        where = f"{model} / {probe}" if detector == "msp" else f"{model} / {detector} / {probe}"
         names = list(suite.get("metrics") or stored)  # as the run computed them
-        computed = score_row(kind, arrays, clean_arrays, names, seed=seed, attack=attack)
+        recipe = recipes[(model, detector, probe, job_hash)]
+        try:
+            if recipe is not None:
+                scorer = scorers.setdefault(tuple(names), TableScorer(store, names, seed))
+                computed = scorer.score(kind=recipe["kind"], points=recipe["points"],
+                                        reference=recipe["reference"], detector=recipe["detector"],
+                                        fit=recipe.get("fit"), versus=recipe.get("versus"))
+            else:
+                arrays = (clean_arrays_of.get(model) if job_hash == clean.get(model)
+                          else None if job_hash is None else store.get_job(job_hash))
+                clean_arrays = clean_arrays_of.get(model)
+                if arrays is None or clean_arrays is None:
+                    raise MissingArraysError(where)
+                job = store.job_record(job_hash) if job_hash else None
+                kind, attack = row_of_job(job.config if job is not None else {})
+                computed = score_row(kind, arrays, clean_arrays, names, seed=seed, attack=attack)
+        except MissingArraysError:
+            problems.append(f"{where}: its arrays (or its model's clean pass) are missing")
+            continue
+        except (UnknownNameError, KeyError, TypeError) as err:
+            problems.append(f"{where}: its metrics cannot be recomputed here ({err})")
+            continue
         for metric, value in stored.items():
             if not _same_value(value, computed.get(metric)):
-                problems.append(f"{model} / {probe} / {metric}: stored {value!r}, but the stored "
+                problems.append(f"{where} / {metric}: stored {value!r}, but the stored "
                                 f"arrays give {computed.get(metric)!r} (edited in place?)")
-        problems += [f"{model} / {probe} / {metric}: missing (the stored arrays give {value!r})"
+        problems += [f"{where} / {metric}: missing (the stored arrays give {value!r})"
                      for metric, value in computed.items() if metric not in stored]
     return problems
 
@@ -335,7 +389,9 @@ def load_run(store: ResultStore, run_id: Optional[int]) -> RunData:
     """Run ``run_id`` (default: the latest) with every row classified, in-distribution first."""
     record = find_run(store, run_id)
     rid, suite = record.id, record.suite
-    long = store.metrics_frame(rid)
+    from oodbench.runner import fold_detectors
+
+    long = fold_detectors(store.metrics_frame(rid))
     if long.empty:
         raise ReportError(f"{store.path}: run {rid} has no metrics"
                           + (" (it did not finish: interrupted, or it failed)"
@@ -377,29 +433,46 @@ def with_intervals(store: ResultStore, run: RunData, level: float, *,
                    n_resamples: int = 1000) -> RunData:
     """``run`` with a bootstrap interval for every value that has one, computed from the stored
     arrays by :func:`oodbench.score.bootstrap_intervals` with the run's seed (never re-running a
-    model). Rows whose arrays are missing get none."""
+    model), each row scored by its own detector. Rows whose arrays are missing get none."""
     from oodbench.registry import UnknownNameError
-    from oodbench.score import bootstrap_intervals, row_of_job
+    from oodbench.runner import has_detector_axis
+    from oodbench.score import RowKind, bootstrap_intervals, row_of_job
+    from oodbench.score.table import MissingArraysError, TableScorer
 
     record = store.run_record(run.run_id)
     seed = int((record.suite if record is not None else {}).get("seed", 0))
-    rows = list(dict.fromkeys((r.model, r.probe, r.job_hash) for r in store.metric_rows(run.run_id)))
-    clean = {m: h for m, p, h in rows if p == run.in_label}
+    stored = store.metric_rows(run.run_id)
+    folded = has_detector_axis(pd.DataFrame({"detector": [r.detector for r in stored]}))
+    rows = list(dict.fromkeys((r.model, r.detector, r.probe, r.job_hash) for r in stored))
+    recipes = {(r.model, r.detector, r.probe, r.job_hash): r.recipe for r in stored}
+    clean = {m: h for m, d, p, h in rows if p == run.in_label}
+    scorer = TableScorer(store, [], seed)
     intervals: dict[tuple[str, str, str], tuple[float, float]] = {}
-    for model, probe, job_hash in rows:
-        job = None if job_hash is None else store.job_record(job_hash)
-        arrays = None if job is None else store.get_job(job.hash)
-        clean_arrays = store.get_job(clean[model]) if clean.get(model) else None
-        if job is None or arrays is None or clean_arrays is None:
-            continue
-        try:
-            kind, _ = row_of_job(job.config)
-        except UnknownNameError:
-            continue
-        names = sorted({str(m) for m in run.metrics.loc[(run.metrics["model"] == model)
+    for model, detector, probe, job_hash in rows:
+        shown = f"{model} · {detector}" if folded else model
+        recipe = recipes[(model, detector, probe, job_hash)]
+        names = sorted({str(m) for m in run.metrics.loc[(run.metrics["model"] == shown)
                                                          & (run.metrics["probe"] == probe), "metric"]})
+        try:
+            if recipe is not None:
+                det = scorer.detector(recipe["detector"])
+                kind = RowKind(recipe["kind"])
+                arrays, clean_arrays = scorer.arrays(recipe["points"]), scorer.arrays(recipe["reference"])
+                fit = None if recipe.get("fit") is None else scorer.arrays(recipe["fit"])
+                versus = None if recipe.get("versus") is None else scorer.arrays(recipe["versus"])
+            else:
+                job = None if job_hash is None else store.job_record(job_hash)
+                arrays = None if job is None else store.get_job(job.hash)
+                clean_arrays = store.get_job(clean[model]) if clean.get(model) else None
+                if job is None or arrays is None or clean_arrays is None:
+                    continue
+                kind, _ = row_of_job(job.config)
+                det = fit = versus = None
+        except (MissingArraysError, UnknownNameError, KeyError, ValueError):
+            continue
         for metric, bounds in bootstrap_intervals(kind, arrays, clean_arrays, names, level=level,
-                                                  n_resamples=n_resamples, seed=seed).items():
-            intervals[(model, probe, metric)] = bounds
+                                                  n_resamples=n_resamples, seed=seed, detector=det,
+                                                  fit=fit, versus=versus).items():
+            intervals[(shown, probe, metric)] = bounds
     run.intervals = intervals
     return run

@@ -14,7 +14,7 @@ The resampling is seeded and its order is part of the contract (tests reproduce 
 from __future__ import annotations
 
 import warnings
-from typing import Mapping, Sequence
+from typing import TYPE_CHECKING, Mapping, Optional, Sequence
 
 import numpy as np
 
@@ -22,15 +22,23 @@ from oodbench.metrics import MetricInput, UndefinedMetricWarning, compute_metric
 from oodbench.score.arrays import PointArrays, ood_logits
 from oodbench.score.rows import RowKind
 
+if TYPE_CHECKING:  # pragma: no cover
+    from oodbench.detectors import Detector
+
 DEFAULT_RESAMPLES = 1000
 
 
 def bootstrap_intervals(kind: RowKind, arrays: Mapping[str, np.ndarray],
                         clean: Mapping[str, np.ndarray], metric_names: Sequence[str], *,
                         level: float = 0.95, n_resamples: int = DEFAULT_RESAMPLES,
-                        seed: int = 0) -> dict[str, tuple[float, float]]:
+                        seed: int = 0, detector: Optional["Detector"] = None,
+                        fit: Optional[Mapping[str, np.ndarray]] = None,
+                        versus: Optional[Mapping[str, np.ndarray]] = None
+                        ) -> dict[str, tuple[float, float]]:
     """``{metric: (low, high)}``: the ``level`` percentile bootstrap interval of each metric of
-    the row (summary rows have none). Metrics undefined on a resample are left out of it."""
+    the row (summary rows have none). Metrics undefined on a resample are left out of it.
+    ``detector``, ``fit``, ``versus``: as for :func:`oodbench.score.score_row`; each side's
+    detector scores are computed once and resampled with its points."""
     if not 0 < level < 1:
         raise ValueError(f"the interval's level must be between 0 and 1, got {level!r}")
     if n_resamples < 2:
@@ -39,8 +47,20 @@ def bootstrap_intervals(kind: RowKind, arrays: Mapping[str, np.ndarray],
     if kind is RowKind.SUMMARY:
         return {}
     rng = np.random.default_rng(seed)
-    reference = PointArrays.of(arrays if kind is RowKind.IN_DISTRIBUTION else clean)
-    out = None if kind is RowKind.IN_DISTRIBUTION else ood_logits(arrays)
+    inside = arrays if kind in (RowKind.IN_DISTRIBUTION, RowKind.IN_ATTACKED) else clean
+    outside = None if kind is RowKind.IN_DISTRIBUTION else versus if kind is RowKind.IN_ATTACKED else arrays
+    if kind is RowKind.IN_ATTACKED and versus is None:
+        raise ValueError("an attacked in-distribution row needs its OOD side (versus)")
+    reference = PointArrays.of(inside)
+    out = None if outside is None else ood_logits(outside)
+    own = detector is not None and detector.name != "msp" and outside is not None
+    in_scores = detector.scores(inside, fit) if own else None  # type: ignore[union-attr]
+    out_scores = None
+    if own:
+        assert outside is not None
+        out_scores = detector.scores(outside, fit)  # type: ignore[union-attr]
+        mask = PointArrays.of(outside).mask
+        out_scores = out_scores if mask is None else out_scores[mask]
     row = "in" if kind is RowKind.IN_DISTRIBUTION else "probe"
     n_in = len(reference.logits)
     samples: dict[str, list[float]] = {}
@@ -48,10 +68,12 @@ def bootstrap_intervals(kind: RowKind, arrays: Mapping[str, np.ndarray],
         warnings.simplefilter("ignore", UndefinedMetricWarning)
         for _ in range(n_resamples):
             i = rng.integers(0, n_in, n_in)
-            o = None if out is None else out[rng.integers(0, len(out), len(out))]
+            j = None if out is None else rng.integers(0, len(out), len(out))
             inp = MetricInput(in_logits=reference.logits[i],
                               in_labels=None if reference.labels is None else reference.labels[i],
-                              out_logits=o, seed=seed)
+                              out_logits=None if out is None else out[j], seed=seed,
+                              in_scores=None if in_scores is None else in_scores[i],
+                              out_scores=None if out_scores is None else out_scores[j])
             for name, value in compute_metrics(list(metric_names), inp, row=row).items():
                 samples.setdefault(name, []).append(value)
     tail = (1 - level) / 2 * 100
