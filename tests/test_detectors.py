@@ -227,6 +227,18 @@ def test_forward_works_under_inference_mode(lenet32, name):
         np.testing.assert_array_equal(got[key], expected[key])
 
 
+def test_knn_bank_point_is_its_own_nearest_neighbour(lenet32):
+    """The bank is stored in float32 and made unit length again in float64: a training point's
+    distance to itself (k = 1) is float32 rounding of the direction (~1e-7), not of the norm
+    (sqrt(2 - 2·|b|²) ~ 3e-4 without the renormalisation)."""
+    s = lenet32
+    det = build_detector("knn", {"k": 1})
+    fit = det.fit(s.data)
+    assert fit["bank"].dtype == np.float32
+    scores = det.scores({"logits": s.data.logits, "features": s.data.features}, fit)
+    assert np.all(scores <= 0) and np.all(scores > -1e-6), scores.min()
+
+
 # ------------------------------------------------------------------------------------------------
 # The attack direction: one signed-gradient ascent step raises the score
 # ------------------------------------------------------------------------------------------------
@@ -529,6 +541,20 @@ def test_metrics_equal_pytorch_ood(n_in, n_out, shift):
         assert theirs[key.upper()] == pytest.approx(trapezoid, rel=1e-12, abs=0)
         # the two rules differ, by half the precision drops weighted by the recall steps
         assert abs(ours[key] - theirs[key.upper()]) > 1e-6
+
+
+def test_auroc_and_fpr95_ood_equal_pytorch_ood_with_ties():
+    """Both count a tied (in, OOD) pair half in AUROC, and flag the points tied with the
+    FPR95 threshold (against the detector)."""
+    pytest.importorskip("pytorch_ood")
+    rng = np.random.default_rng(5)
+    score_in = np.round(rng.normal(0.5, 1.0, 150), 1)
+    score_out = np.round(rng.normal(0.0, 1.0, 90), 1)
+    assert np.unique(np.r_[score_in, score_out]).size < 60          # many ties
+    ours = compute_metrics(["auroc", "fpr95-ood"], _metric_input(score_in, score_out), row="probe")
+    theirs = _pytorch_ood_metrics(score_in, score_out)
+    assert ours["auroc"] == pytest.approx(theirs["AUROC"], rel=1e-12, abs=0)
+    assert ours["fpr95-ood"] == pytest.approx(theirs["FPR95TPR"], rel=1e-12, abs=0)
 
 
 def test_fpr95_conventions_by_hand():
