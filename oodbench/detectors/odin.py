@@ -9,8 +9,13 @@ shared logits.
 Attacking it is exact almost everywhere: ``sign`` is piecewise constant, so ``x̃`` moves with
 ``x`` with an identity Jacobian and the gradient of the score at ``x`` is the model's gradient at
 ``x̃`` — the engine differentiates through the preprocessing with no special case. The step is
-taken in the model's input space ([0, 1] pixels, before the model's normalisation); the original
-code divides ``eps`` by the normalisation std, which is ``eps / std`` here.
+taken in the model's input space ([0, 1] pixels, before the model's normalisation). The original
+code steps on normalised inputs with the signed gradient divided by the normalisation std, i.e.
+``eps / std`` in normalised units, which is exactly ``eps`` in pixels: ``eps`` here is the
+paper's value as is (as pytorch-ood's ``norm_std`` makes it), not to be divided by the std.
+
+oodbench's forward pass (:mod:`oodbench.execute.forward`) runs under ``torch.inference_mode()``;
+the gradient step leaves it for its own probe, so ODIN works there as under ``torch.no_grad()``.
 """
 
 from __future__ import annotations
@@ -45,8 +50,10 @@ class ODIN(Detector):
         t, eps = self.params.temperature, self.params.eps
         if eps == 0:
             return Outputs(model(x))
-        with torch.enable_grad():
-            probe = x.detach().requires_grad_(True)
+        # inference mode would record no graph (and an inference tensor cannot require grad):
+        # the probe is a normal tensor, cloned outside it
+        with torch.inference_mode(False), torch.enable_grad():
+            probe = x.detach().clone().requires_grad_(True)
             logits = model(probe) / t
             # the cross-entropy on the predicted class is -log S_ŷ(x; T); its gradient's sign
             loss = F.cross_entropy(logits, logits.argmax(dim=1), reduction="sum")
