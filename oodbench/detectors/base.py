@@ -143,12 +143,13 @@ class Detector:
     def scores(self, arrays: Mapping[str, np.ndarray],
                fit: Optional[Mapping[str, np.ndarray]] = None) -> np.ndarray:
         """Float64 scores of stored arrays (what every rank metric orders)."""
-        logits = torch.as_tensor(np.asarray(arrays[ArrayKey.LOGITS.value]), dtype=torch.float64)
+        # stored arrays are read-only views: float64 copies, which torch may own
+        logits = torch.from_numpy(np.array(arrays[ArrayKey.LOGITS.value], dtype=np.float64))
         features = arrays.get(ArrayKey.FEATURES.value)
         if self.needs_features and features is None:
             raise ValueError(f"detector {self.name!r} needs stored features; the job has none")
         out = Outputs(logits, None if features is None
-                      else torch.as_tensor(np.asarray(features), dtype=torch.float64))
+                      else torch.from_numpy(np.array(features, dtype=np.float64)))
         with torch.no_grad():
             return self.score(out, self.fit_tensors(fit, torch.device("cpu"))).numpy()
 
@@ -156,7 +157,7 @@ class Detector:
                     device: torch.device) -> dict[str, torch.Tensor]:
         """A fit job's arrays as the float64 tensors :meth:`score` reads, on ``device``; done
         once per row or attack, not per batch."""
-        return {k: torch.as_tensor(np.asarray(v), dtype=torch.float64, device=device)
+        return {k: torch.from_numpy(np.array(v, dtype=np.float64)).to(device)
                 for k, v in (fit or {}).items()}
 
     def stop_threshold(self, level: float) -> float:

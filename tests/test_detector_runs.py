@@ -1,0 +1,195 @@
+"""Detectors in a run: their rows, jobs, adaptive attacks, early stop, store, verify and reports."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from oodbench.cli import main
+from oodbench.data.common import subsample_indices
+from oodbench.metrics import auroc
+from oodbench.detectors import build_detector
+from oodbench.plan import JobKind
+from oodbench.report import render
+from oodbench.report.data import full_verification
+from oodbench.runner import plan_suite, run_suite
+from oodbench.store import ResultStore
+from oodbench.suite import SuiteError, load_suite
+
+from conftest import SUITE_HEADER  # noqa: E402
+
+DETECTORS = "name: detectors\n" + SUITE_HEADER + """\
+detectors: [{detectors}]
+fit: {{n: 300}}
+probes:
+  - {{name: uniform, dataset: uniform-noise, n: 60}}
+  - {{name: adv. uniform, dataset: uniform-noise, n: 40, attack: {{name: adversarial-noise, steps: {steps}, step_size: 0.03}}}}
+  - {{name: adv. samples, n: 20, attack: {{name: adversarial-samples, steps: 4}}}}
+  - {{name: in attacked, n: 40, versus: uniform, attack: {{name: in-distribution-attack, steps: 8}}}}
+  - {{name: both attacked, n: 40, versus: adv. uniform, attack: {{name: in-distribution-attack, steps: 8}}}}
+metrics: [{metrics}]
+"""
+
+ALL = "msp, energy, odin, {name: knn, k: 5}, mahalanobis, rmd, vim, react, gen, entropy, max-logit"
+
+
+def _run(write_suite, tmp_path, detectors: str = ALL, metrics: str = "test-error, mmc, auroc, fpr95",
+         steps: int = 10, name: str = "suite.yaml", db: str = "r.db"):
+    suite = load_suite(write_suite(DETECTORS, name=name, detectors=detectors, metrics=metrics,
+                                   steps=steps))
+    return suite, run_suite(suite, output=tmp_path / db, progress=False)
+
+
+def _values(result) -> dict[tuple[str, str, str], float]:
+    m = result.metrics
+    return {(d, p, k): v for d, p, k, v in zip(m["detector"], m["probe"], m["metric"], m["value"])}
+
+
+@pytest.fixture(scope="module")
+def every_detector(tmp_path_factory, digits_weights):
+    """One run of the digits model with every built-in detector (a few seconds)."""
+    tmp = tmp_path_factory.mktemp("detectors")
+
+    def write(text, name="suite.yaml", **fmt):
+        path = tmp / name
+        path.write_text(text.format(weights=digits_weights, **fmt))
+        return path
+
+    suite, result = _run(write, tmp)
+    return tmp, suite, result
+
+
+def test_msp_numbers_do_not_change_when_other_detectors_join(write_suite, tmp_path, every_detector):
+    _, _, result = every_detector
+    _, alone = _run(write_suite, tmp_path, detectors="msp", db="msp.db")
+    together = _values(result)
+    only = _values(alone)
+    assert set(only) == {k for k in together if k[0] == "msp"}
+    assert all(together[k] == only[k] or (np.isnan(only[k]) and np.isnan(together[k])) for k in only)
+    # and a msp-only table looks as it always did: no detector level
+    assert alone.table().index.names == ["model", "probe"]
+    assert result.table().index.names == ["model", "detector", "probe"]
+
+
+def test_every_detector_gets_its_rows_and_the_attack_lowers_its_auroc(every_detector):
+    _, suite, result = every_detector
+    values = _values(result)
+    for spec in suite.detectors:
+        det = spec.display
+        clean, attacked = values[(det, "uniform", "auroc")], values[(det, "adv. uniform", "auroc")]
+        assert attacked < clean, det  # the adaptive attack on its own score hurts every detector
+        # attacking the in-distribution side too can only make it worse
+        assert values[(det, "both attacked", "auroc")] <= values[(det, "in attacked", "auroc")], det
+        logit_only = not (build_detector(spec.name, spec.params).needs_features
+                          or build_detector(spec.name, spec.params).needs_model)
+        # adversarial samples ignore the detector: scored from their logits only where possible
+        assert ((det, "adv. samples", "auroc") in values) == logit_only, det
+
+
+def test_attacks_raise_or_lower_each_detectors_own_score(every_detector):
+    tmp, suite, result = every_detector
+    plan = plan_suite(suite, output=tmp / "r.db")
+    assert all(j.cached for j in plan.jobs)  # the second plan finds every job stored
+    with ResultStore(tmp / "r.db") as store:
+        for row in plan.table:
+            if row.label not in ("adv. uniform", "in attacked"):
+                continue
+            det = build_detector(**row.detector_spec)
+            fit = None if row.fit is None else store.get_job(row.fit)
+            attacked = det.scores(store.get_job(row.points), fit)
+            if row.label == "adv. uniform":  # the same 40 noise points, clean
+                clean_job = next(r.points for r in plan.table
+                                 if r.label == "uniform" and r.detector == row.detector)
+                clean = det.scores(store.get_job(clean_job), fit)[:40]
+                assert np.all(attacked >= clean) and np.mean(attacked > clean) > 0.9, row.detector
+            else:  # lowered: below the clean scores of the same 40 test points
+                reference = det.scores(store.get_job(row.reference), fit)
+                same = subsample_indices(len(reference), 40, suite.seed).numpy()
+                assert np.all(attacked <= reference[same]), row.detector
+                assert np.mean(attacked < reference[same]) > 0.9, row.detector
+                ood = det.scores(store.get_job(row.versus), fit)
+                assert auroc(attacked, ood) < auroc(reference[same], ood), row.detector
+
+
+def test_fit_jobs_are_stored_once_and_reused(every_detector, write_suite, tmp_path):
+    tmp, suite, result = every_detector
+    plan = plan_suite(suite, output=tmp / "r.db")
+    fits = [j for j in plan.jobs if j.kind is JobKind.FIT]
+    assert sorted(j.detector["name"] for j in fits) == ["knn", "mahalanobis", "react", "rmd", "vim"]
+    odin = [j for j in plan.jobs if j.detector and j.detector["name"] == "odin" and j.kind is not JobKind.ATTACK]
+    assert {j.kind for j in odin} == {JobKind.CLEAN, JobKind.PROBE}  # ODIN needs the model to score
+    with ResultStore(tmp / "r.db") as store:
+        bank = store.get_job(next(j.key for j in fits if j.detector["name"] == "knn"))
+    assert bank["bank"].shape[0] == 300  # fit.n training points
+    again = run_suite(suite, output=tmp / "r.db", progress=False)
+    assert again.computed == []
+
+
+def test_a_detector_run_verifies_shows_and_reports(every_detector):
+    tmp, _, result = every_detector
+    with ResultStore(tmp / "r.db", readonly=True) as store:
+        assert full_verification(store, result.run_id) == []
+    out = CliRunner().invoke(main, ["show", str(tmp / "r.db")])
+    assert out.exit_code == 0, out.output
+    assert "mahalanobis" in out.output and "detector" in out.output
+    text = render(tmp / "r.db", fmt="md", layout="hein2019-table1")
+    assert "plain · knn" in text and "plain · msp" in text
+
+
+def test_an_edited_detector_metric_fails_verification(every_detector):
+    tmp, _, result = every_detector
+    import shutil
+    import sqlite3
+
+    copy = tmp / "edited.db"
+    shutil.copy(tmp / "r.db", copy)
+    with sqlite3.connect(copy) as db:
+        db.execute("UPDATE metrics SET value = value + 0.01 WHERE detector='knn' AND "
+                   "probe='uniform' AND metric='auroc'")
+    with ResultStore(copy, readonly=True) as store:
+        problems = full_verification(store, result.run_id)
+    assert len(problems) == 1 and "knn" in problems[0] and "auroc" in problems[0]
+
+
+def test_early_stop_on_a_detector_score_is_exact(write_suite, tmp_path):
+    """AUROC and FPR@95 only: the energy attack may stop settled points; the table is the same
+    as with the full attack, and less work is done."""
+    metrics = "test-error, auroc, fpr95"
+    suite = load_suite(write_suite(DETECTORS.replace("step_size: 0.03}", "step_size: 0.03, early_stop: {stop}}"),
+                                   detectors="energy", metrics=metrics, steps=40, stop="auto"))
+    auto = run_suite(suite, output=tmp_path / "a.db", progress=False)
+    suite_full = load_suite(write_suite(DETECTORS.replace("step_size: 0.03}", "step_size: 0.03, early_stop: {stop}}"),
+                                        name="full.yaml", detectors="energy", metrics=metrics,
+                                        steps=40, stop="false"))
+    full = run_suite(suite_full, output=tmp_path / "f.db", progress=False)
+    assert _values(auto) == _values(full)
+
+    def work(db):
+        with ResultStore(db) as store:
+            plan = plan_suite(load_suite(suite.source), output=db)
+            job = next(j for j in plan.jobs if j.kind is JobKind.ATTACK and j.row == "adv. uniform")
+            return int(store.get_job(job.key)["gradient_evaluations"])
+
+    assert work(tmp_path / "a.db") < work(tmp_path / "f.db") == 40 * 40
+
+
+def test_bad_detector_entries_name_the_field(write_suite):
+    for entry, message in [("{name: knn, k: 0}", "k"), ("nope", "unknown detectors"),
+                           ("{name: energy, temp: 2}", "temp"), ("msp, msp", "already used")]:
+        with pytest.raises(SuiteError, match=message) as err:
+            load_suite(write_suite(DETECTORS, detectors=entry, metrics="auroc", steps=2))
+        assert "detectors" in str(err.value)
+    bad_versus = DETECTORS.replace("versus: uniform", "versus: nowhere")
+    with pytest.raises(SuiteError, match="versus"):
+        load_suite(write_suite(bad_versus, detectors="msp", metrics="auroc", steps=2))
+
+
+def test_list_detectors_says_what_each_needs(every_detector):
+    out = CliRunner().invoke(main, ["list", "detectors"])
+    assert out.exit_code == 0
+    lines = {line.split()[0]: line for line in out.output.splitlines() if line.strip()}
+    assert {"msp", "max-logit", "energy", "entropy", "gen", "odin", "mahalanobis", "rmd", "knn",
+            "vim", "react"} <= set(lines)
+    assert "needs: logits, features, fit" in lines["knn"] and "attack: exact" in lines["knn"]
+    assert "model" in lines["odin"]
