@@ -186,6 +186,8 @@ class ArrayPart:
                  row_shape: Sequence[int] = (), array: np.ndarray | None = None):
         if (path is None) == (array is None):
             raise ValueError("an ArrayPart is a file region or an array, not both")
+        if array is not None and len(array) != count:
+            raise ValueError(f"an ArrayPart of {count} rows given an array of {len(array)}")
         self.count, self.path, self.offset = int(count), path, int(offset)
         self.row_shape = tuple(int(s) for s in (row_shape if array is None else array.shape[1:]))
         self.array = array
