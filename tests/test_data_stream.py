@@ -292,3 +292,13 @@ metrics: [mmc, auroc, fpr95]
     assert np.isfinite(m[("mnist", "auroc")]) and np.isfinite(m[("adv mnist", "auroc")])
     assert reads and max(reads) <= 200  # a shard: the data set (700) is never read at once
     assert sum(reads) >= n + 300  # every point was read
+
+
+def test_smoothed_noise_from_a_streamed_reference_equals_the_materialised_one(tmp_path):
+    formats.write_mnist_family(tmp_path, "MNIST", (pattern((2, 28, 28)), digits(2)),
+                               (pattern((150, 28, 28), 1), digits(150).astype(np.uint8)))
+    streamed = load_dataset("mnist", DataRequest(root=tmp_path))
+    request = dict(root=tmp_path, n=300, seed=2)
+    a = load_dataset("smoothed-noise", DataRequest(**request, reference=streamed))
+    b = load_dataset("smoothed-noise", DataRequest(**request, reference=streamed.materialised()))
+    assert torch.equal(a.images, b.images)
