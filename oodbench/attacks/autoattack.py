@@ -68,11 +68,15 @@ def state_file(artifact_dir: Path, label: str, seed: int) -> Path:
     return Path(artifact_dir) / f"autoattack-{slug}-seed{seed}.npz"
 
 
-def _fingerprint(config: dict[str, Any], images: torch.Tensor, labels: torch.Tensor,
-                 in_logits: np.ndarray) -> str:
+def _fingerprint(config: dict[str, Any], images: Any, labels: torch.Tensor,
+                 in_logits: np.ndarray, chunk: int = 1024) -> str:
+    """sha256 over the config and the arrays; the images are hashed ``chunk`` rows at a time
+    (a data set read in batches is never read whole; the digest is the same as in one piece)."""
     h = hashlib.sha256(json.dumps(config, sort_keys=True).encode())
-    for a in (images.detach().cpu().contiguous().numpy(), labels.detach().cpu().numpy(),
-              np.ascontiguousarray(in_logits)):
+    h.update(str((tuple(int(s) for s in images.shape), "<f4")).encode())
+    for lo in range(0, len(images), chunk):
+        h.update(images[lo:lo + chunk].detach().cpu().float().contiguous().numpy().tobytes())
+    for a in (labels.detach().cpu().numpy(), np.ascontiguousarray(in_logits)):
         h.update(str((a.shape, a.dtype.str)).encode())
         h.update(a.tobytes())
     return h.hexdigest()
@@ -160,7 +164,7 @@ class AutoAttackRobustness(Attack):
         assert spec.threat is not None
         opts = {**OPTION_DEFAULTS, **spec.options}
         version, chunk = opts["version"], int(opts["chunk_size"])
-        images, labels = ctx.images.float(), ctx.labels.long()
+        images, labels = ctx.images, ctx.labels.long()  # images: read chunk by chunk below
         n, n_classes = len(images), int(np.asarray(ctx.in_logits).shape[1])
         config = {"norm": spec.threat.norm, "eps": spec.threat.eps, "version": version,
                   "attacks": opts["attacks"] if version == "custom" else None, "seed": ctx.seed,
@@ -187,7 +191,7 @@ class AutoAttackRobustness(Attack):
             # The standard/plus versions assume 10 classes (9 targets); use every other class.
             aa.apgd_targeted.n_target_classes = min(aa.apgd_targeted.n_target_classes, n_classes - 1)
             aa.fab.n_target_classes = min(aa.fab.n_target_classes, n_classes - 1)
-            x_adv, _ = aa.run_standard_evaluation(images[lo:hi], labels[lo:hi],
+            x_adv, _ = aa.run_standard_evaluation(images[lo:hi].float(), labels[lo:hi],
                                                   batch_size=ctx.batch_size)
             state["logits"][lo:hi] = _logits(model, x_adv, ctx.batch_size, ctx.device)
             if "x_adv" in state:

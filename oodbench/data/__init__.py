@@ -10,7 +10,8 @@ Importing this package registers the built-ins in :data:`oodbench.registry.datas
 
 A dataset is a function ``load(request: DataRequest) -> ImageSet``; call it through
 :func:`load_dataset`, which also checks the output contract. Probes are converted to the
-in-distribution's shape by :func:`to_shape`, the one explicit transform.
+in-distribution's shape by :func:`to_shape`, the one explicit transform (per batch, for a set
+read from files: :mod:`oodbench.data.stream`).
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from oodbench.data import tiny_images  # noqa: F401  (registers tiny-images)
 from typing import Any, Mapping
 
 from oodbench.data.base import DataRequest, DatasetError, DatasetNotFoundError, ImageSet
+from oodbench.data.stream import ImageSource, materialise, take_rows
 from oodbench.data.transforms import describe_conversion, to_shape
 from oodbench.registry import datasets
 
@@ -31,10 +33,13 @@ __all__ = [
     "DatasetNotFoundError",
     "check_dataset_options",
     "ImageSet",
+    "ImageSource",
     "check_imageset",
     "describe_conversion",
     "load_dataset",
+    "materialise",
     "num_classes",
+    "take_rows",
     "to_shape",
 ]
 
@@ -44,24 +49,27 @@ def check_imageset(name: str, result: object, request: DataRequest | None = None
 
     The contract: an :class:`ImageSet` of float32 NCHW images in [0, 1] (no NaN), labels None or
     int64 of shape (N,), the registered ``shape`` when one is declared, and at most
-    ``request.n`` images (synthetic probes: exactly ``n``).
+    ``request.n`` images (synthetic probes: exactly ``n``). The pixel checks (NaN, range) read a
+    source's first and last :data:`CHECKED_ROWS` rows only: reading it all is what a source is
+    there to avoid, and its rows are ``uint8 / 255`` or clamped by construction.
     """
     if not isinstance(result, ImageSet):
         raise TypeError(f"dataset {name!r} returned {type(result).__name__}, not an ImageSet")
     images, labels = result.images, result.labels
     problems = []
-    if not isinstance(images, torch.Tensor):
-        raise TypeError(f"dataset {name!r}: images are {type(images).__name__}, not a tensor")
+    if not isinstance(images, (torch.Tensor, ImageSource)):
+        raise TypeError(f"dataset {name!r}: images are {type(images).__name__}, not a tensor "
+                        "or an ImageSource")
     if images.dtype != torch.float32:
         problems.append(f"images are {images.dtype}, not torch.float32")
     if images.ndim != 4:
         problems.append(f"images have shape {tuple(images.shape)}, not (N, C, H, W)")
     elif images.shape[0] == 0:
         problems.append("no images")
-    elif torch.isnan(images).any():
+    elif torch.isnan(pixels := _checked_pixels(images)).any():
         problems.append("images contain NaN")
     else:
-        lo, hi = float(images.min()), float(images.max())
+        lo, hi = float(pixels.min()), float(pixels.max())
         if lo < 0.0 or hi > 1.0:
             problems.append(f"pixel values span [{lo}, {hi}], not within [0, 1]")
     if labels is not None:
@@ -84,6 +92,17 @@ def check_imageset(name: str, result: object, request: DataRequest | None = None
     if problems:
         raise ValueError(f"dataset {name!r} broke the data contract: " + "; ".join(problems))
     return result
+
+
+CHECKED_ROWS = 16
+
+
+def _checked_pixels(images: torch.Tensor | ImageSource) -> torch.Tensor:
+    if isinstance(images, torch.Tensor):
+        return images
+    n = len(images)
+    rows = sorted(set(range(min(n, CHECKED_ROWS))) | set(range(max(0, n - CHECKED_ROWS), n)))
+    return images[rows]
 
 
 def check_dataset_options(name: str, options: Mapping[str, Any]) -> None:

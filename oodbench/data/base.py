@@ -1,8 +1,11 @@
-"""The two types every dataset and probe speaks: a request in, an in-memory image set out.
+"""The two types every dataset and probe speaks: a request in, an image set out.
 
-Evaluation sets in this field are small (≤ 10^4 test images of ≤ 32×32×3), so loaders
-materialise them as one float tensor. That makes the runner's single clean pass, per-probe
-shape conversion and later attacks simple tensor operations instead of DataLoader plumbing.
+An image set's ``images`` are a float tensor when they are made in memory (scikit-learn's digits,
+the synthetic noise probes) and an :class:`~oodbench.data.stream.ImageSource` when they come from
+files: rows read and converted only when indexed, so evaluating 10^5 images takes the memory of
+one shard, not of the data set (``benchmarks/memory_flat.py``). Both answer ``len``, ``shape``
+and ``images[rows]``, so the runner's clean pass, the per-probe shape conversion and the attacks
+read either the same way.
 """
 
 from __future__ import annotations
@@ -13,16 +16,25 @@ from typing import Any
 
 import torch
 
+from oodbench.data.stream import ImageSource, materialise
 from oodbench.errors import OodbenchError
 
 
 @dataclass(frozen=True)
 class ImageSet:
-    """Images as float32 NCHW in [0, 1]; labels int64 (N,) or None for unlabeled probes."""
+    """Images as float32 NCHW in [0, 1] (a tensor, or a source read in batches); labels int64
+    (N,), always in memory (8 bytes an image), or None for unlabeled probes."""
 
     name: str
-    images: torch.Tensor
+    images: torch.Tensor | ImageSource
     labels: torch.Tensor | None = None
+
+    def materialised(self) -> "ImageSet":
+        """This set with every image in one tensor: for training, which samples the whole set
+        every epoch; evaluation never needs it."""
+        if isinstance(self.images, torch.Tensor):
+            return self
+        return ImageSet(self.name, materialise(self.images), self.labels)
 
     def __len__(self) -> int:
         return int(self.images.shape[0])

@@ -14,6 +14,7 @@ import numpy as np
 import torch
 
 from oodbench.data.base import DataRequest, ImageSet
+from oodbench.data.stream import ImageSource, take_rows
 
 SPLITS = ("train", "test")
 
@@ -108,3 +109,14 @@ def uint8_imageset(
     if labels is not None:
         labels = labels_tensor(take(labels, indices))
     return ImageSet(name, images.contiguous(), labels)
+
+
+def streamed_imageset(
+    name: str, images: ImageSource, labels: Any | None, request: DataRequest
+) -> ImageSet:
+    """The file-backed counterpart of :func:`uint8_imageset`: the same seeded subsample, as a
+    lazy view of ``images`` (nothing is read here), with the labels subsampled alike."""
+    indices = subsample_indices(len(images), request.n, request.seed)
+    if labels is not None:
+        labels = labels_tensor(take(labels, indices))
+    return ImageSet(name, take_rows(images, indices), labels)

@@ -42,6 +42,7 @@ import torch.nn.functional as F
 
 from oodbench.data.base import DataRequest, ImageSet
 from oodbench.data.common import check_option_names, check_options, no_options
+from oodbench.data.stream import ImageSource
 from oodbench.registry import datasets
 
 DEFAULT_N = 1000
@@ -133,7 +134,7 @@ def rescale_per_image(images: torch.Tensor) -> torch.Tensor:
 
 
 def smoothed_noise(
-    reference: torch.Tensor,
+    reference: "torch.Tensor | ImageSource",
     n: int,
     seed: int,
     *,
@@ -143,8 +144,11 @@ def smoothed_noise(
     """The papers' noise: permuted reference images + uniform noise, blurred, rescaled.
 
     See the module docstring for every step. Returns float32 (n, C, H, W) in [0, 1].
+    ``reference`` may be an :class:`~oodbench.data.stream.ImageSource`: only the rows each batch
+    permutes are read.
     """
-    reference = reference.detach().to(device="cpu", dtype=torch.float32)  # generator is on CPU
+    if isinstance(reference, torch.Tensor):
+        reference = reference.detach().to(device="cpu", dtype=torch.float32)  # generator is on CPU
     m, c, h, w = reference.shape
     generator = _generator(seed)
     out = torch.empty(n, c, h, w, dtype=torch.float32)

@@ -31,7 +31,8 @@ import numpy as np
 import torch
 
 from oodbench.data.base import DataRequest, DatasetNotFoundError, ImageSet
-from oodbench.data.common import check_option_names, subsample_indices, uint8_to_unit
+from oodbench.data.common import check_option_names, subsample_indices
+from oodbench.data.stream import ArrayPart, ArraySource
 from oodbench.registry import datasets
 
 NAME = "tiny-images"
@@ -205,4 +206,7 @@ def tiny_images(request: DataRequest) -> ImageSet:
     indices = distinct_indices(len(data), request.n, request.seed)
     if indices is None:
         indices = torch.arange(len(data))
-    return ImageSet(NAME, uint8_to_unit(data.read(indices)).contiguous(), None)
+    # Read in batches like every file-backed set; the file is mapped per read (see stream.py).
+    rows = ArrayPart(data.count, path=data.path, row_shape=(IMAGE_BYTES,))
+    source = ArraySource(NAME, [rows], (3, 32, 32), decode)
+    return ImageSet(NAME, source.subset(data.file_indices(indices)), None)

@@ -1,39 +1,53 @@
-"""Real image datasets read through torchvision: the MNIST family, CIFAR-10/100, SVHN, folders.
+"""Real image datasets in torchvision's on-disk layout: the MNIST family, CIFAR-10/100, SVHN, folders.
 
-Every loader reads torchvision's arrays directly (``.data``/``.targets``; uint8) instead of
-going through ``__getitem__`` and PIL, subsamples with the shared seeded helper
-(:func:`oodbench.data.common.subsample_indices`) *before* converting to float, and returns
-float32 NCHW in [0, 1] (``uint8 / 255``). Files are looked up in ``request.root`` with
-torchvision's own layout (:data:`LAYOUTS`); a missing or corrupted file, or a failed download,
-becomes one :class:`~oodbench.data.base.DatasetNotFoundError` that says where it looked and how
-to fix it (:func:`open_torchvision`, the single wrapper all loaders go through).
+Every loader returns its images as an :class:`~oodbench.data.stream.ImageSource`, read in
+batches, never whole: the idx files of the MNIST family are memory-mapped as they are; CIFAR's
+pickles and SVHN's ``.mat`` files are decoded once into a cached uint8 ``.npy`` beside them that
+is memory-mapped from then on (:mod:`oodbench.data.array_cache` says why); image folders are
+decoded per read, by DataLoader workers. The files are read directly, in the format torchvision
+reads them, with torchvision's own checks (its md5 constants for CIFAR and SVHN); torchvision's
+classes are constructed only when the files are missing or fail a check — to download them, or
+for their error — and for MNIST files in torchvision's legacy ``processed/`` layout.
+
+Pixels are what torchvision's arrays gave before (``uint8 / 255`` in float32, NCHW), and ``n``
+subsamples with the shared seeded rule (:func:`oodbench.data.common.subsample_indices`), so the
+numbers are the same as when these sets were loaded whole (``tests/test_data_stream.py``).
+Files are looked up in ``request.root`` with torchvision's layout (:data:`LAYOUTS`); a missing
+or corrupted file, or a failed download, becomes one
+:class:`~oodbench.data.base.DatasetNotFoundError` that says where it looked and how to fix it
+(:func:`open_torchvision`, the single wrapper all loaders go through).
 
 No shape conversion happens here: grey sets stay (1, 28, 28), colour sets (3, 32, 32); the runner
-converts probes with :func:`oodbench.data.transforms.to_shape`.
+converts probes with :func:`oodbench.data.transforms.to_shape`, batch by batch.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import partial
 
+import gzip
 import http.client
 import os
+import pickle
 from pathlib import Path
 from typing import Any, Callable, Mapping, TypeVar
 
 import numpy as np
 import torch
 
-from oodbench.data.base import DataRequest, DatasetNotFoundError, ImageSet
+from oodbench.data.array_cache import cached_uint8
+from oodbench.data.base import DataRequest, DatasetError, DatasetNotFoundError, ImageSet
 from oodbench.data.common import (
     check_option_names,
     check_options,
     check_split,
     no_options,
+    streamed_imageset,
     subsample_indices,
     take,
-    uint8_imageset,
 )
+from oodbench.data.stream import ArrayPart, ArraySource, FolderSource
 from oodbench.data.transforms import to_shape
 from oodbench.registry import datasets
 
@@ -113,24 +127,110 @@ def _root(request: DataRequest) -> str:
 
 # --- builders: one per on-disk family ---------------------------------------------------------
 
+IDX_UINT8 = 8  # the idx type code of unsigned bytes (the third byte of the magic number)
 
-def _mnist_family(name: str, cls_name: str, request: DataRequest, **kwargs: Any) -> Any:
+
+def _idx_header(head: bytes, ndim: int, file: Path) -> tuple[int, ...]:
+    """The dimensions of an idx file from its first bytes (big-endian magic, then the sizes)."""
+    if len(head) < 4 + 4 * ndim or head[0:2] != b"\0\0" or head[2] != IDX_UINT8 or head[3] != ndim:
+        raise DatasetError(f"{file} is not an idx file of {ndim}-D unsigned bytes")
+    return tuple(int.from_bytes(head[4 + 4 * i:8 + 4 * i], "big") for i in range(ndim))
+
+
+def _read_idx(images: Path, labels: Path) -> tuple[ArrayPart, np.ndarray] | None:
+    """The images (mapped) and labels of an idx pair; from the ``.gz`` files, decompressed into
+    memory (a compressed file cannot be mapped), when only those exist; None when neither does."""
+    gz_images, gz_labels = images.with_name(images.name + ".gz"), labels.with_name(labels.name + ".gz")
+    if images.is_file() and labels.is_file():
+        with open(images, "rb") as f:
+            dims = _idx_header(f.read(16), 3, images)
+        n, h, w = dims
+        if images.stat().st_size != 16 + n * h * w:
+            raise DatasetError(f"{images} has {images.stat().st_size} bytes, {16 + n * h * w} "
+                               f"expected for {n} images of {h}×{w}: truncated")
+        part = ArrayPart(n, path=images, offset=16, row_shape=(h, w))
+        raw_labels = labels.read_bytes()
+    elif gz_images.is_file() and gz_labels.is_file():
+        with gzip.open(gz_images, "rb") as f:
+            raw = f.read()
+        n, h, w = _idx_header(raw[:16], 3, gz_images)
+        part = ArrayPart(n, array=np.frombuffer(raw, np.uint8, n * h * w, 16).reshape(n, h, w))
+        with gzip.open(gz_labels, "rb") as f:
+            raw_labels = f.read()
+    else:
+        return None
+    (count,) = _idx_header(raw_labels[:8], 1, labels)
+    if count != part.count:
+        raise DatasetError(f"{labels} has {count} labels for {part.count} images")
+    return part, np.frombuffer(raw_labels, np.uint8, count, 8).astype(np.int64)
+
+
+def _mnist_family(name: str, cls_name: str, request: DataRequest, *, upright: bool = False,
+                  label_shift: int = 0, **kwargs: Any) -> ImageSet:
+    """An idx pair in ``<root>/<cls_name>/raw/`` memory-mapped; ``upright`` undoes EMNIST's
+    transposition per batch. torchvision's class is built only when the files are missing (to
+    download them, or for its error) or in its legacy ``processed/`` layout."""
     import torchvision.datasets as tvd
 
     check_options(name, request, ())
     split = check_split(name, request)
     cls = getattr(tvd, cls_name)
-    return open_torchvision(
-        name,
-        request,
-        lambda: cls(_root(request), train=split == "train", download=request.download, **kwargs),
-        expected=LAYOUTS[name],
-    )
+    raw = Path(_root(request)) / cls_name / "raw"
+    if "split" in kwargs:  # EMNIST: emnist-<split>-{train,test}-…
+        prefix = f"emnist-{kwargs['split']}-{split}"
+    else:
+        prefix = "train" if split == "train" else "t10k"
+    images_file, labels_file = raw / f"{prefix}-images-idx3-ubyte", raw / f"{prefix}-labels-idx1-ubyte"
+
+    def build() -> tuple[ArrayPart, np.ndarray]:
+        found = _read_idx(images_file, labels_file)
+        if found is not None:
+            return found
+        ds = cls(_root(request), train=split == "train", download=request.download, **kwargs)
+        found = _read_idx(images_file, labels_file)  # downloaded now
+        if found is not None:
+            return found
+        data = ds.data.numpy()  # legacy processed/*.pt: only torch.load reads them
+        return ArrayPart(len(data), array=data), ds.targets.numpy().astype(np.int64)
+
+    part, labels = open_torchvision(name, request, build, expected=LAYOUTS[name])
+    h, w = part.row_shape
+    if upright:  # EMNIST stores (N, W, H): transposing each batch back gives upright (N, 1, H, W)
+        shape, to_nchw = (1, w, h), _transposed_grey
+    else:
+        shape, to_nchw = (1, h, w), _grey
+    source = ArraySource(name, [part], shape, to_nchw)
+    return streamed_imageset(name, source, labels - label_shift, request)
+
+
+def _grey(rows: np.ndarray) -> np.ndarray:
+    return rows[:, None]
+
+
+def _transposed_grey(rows: np.ndarray) -> np.ndarray:
+    return rows.transpose(0, 2, 1)[:, None]
 
 
 def _mnist_like(name: str, cls_name: str, request: DataRequest) -> ImageSet:
-    ds = _mnist_family(name, cls_name, request)
-    return uint8_imageset(name, ds.data.unsqueeze(1), ds.targets, request)
+    return _mnist_family(name, cls_name, request)
+
+
+def _unpickle_cifar(file: Path) -> tuple[np.ndarray, np.ndarray]:
+    """One CIFAR batch file as torchvision reads it: ``data`` rows (R, G, B planes of 32×32)
+    as uint8 NCHW, and ``labels`` (CIFAR-10) or ``fine_labels`` (CIFAR-100)."""
+    with open(file, "rb") as f:
+        entry = pickle.load(f, encoding="latin1")
+    labels = entry["labels"] if "labels" in entry else entry["fine_labels"]
+    return np.asarray(entry["data"], dtype=np.uint8).reshape(-1, 3, 32, 32), np.asarray(labels)
+
+
+def _cifar_intact(cls: Any, folder: Path) -> bool:
+    """torchvision's own check: every batch file of both splits and the meta file match the
+    md5 constants of the class."""
+    from torchvision.datasets.utils import check_integrity
+
+    files = list(cls.train_list) + list(cls.test_list) + [[cls.meta["filename"], cls.meta["md5"]]]
+    return all(check_integrity(str(folder / file), md5) for file, md5 in files)
 
 
 def _cifar(name: str, cls_name: str, request: DataRequest) -> ImageSet:
@@ -139,14 +239,29 @@ def _cifar(name: str, cls_name: str, request: DataRequest) -> ImageSet:
     check_options(name, request, ())
     split = check_split(name, request)
     cls = getattr(tvd, cls_name)
-    ds = open_torchvision(
-        name,
-        request,
-        lambda: cls(_root(request), train=split == "train", download=request.download),
-        expected=LAYOUTS[name],
-    )
-    # torchvision keeps CIFAR as a uint8 (N, 32, 32, 3) HWC array; NCHW is a free view.
-    return uint8_imageset(name, np.asarray(ds.data).transpose(0, 3, 1, 2), ds.targets, request)
+    folder = Path(_root(request)) / cls.base_folder
+    listed = cls.train_list if split == "train" else cls.test_list
+
+    def build() -> list[tuple[ArrayPart, np.ndarray]]:
+        if not _cifar_intact(cls, folder):
+            # Downloads and checks again, or raises torchvision's "not found or corrupted".
+            cls(_root(request), train=split == "train", download=request.download)
+        return [cached_uint8(folder / file, md5, partial(_unpickle_cifar, folder / file))
+                for file, md5 in listed]
+
+    parts = open_torchvision(name, request, build, expected=LAYOUTS[name])
+    source = ArraySource(name, [p for p, _ in parts], (3, 32, 32))
+    return streamed_imageset(name, source, np.concatenate([labels for _, labels in parts]), request)
+
+
+def _load_svhn(file: Path) -> tuple[np.ndarray, np.ndarray]:
+    """An SVHN ``.mat`` as torchvision reads it: ``X`` (H, W, C, N) → NCHW, label 10 → digit 0."""
+    from scipy.io import loadmat
+
+    mat = loadmat(str(file))
+    labels = mat["y"].astype(np.int64).reshape(-1)
+    np.place(labels, labels == 10, 0)
+    return np.transpose(mat["X"], (3, 2, 0, 1)), labels
 
 
 # --- registered datasets ------------------------------------------------------------------------
@@ -207,10 +322,8 @@ def emnist_letters(request: DataRequest) -> ImageSet:
     ``.T``); here images are transposed back so letters are upright like MNIST digits.
     torchvision numbers the letters 1–26 (0 is an unused "N/A" class); labels are shifted to 0–25.
     """
-    name = "emnist-letters"
-    ds = _mnist_family(name, "EMNIST", request, split="letters")
-    images = ds.data.transpose(1, 2).unsqueeze(1)  # (N, W, H) on disk → upright (N, 1, H, W)
-    return uint8_imageset(name, images, ds.targets - 1, request)
+    return _mnist_family("emnist-letters", "EMNIST", request, upright=True, label_shift=1,
+                         split="letters")
 
 
 @datasets.register(
@@ -250,18 +363,22 @@ def cifar100(request: DataRequest) -> ImageSet:
 def svhn(request: DataRequest) -> ImageSet:
     """SVHN house-number digits, 32×32 RGB, 10 classes, digit 0 labelled 0 (73k / 26k)."""
     import torchvision.datasets as tvd
+    from torchvision.datasets.utils import check_integrity
 
     name = "svhn"
     check_options(name, request, ())
     split = check_split(name, request)
-    ds = open_torchvision(
-        name,
-        request,
-        lambda: tvd.SVHN(_root(request), split=split, download=request.download),
-        expected=LAYOUTS[name],
-    )
-    # torchvision already maps the file's label 10 to 0 and the data to uint8 NCHW.
-    return uint8_imageset(name, ds.data, ds.labels, request)
+    _, file, md5 = tvd.SVHN.split_list[split]
+    path = Path(_root(request)) / file
+
+    def build() -> tuple[ArrayPart, np.ndarray]:
+        if not check_integrity(str(path), md5):
+            # Downloads and checks again, or raises torchvision's "not found or corrupted".
+            tvd.SVHN(_root(request), split=split, download=request.download)
+        return cached_uint8(path, md5, partial(_load_svhn, path))
+
+    part, labels = open_torchvision(name, request, build, expected=LAYOUTS[name])
+    return streamed_imageset(name, ArraySource(name, [part], (3, 32, 32)), labels, request)
 
 
 MAX_SIZE = 4096
@@ -331,7 +448,7 @@ def _read_image(file: str, opts: FolderOptions) -> torch.Tensor:
 
         h, w = image.shape[-2:]
         if opts.crop[0] > h or opts.crop[1] > w:
-            raise ValueError(f"dataset 'image-folder': {file} is {h}×{w} after resizing, smaller "
+            raise DatasetError(f"dataset 'image-folder': {file} is {h}×{w} after resizing, smaller "
                              f"than `crop` {opts.crop[0]}×{opts.crop[1]}; set `resize` to at least "
                              "the crop size")
         image = center_crop(image, list(opts.crop))
@@ -392,13 +509,41 @@ def image_folder(request: DataRequest) -> ImageSet:
         f"data root), or {FIX_ROOT}",
     )
     samples = take(samples, subsample_indices(len(samples), request.n, request.seed))
-    images = [_read_image(file, opts) for file, _ in samples]
-    shapes = {tuple(img.shape) for img in images}
+    files = [file for file, _ in samples]
+    shape = _folder_shape(files, opts, path)
+    labels = torch.tensor([label for _, label in samples], dtype=torch.int64)
+    return ImageSet(name, FolderSource(name, files, shape, partial(_read_image, opts=opts)), labels)
+
+
+def _resized(h: int, w: int, shorter: int) -> tuple[int, int]:
+    """(h, w) after torchvision's ``resize(image, [shorter])``: the shorter side becomes
+    ``shorter``, the longer one is scaled and truncated to an int."""
+    if h <= w:
+        return shorter, int(shorter * w / h)
+    return int(shorter * h / w), shorter
+
+
+def _folder_shape(files: list[str], opts: FolderOptions, path: Path) -> tuple[int, int, int]:
+    """The (3, H, W) every image of the folder becomes: from ``size`` or ``crop`` when they fix
+    it, else from the files' headers (PIL reads the size without decoding the pixels), which
+    must then all agree."""
+    if opts.size is not None and opts.crop is None:
+        return (3, *opts.size)
+    if opts.crop is not None:  # a file too small for the crop is an error when it is read
+        return (3, *opts.crop)
+    from PIL import Image
+
+    shapes: set[tuple[int, int]] = set()
+    for file in files:
+        with Image.open(file) as img:
+            w, h = img.size
+        shapes.add(_resized(h, w, opts.resize) if opts.resize is not None else (h, w))
+        if len(shapes) > 1:
+            break
     if len(shapes) > 1:
         raise ValueError(
             f"dataset 'image-folder': images in {path} have different sizes "
-            f"({', '.join(f'{h}×{w}' for _, h, w in sorted(shapes)[:4])}…); set the option `size`, "
+            f"({', '.join(f'{h}×{w}' for h, w in sorted(shapes)[:4])}…); set the option `size`, "
             "or `resize` and `crop`"
         )
-    labels = torch.tensor([label for _, label in samples], dtype=torch.int64)
-    return ImageSet(name, torch.stack(images).contiguous(), labels)
+    return (3, *shapes.pop())

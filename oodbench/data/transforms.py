@@ -19,10 +19,13 @@ Choices, each deliberate:
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence, overload
 
 import torch
 import torch.nn.functional as F
+
+if TYPE_CHECKING:
+    from oodbench.data.stream import ImageSource
 
 _CHANNEL_NAMES = {1: "grey", 3: "RGB"}
 
@@ -36,14 +39,24 @@ def _check_shape(shape: Sequence[int], what: str) -> tuple[int, int, int]:
     return c, h, w
 
 
-def to_shape(images: torch.Tensor, shape: Sequence[int]) -> torch.Tensor:
+@overload
+def to_shape(images: torch.Tensor, shape: Sequence[int]) -> torch.Tensor: ...
+@overload
+def to_shape(images: "ImageSource", shape: Sequence[int]) -> "ImageSource": ...
+
+
+def to_shape(images, shape):  # type: ignore[no-untyped-def]
     """Convert NCHW images in [0, 1] to ``shape = (C, H, W)``: channels first, then resize.
 
-    Returns ``images`` itself (same object) when nothing has to change.
+    Returns ``images`` itself (same object) when nothing has to change. An
+    :class:`~oodbench.data.stream.ImageSource` is converted lazily: the result converts each
+    batch as it is read, with this function, so the bits are the same.
 
     >>> to_shape(torch.rand(2, 3, 32, 32), (1, 28, 28)).shape
     torch.Size([2, 1, 28, 28])
     """
+    if not isinstance(images, torch.Tensor):
+        return images.converted(shape)
     if images.ndim != 4:
         raise ValueError(f"expected NCHW images, got a tensor of shape {tuple(images.shape)}")
     src = _check_shape(images.shape[1:], "source shape")

@@ -15,7 +15,7 @@ from typing import Any, Optional
 import torch
 from torch import nn
 
-from oodbench.data import DataRequest, ImageSet, load_dataset, num_classes, to_shape
+from oodbench.data import DataRequest, ImageSet, load_dataset, num_classes, take_rows, to_shape
 from oodbench.data.common import subsample_indices
 from oodbench.execute.forward import resolve_device
 from oodbench.models import load_model
@@ -49,10 +49,12 @@ class SuiteData:
         idx = subsample_indices(len(full), n, self.suite.seed)
         if idx is None:
             return full
-        return ImageSet(full.name, full.images[idx], None if full.labels is None else full.labels[idx])
+        return ImageSet(full.name, take_rows(full.images, idx),  # a source stays unread
+                        None if full.labels is None else full.labels[idx])
 
     def probe(self, spec: DataSpec) -> ImageSet:
-        """The probe's data, converted to the in-distribution's shape."""
+        """The probe's data, converted to the in-distribution's shape (batch by batch as a shard
+        reads it, when the data set is read from files)."""
         key = canonical_hash(spec.identity())
         if key not in self._cache:
             ref = self.in_distribution()

@@ -14,7 +14,7 @@ from typing import Optional, Protocol, Union
 
 import torch
 
-from oodbench.data import DataRequest, ImageSet, load_dataset, to_shape
+from oodbench.data import DataRequest, ImageSet, load_dataset, materialise, to_shape
 from oodbench.data.common import uint8_to_unit
 from oodbench.registry import datasets
 from oodbench.train.recipe import Augment, OutDistribution, Recipe
@@ -39,7 +39,7 @@ def load_in_distribution(recipe: Recipe, root: Path) -> tuple[ImageSet, ImageSet
                                                   options=spec.options))
     if train.labels is None or test.labels is None:
         raise ValueError(f"dataset {spec.dataset!r} has no labels: it cannot be trained on")
-    return train, test
+    return train.materialised(), test.materialised()  # every epoch samples the whole set
 
 
 def augment(x: torch.Tensor, spec: Augment, gen: torch.Generator) -> torch.Tensor:
@@ -167,7 +167,8 @@ class OutSource:
         if opener is not None and spec.n is None:
             self.lazy = opener(request)
         else:
-            self.images = to_shape(load_dataset(spec.dataset, request).images, shape).contiguous()
+            self.images = materialise(to_shape(load_dataset(spec.dataset, request).images,
+                                               shape)).contiguous()
 
     def identity(self) -> dict:
         out = self.spec.model_dump(mode="json", by_alias=True)
