@@ -16,7 +16,7 @@ from tqdm.auto import tqdm
 
 from oodbench.execute.tasks import ShardTask
 from oodbench.plan.cost import FORWARD_PER_GRADIENT
-from oodbench.plan.jobs import Job, Plan
+from oodbench.plan.jobs import Job, JobKind, Plan
 
 
 def task_work(job: Job, task: ShardTask) -> int:
@@ -69,7 +69,8 @@ class RunProgress:
     def job_done(self, job: Job, seconds: float) -> None:
         if not self.enabled:
             return
-        line = f"done: {job.label} ({job.kind.value}, {job.n_points} points, {seconds:.1f} s)"
+        size = "" if job.kind is JobKind.FIT else f"{job.n_points} points, "
+        line = f"done: {job.label} ({job.kind.value}, {size}{seconds:.1f} s)"
         if self.overall is not None:
             self.overall.write(line, file=self.stream)
         else:
