@@ -193,3 +193,20 @@ def test_list_detectors_says_what_each_needs(every_detector):
             "vim", "react"} <= set(lines)
     assert "needs: logits, features, fit" in lines["knn"] and "attack: exact" in lines["knn"]
     assert "model" in lines["odin"]
+
+
+def test_roc_curves_rank_by_each_detectors_score(every_detector):
+    from oodbench.report.plots import plot_data, roc_points
+
+    tmp, _, result = every_detector
+    values = _values(result)
+    with ResultStore(tmp / "r.db", readonly=True) as store:
+        data = plot_data(store)
+    shown = {m.model: m for m in data.models}
+    assert {"plain · msp", "plain · knn", "plain · odin"} <= set(shown)
+    for detector in ("msp", "knn", "odin", "vim"):
+        curves = shown[f"plain · {detector}"]
+        for (label, _, _), scores in zip(curves.probes, curves.probe_scores):
+            fpr, tpr = roc_points(curves.in_score, scores)
+            area = float(np.sum(np.diff(fpr) * (tpr[1:] + tpr[:-1]) / 2))
+            assert area == pytest.approx(values[(detector, label, "auroc")], abs=1e-12), (detector, label)

@@ -197,7 +197,7 @@ class _Planner:
             reference = self._forward(model_index, fp, None, d) if det.needs_model else clean
             fit = self._fit(model_index, fp, d) if det.needs_fit else None
             pending.append((Row(spec.name, dspec.display, in_label, RowKind.IN_DISTRIBUTION,
-                                clean, clean, plain(dspec)), None))
+                                clean, reference, plain(dspec), fit), None))
             for probe_index, probe in enumerate(self.suite.probes):
                 if probe_index not in self.points:
                     continue

@@ -141,28 +141,50 @@ def _job_arrays(store: ResultStore, hashes: Sequence[str]) -> Optional[dict[str,
 
 def _row_jobs(store: ResultStore, run: RunData) -> dict[tuple[str, str], list[str]]:
     """(model, row label) -> job hashes: the row's own job (from its metrics) first, then any
-    other job the run used for it (a store written before metrics named their job)."""
-    jobs = store.run_jobs(run.run_id)
+    other job the run used for it (a store written before metrics named their job). With a
+    detector axis the model is the table's ``model · detector`` and only metrics name jobs."""
+    rows = store.metric_rows(run.run_id)
+    folded = any(r.detector != "msp" for r in rows)
     preferred: dict[tuple[str, str], list[str]] = {}
-    for row in store.metric_rows(run.run_id):
-        hashes = preferred.setdefault((row.model, row.probe), [])
+    for row in rows:
+        hashes = preferred.setdefault((_shown(row, folded), row.probe), [])
         if row.job_hash is not None and row.job_hash not in hashes:
             hashes.append(row.job_hash)
-    for row in jobs.itertuples(index=False):
-        probe = run.in_label if row.probe is None or (isinstance(row.probe, float)
-                                                      and math.isnan(row.probe)) else row.probe
-        hashes = preferred.setdefault((row.model, probe), [])
-        if row.job_hash not in hashes:
-            hashes.append(row.job_hash)
+    if folded:
+        for row in rows:  # the in-distribution row's job is the clean pass of every detector
+            if row.probe == run.in_label and row.recipe:
+                preferred[(_shown(row, folded), run.in_label)] = [row.recipe["reference"]]
+        return preferred
+    for job in store.run_jobs(run.run_id).itertuples(index=False):
+        probe = run.in_label if job.probe is None or (isinstance(job.probe, float)
+                                                      and math.isnan(job.probe)) else job.probe
+        hashes = preferred.setdefault((job.model, probe), [])
+        if job.job_hash not in hashes:
+            hashes.append(job.job_hash)
     return preferred
 
 
+def _shown(row: Any, folded: bool) -> str:
+    return f"{row.model} · {row.detector}" if folded else row.model
+
+
+def _recipes(store: ResultStore, run: RunData) -> dict[tuple[str, str], dict[str, Any]]:
+    """(model as shown, row label) -> the row's stored recipe (which detector scores it)."""
+    rows = store.metric_rows(run.run_id)
+    folded = any(r.detector != "msp" for r in rows)
+    return {(_shown(r, folded), r.probe): r.recipe for r in rows if r.recipe}
+
+
 def plot_data(store: ResultStore, run_id: Optional[int] = None) -> PlotData:
-    """Confidences of every model and plottable row of run ``run_id`` (default: the latest)."""
+    """Confidences of every model and plottable row of run ``run_id`` (default: the latest);
+    the ROC curves rank by each row's detector score, as the metrics do."""
     from oodbench.metrics import confidence, msp_score
+    from oodbench.score.table import TableScorer
 
     run = load_run(store, run_id)
     preferred = _row_jobs(store, run)
+    recipes = _recipes(store, run)
+    scorer = TableScorer(store, [], 0)
     rows = run.of_kind(*ROC_KINDS)
     models: list[ModelCurves] = []
     used_slugs: set[str] = set()
@@ -171,25 +193,37 @@ def plot_data(store: ResultStore, run_id: Optional[int] = None) -> PlotData:
         clean = _job_arrays(store, preferred.get((model, run.in_label), []))
         if clean is None:
             continue
+        # the detector and its fit, from any of the model's OOD rows (they all carry both)
+        recipe = next((r for (m, label), r in recipes.items()
+                       if m == model and r.get("kind") == "probe"), None)
+        detector = None if recipe is None else scorer.detector(recipe["detector"])
+        fit = None if recipe is None or not recipe.get("fit") else scorer.arrays(recipe["fit"])
+
+        def score(arrays: dict[str, np.ndarray]) -> np.ndarray:
+            return msp_score(arrays["logits"]) if detector is None else detector.scores(arrays, fit)
+
         num_classes = max(num_classes, int(clean["logits"].shape[1]))
         slug = base = slugify(model)
         i = 2
         while slug in used_slugs:
             slug, i = f"{base}-{i}", i + 1
         used_slugs.add(slug)
-        curves = ModelCurves(model, slug, confidence(clean["logits"]),
-                             in_score=msp_score(clean["logits"]))
+        curves = ModelCurves(model, slug, confidence(clean["logits"]), in_score=score(clean))
         for probe in rows:
+            row_recipe = recipes.get((model, probe.label))
+            if row_recipe is not None and row_recipe.get("kind") == "in-attacked":
+                continue  # its in-distribution side is not the clean one the curves share
             arrays = _job_arrays(store, preferred.get((model, probe.label), []))
             if arrays is None:
                 continue
-            out = arrays["logits"]
-            if "mask" in arrays:
-                out = out[arrays["mask"].astype(bool)]
+            mask = arrays["mask"].astype(bool) if "mask" in arrays else None
+            out, scores = arrays["logits"], score(arrays)
+            if mask is not None:
+                out, scores = out[mask], scores[mask]
             if out.shape[0] == 0:
                 continue
             curves.probes.append((probe.label, probe.kind, confidence(out)))
-            curves.probe_scores.append(msp_score(out))
+            curves.probe_scores.append(scores)
         models.append(curves)
     if not models:
         raise ReportError(f"{store.path}: run {run.run_id} has no stored in-distribution logits to plot")
