@@ -329,20 +329,31 @@ def _points_of_blob(dtype: str, shape: str) -> Optional[int]:
     return int(dims[0]) if dims else None
 
 
-def migrate_v1(path: Path) -> bool:
-    """Upgrade a schema-1 results store in place (one transaction): each job becomes one shard
-    covering all its points, so every stored run still shows, verifies and is reused. Returns
-    whether it migrated. Checksums are verified with the old rule before they are carried over,
-    so a damaged entry is not laundered into a valid one (it is left out and recomputed)."""
+@contextmanager
+def _at_version(path: Path, version: str) -> Iterator[Optional[sqlite3.Connection]]:
+    """A connection to ``path`` if it is a results store of schema ``version``, else None (not
+    ours, not SQLite, or another version: :func:`open_versioned_db` says what it is)."""
     if not path.is_file() or path.stat().st_size == 0:
-        return False
+        yield None
+        return
     db = sqlite3.connect(path)
     try:
         try:
             row = db.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
         except sqlite3.DatabaseError:
-            return False  # not ours, or not SQLite: open_versioned_db says so
-        if row is None or row[0] != "1":
+            row = None
+        yield db if row is not None and row[0] == version else None
+    finally:
+        db.close()
+
+
+def migrate_v1(path: Path) -> bool:
+    """Upgrade a schema-1 results store in place (one transaction): each job becomes one shard
+    covering all its points, so every stored run still shows, verifies and is reused. Returns
+    whether it migrated. Checksums are verified with the old rule before they are carried over,
+    so a damaged entry is not laundered into a valid one (it is left out and recomputed)."""
+    with _at_version(path, "1") as db:
+        if db is None:
             return False
         with db:
             db.execute("ALTER TABLE jobs ADD COLUMN n_points INTEGER NOT NULL DEFAULT 0")
@@ -380,22 +391,13 @@ def migrate_v1(path: Path) -> bool:
             db.execute("DROP TABLE arrays_v1")
             db.execute("UPDATE meta SET value='2' WHERE key='schema_version'")
         return True
-    finally:
-        db.close()
 
 
 def migrate_v2(path: Path) -> bool:
     """Upgrade a schema-2 results store in place: every stored metric is the msp detector's
     (the only one there was), its recipe unknown (``verify`` recomputes it the old way)."""
-    if not path.is_file() or path.stat().st_size == 0:
-        return False
-    db = sqlite3.connect(path)
-    try:
-        try:
-            row = db.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
-        except sqlite3.DatabaseError:
-            return False
-        if row is None or row[0] != "2":
+    with _at_version(path, "2") as db:
+        if db is None:
             return False
         with db:
             db.execute("ALTER TABLE metrics RENAME TO metrics_v2")
@@ -407,8 +409,6 @@ def migrate_v2(path: Path) -> bool:
             db.execute("DROP TABLE metrics_v2")
             db.execute("UPDATE meta SET value='3' WHERE key='schema_version'")
         return True
-    finally:
-        db.close()
 
 
 def migrate(path: Path) -> bool:

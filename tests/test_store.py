@@ -74,3 +74,30 @@ def test_foreign_or_newer_files_are_refused(tmp_path):
     db.close()
     with pytest.raises(RuntimeError, match=f"results store schema 99, this oodbench reads {SCHEMA_VERSION}"):
         ResultStore(path)
+
+
+def test_a_schema_2_store_is_upgraded_with_every_metric_as_msp(tmp_path):
+    """Schema 2 had no detector column; its metrics are msp's and keep their values and jobs."""
+    import sqlite3
+
+    path = tmp_path / "old.db"
+    with ResultStore(path) as store:
+        run = store.start_run(suite_name="s", suite_hash="x", suite_json={}, environment={})
+        store.put_metrics(run, [("m", "noise", "auroc", 0.9, "h1"), ("m", "noise", "fpr95", 0.1, "h1")])
+        store.finish_run(run)
+    with sqlite3.connect(path) as db:  # the schema-2 layout of the metrics table
+        db.execute("ALTER TABLE metrics RENAME TO m3")
+        db.execute("CREATE TABLE metrics (run_id INTEGER NOT NULL REFERENCES runs(id), model TEXT "
+                   "NOT NULL, probe TEXT NOT NULL, metric TEXT NOT NULL, value REAL, job_hash TEXT,"
+                   " PRIMARY KEY (run_id, model, probe, metric))")
+        db.execute("INSERT INTO metrics SELECT run_id, model, probe, metric, value, job_hash FROM m3")
+        db.execute("DROP TABLE m3")
+        db.execute("UPDATE meta SET value='2' WHERE key='schema_version'")
+    with pytest.raises(RuntimeError, match="oodbench upgrade"):
+        ResultStore(path, readonly=True)
+    with ResultStore(path) as store:
+        rows = store.metric_rows(store.latest_run_id())
+    assert [(r.model, r.detector, r.probe, r.metric, r.value, r.job_hash, r.recipe) for r in rows] == [
+        ("m", "msp", "noise", "auroc", 0.9, "h1", None), ("m", "msp", "noise", "fpr95", 0.1, "h1", None)]
+    with sqlite3.connect(path) as db:
+        assert db.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone() == ("3",)
