@@ -210,3 +210,42 @@ def test_roc_curves_rank_by_each_detectors_score(every_detector):
             fpr, tpr = roc_points(curves.in_score, scores)
             area = float(np.sum(np.diff(fpr) * (tpr[1:] + tpr[:-1]) / 2))
             assert area == pytest.approx(values[(detector, label, "auroc")], abs=1e-12), (detector, label)
+
+
+def test_a_detector_without_useful_gradients_is_attacked_through_its_surrogate():
+    """A step-function score has zero gradients everywhere: ascending it directly cannot move a
+    point; its declared surrogate does, and iterates are still judged by the score itself."""
+    import torch
+
+    from oodbench.attacks.engine import AttackConfig, run_attack
+    from oodbench.detectors import Detector
+    from oodbench.detectors.attack import detector_head
+
+    class Rounded(Detector):
+        """max logit rounded down to a multiple of 0.05 (piecewise constant)."""
+
+        name = "rounded"
+        exact_gradient = False
+        surrogate = "max logit"
+
+        def score(self, out, fit):
+            return torch.floor(20 * out.logits.max(dim=1).values) / 20
+
+        def surrogate_score(self, out, fit):
+            return out.logits.max(dim=1).values
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(16, 8), torch.nn.ReLU(),
+                                torch.nn.Linear(8, 3)).eval()
+    x = torch.rand(32, 1, 4, 4)
+    det = Rounded()
+    config = AttackConfig(threat={"norm": "Linf", "eps": 0.5}, steps=20, step_size=0.05)
+    result = run_attack(model, x, config, head=detector_head(det, None, torch.device("cpu")))
+    clean = det.scores({"logits": model(x).detach().numpy()})
+    attacked = det.scores({"logits": result.logits.numpy()})
+    assert np.all(attacked >= clean) and np.mean(attacked > clean) > 0.5
+    assert "surrogate (max logit)" in Rounded.describe()
+    Rounded.exact_gradient = True  # the same attack on the step function itself goes nowhere
+    stuck = run_attack(model, x, config.model_copy(update={"random_start": False}),
+                       head=detector_head(det, None, torch.device("cpu")))
+    assert np.array_equal(det.scores({"logits": stuck.logits.numpy()}), clean)

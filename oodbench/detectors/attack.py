@@ -38,12 +38,15 @@ class DetectorHead:
     def forward(self, model: nn.Module, x: torch.Tensor) -> Outputs:
         return self.detector.forward(model, x)
 
-    def _score(self, out: Outputs) -> torch.Tensor:
+    def _score(self, out: Outputs, surrogate: bool = False) -> torch.Tensor:
         as64 = Outputs(out.logits.double(), None if out.features is None else out.features.double())
-        return self.sign * self.detector.score(as64, self.fit)
+        score = self.detector.surrogate_score if surrogate else self.detector.score
+        return self.sign * score(as64, self.fit)
 
     def objective(self, out: Outputs, target: Optional[torch.Tensor]) -> torch.Tensor:
-        return self._score(out)
+        # a score whose gradient is not its own (zero, or undefined) is ascended through its
+        # documented surrogate; the selection below still uses the score itself
+        return self._score(out, surrogate=not self.detector.exact_gradient)
 
     def select(self, out: Outputs, target: Optional[torch.Tensor]) -> torch.Tensor:
         with torch.no_grad():

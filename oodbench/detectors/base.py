@@ -132,6 +132,12 @@ class Detector:
         result is compared or stored). Differentiable in ``out`` when ``exact_gradient``."""
         raise NotImplementedError
 
+    def surrogate_score(self, out: Outputs, fit: Mapping[str, torch.Tensor]) -> torch.Tensor:
+        """What the adaptive attack ascends when ``exact_gradient`` is False (``surrogate`` names
+        it): a differentiable stand-in whose gradient points where the score rises. Iterates are
+        still judged by :meth:`score`, so the reported point is never worse than the clean one."""
+        raise NotImplementedError(f"detector {self.name!r} has no surrogate")
+
     def forward(self, model: nn.Module, x: torch.Tensor) -> Outputs:
         """The model's outputs on ``x`` as this detector reads them (with the features when it
         needs them). ODIN overrides it to perturb the input first."""

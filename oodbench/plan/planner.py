@@ -162,6 +162,8 @@ class _Planner:
         if own:
             assert det is not None
             config["detector"] = det[1].identity()
+            if not det[1].exact_gradient:  # what was ascended, recorded with the arrays
+                config["surrogate"] = det[1].surrogate
         key = canonical_hash(config)
         n = self.points[probe_index]
         scorer = det[1] if own and det is not None else build_detector("msp")
