@@ -13,7 +13,7 @@ from __future__ import annotations
 import platform
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping, Optional, Sequence, Union
+from typing import TYPE_CHECKING, Any, Mapping, Optional, Sequence, Union
 
 import numpy as np
 import pandas as pd
@@ -31,6 +31,9 @@ from oodbench.score import ArrayKey, RowKind, score_row
 from oodbench.score.table import TableScorer
 from oodbench.store import DEFAULT_DETECTOR, ResultStore
 from oodbench.suite import DEFAULT_METRICS, Suite
+
+if TYPE_CHECKING:  # pragma: no cover
+    from oodbench.detectors import Detector
 
 __all__ = ["RunResult", "evaluate", "environment", "format_table", "forward_logits", "plan_suite",
            "resolve_device", "run_suite", "score_plan", "wide_table"]
@@ -79,28 +82,62 @@ def format_table(table: pd.DataFrame, digits: int = 3) -> str:
 
 def evaluate(model: nn.Module, in_distribution: ImageSet, probes: Mapping[str, ImageSet] = {},
              *, metrics: Sequence[str] = DEFAULT_METRICS, batch_size: int = 256,
-             device: str = "auto", seed: int = 0) -> pd.DataFrame:
+             device: str = "auto", seed: int = 0,
+             detectors: Sequence[Union[str, "Detector"]] = ("msp",),
+             fit: Optional[ImageSet] = None) -> pd.DataFrame:
     """Evaluate one in-memory model on in-memory data, without a suite or a store.
 
-    Probes are converted to the in-distribution's shape first. Returns the wide table (rows:
-    the in-distribution set then each probe; columns: metrics).
+    Probes are converted to the in-distribution's shape first. ``detectors``: registered names
+    or :class:`~oodbench.detectors.Detector` objects; those that need a fit read the labelled
+    ``fit`` set. Returns the wide table (rows: the in-distribution set then each probe, per
+    detector when there are several; columns: metrics).
     """
+    from oodbench.detectors import FitData, build_detector
+    from oodbench.execute.forward import forward_outputs
+    from oodbench.models.features import head_layer
+
     dev = resolve_device(device)
-    in_logits = forward_logits(model, in_distribution.images, batch_size=batch_size, device=dev)
     if in_distribution.labels is None:
         raise ValueError(f"in-distribution set {in_distribution.name!r} has no labels")
-    probe_logits = {
-        name: forward_logits(model, to_shape(p.images, in_distribution.shape),
-                             batch_size=batch_size, device=dev)
-        for name, p in probes.items()
-    }
-    clean = {ArrayKey.LOGITS.value: in_logits, ArrayKey.LABELS.value: in_distribution.labels.numpy()}
-    rows = [(in_distribution.name, score_row(RowKind.IN_DISTRIBUTION, clean, clean, metrics, seed=seed))]
-    rows += [(name, score_row(RowKind.OOD, {ArrayKey.LOGITS.value: logits}, clean, metrics, seed=seed))
-             for name, logits in probe_logits.items()]
-    long = pd.DataFrame([("model", probe, metric, value) for probe, values in rows
-                         for metric, value in values.items()],
-                        columns=["model", "probe", "metric", "value"])
+    dets = [build_detector(d) if isinstance(d, str) else d for d in detectors]
+    sets = {in_distribution.name: in_distribution.images,
+            **{name: to_shape(p.images, in_distribution.shape) for name, p in probes.items()}}
+    labels = in_distribution.labels.numpy()
+    rows: list[tuple[str, str, str, float]] = []
+    for det in dets:
+        def outputs(images: Any) -> dict[str, np.ndarray]:
+            if det.needs_model or det.needs_features:
+                return forward_outputs(model, images, detector=det if det.needs_model else None,
+                                       features=det.needs_features, batch_size=batch_size,
+                                       device=dev)
+            return {ArrayKey.LOGITS.value: forward_logits(model, images, batch_size=batch_size,
+                                                          device=dev)}
+
+        fitted = None
+        if det.needs_fit:
+            if fit is None or fit.labels is None:
+                raise ValueError(f"detector {det.name!r} needs a labelled `fit` set to fit on")
+            train = outputs(fit.images)
+            head = head_layer(model)
+            fitted = det.fit(FitData(
+                logits=train[ArrayKey.LOGITS.value].astype(np.float64), labels=fit.labels.numpy(),
+                features=train[ArrayKey.FEATURES.value].astype(np.float64),
+                head_weight=head.weight.detach().double().cpu().numpy(),
+                head_bias=(head.bias.detach().double().cpu().numpy() if head.bias is not None
+                           else np.zeros(head.out_features))))
+        clean = {**outputs(in_distribution.images), ArrayKey.LABELS.value: labels}
+        plain = {ArrayKey.LOGITS.value: forward_logits(model, in_distribution.images,
+                                                       batch_size=batch_size, device=dev),
+                 ArrayKey.LABELS.value: labels}
+        values = [(in_distribution.name, score_row(RowKind.IN_DISTRIBUTION, plain, plain, metrics,
+                                                   seed=seed))]
+        values += [(name, score_row(RowKind.OOD, outputs(images), clean, metrics, seed=seed,
+                                    detector=det, fit=fitted))
+                   for name, images in sets.items() if name != in_distribution.name]
+        rows += [(det.name, probe, metric, value) for probe, vals in values
+                 for metric, value in vals.items()]
+    long = pd.DataFrame([("model", d, p, m, v) for d, p, m, v in rows],
+                        columns=["model", "detector", "probe", "metric", "value"])
     return wide_table(long, metrics).droplevel("model")
 
 

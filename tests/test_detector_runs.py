@@ -249,3 +249,32 @@ def test_a_detector_without_useful_gradients_is_attacked_through_its_surrogate()
     stuck = run_attack(model, x, config.model_copy(update={"random_start": False}),
                        head=detector_head(det, None, torch.device("cpu")))
     assert np.array_equal(det.scores({"logits": stuck.logits.numpy()}), clean)
+
+
+def test_evaluate_api_scores_each_detector(digits_weights):
+    """The in-memory API: energy's AUROC is scikit-learn's on logsumexp of the logits."""
+    from pathlib import Path
+
+    import torch
+    from sklearn.metrics import roc_auc_score
+
+    from oodbench import evaluate
+    from oodbench.data import DataRequest, load_dataset
+    from oodbench.models import ModelSpec, load_model
+
+    model = load_model(ModelSpec(name="d", adapter="safetensors", path=str(digits_weights),
+                                 arch="digits-net", arch_options={"num_classes": 5}), Path("."))
+    request = dict(root=Path("."), options={"classes": [0, 1, 2, 3, 4]})
+    ind = load_dataset("digits", DataRequest(**request))
+    train = load_dataset("digits", DataRequest(split="train", **request))
+    ood = load_dataset("digits", DataRequest(root=Path("."), options={"classes": [5, 6, 7, 8, 9]}))
+    table = evaluate(model, ind, {"5-9": ood}, metrics=["test-error", "auroc"], device="cpu",
+                     detectors=["msp", "energy", "knn"], fit=train)
+    with torch.no_grad():
+        s_in = torch.logsumexp(model(ind.images[:]), 1).numpy()
+        s_out = torch.logsumexp(model(ood.images[:]), 1).numpy()
+    expected = roc_auc_score(np.r_[np.ones(len(s_in)), np.zeros(len(s_out))], np.r_[s_in, s_out])
+    assert table.loc[("energy", "5-9"), "auroc"] == pytest.approx(expected, abs=1e-6)
+    assert table.loc[("msp", "5-9"), "auroc"] != table.loc[("energy", "5-9"), "auroc"]
+    with pytest.raises(ValueError, match="fit"):
+        evaluate(model, ind, {"5-9": ood}, metrics=["auroc"], device="cpu", detectors=["knn"])
