@@ -88,7 +88,9 @@ def run(suite_file: Path, data_root: Optional[Path], output: Optional[Path], dev
         result = run_suite(suite, data_root=data_root, output=output, device=device,
                            skip_missing=skip_missing or None, progress=not quiet)
     click.echo(format_table(result.table()))
-    click.echo(f"\n{len(result.computed)} jobs computed, {len(result.cached)} reused from the store"
+    click.echo(f"\n{len(result.computed)} jobs computed, {len(result.cached) - result.shared} "
+               "reused from the store"
+               + (f", {result.shared} used by a second row" if result.shared else "")
                + (f", probes skipped: {', '.join(result.skipped)}" if result.skipped else ""))
     click.echo(f"results: {result.store_path} (run {result.run_id})")
 

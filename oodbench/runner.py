@@ -173,6 +173,8 @@ class RunResult:
     computed: list[str] = field(default_factory=list)
     cached: list[str] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)
+    #: How many of ``cached`` are second uses of a job this run computed (not from the store).
+    shared: int = 0
 
     def table(self) -> pd.DataFrame:
         return wide_table(self.metrics, self.metric_order)
@@ -252,6 +254,8 @@ def run_suite(suite: Suite, *, data_root: Union[str, Path, None] = None,
         first_use: set[str] = set()
         for job in plan.jobs:
             computed = job.key in done.computed and job.key not in first_use
+            if job.key in done.computed and not computed:
+                result.shared += 1  # one job computed here, used under a second name
             first_use.add(job.key)
             (result.computed if computed else result.cached).append(job.label)
             store.record_job_use(run_id, job.key, model=job.model,
