@@ -230,7 +230,7 @@ def verify(results: Path, run_id: Optional[int]) -> None:
 @click.option("--format", "fmt", type=click.Choice(["latex", "html", "md", "csv"]), required=True,
               help="latex (booktabs table), html (self-contained page), md (GitHub Markdown), "
                    "csv (long metric table).")
-@click.option("--layout", type=click.Choice(["hein2019-table1", "ratio-summary", "per-probe"]),
+@click.option("--layout", type=click.Choice(["hein2019-table1", "ratio-summary", "per-probe", "detectors"]),
               default="hein2019-table1", show_default=True, help="Table layout (not for csv).")
 @click.option("--run", "run_ids", type=int, multiple=True,
               help="Run id (default: the latest); repeat for one block per run.")

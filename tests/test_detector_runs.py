@@ -278,3 +278,21 @@ def test_evaluate_api_scores_each_detector(digits_weights):
     assert table.loc[("msp", "5-9"), "auroc"] != table.loc[("energy", "5-9"), "auroc"]
     with pytest.raises(ValueError, match="fit"):
         evaluate(model, ind, {"5-9": ood}, metrics=["auroc"], device="cpu", detectors=["knn"])
+
+
+def test_detectors_layout_has_a_row_per_detector(every_detector):
+    from oodbench.cli import report
+    from oodbench.report.layouts import LAYOUTS
+
+    tmp, suite, result = every_detector
+    layout_option = next(p for p in report.params if p.name == "layout")
+    assert list(layout_option.type.choices) == list(LAYOUTS)  # the CLI offers every layout
+    text = render(tmp / "r.db", fmt="md", layout="detectors", percent=True, precision=1)
+    lines = [line for line in text.splitlines() if line.startswith("| plain · ")]
+    assert [line.split("|")[1].strip() for line in lines] == [f"plain · {d.display}" for d in suite.detectors]
+    values = _values(result)
+    knn = next(line for line in lines if line.startswith("| plain · knn "))
+    cells = [c.strip().strip("*") for c in knn.split("|")[2:-1]]
+    # uniform: AUROC, FPR@95; adv. uniform: AUROC; in attacked: AUROC; both attacked: AUROC
+    assert cells[0] == f"{100 * values[('knn', 'uniform', 'auroc')]:.1f}"
+    assert cells[2] == f"{100 * values[('knn', 'adv. uniform', 'auroc')]:.1f}"

@@ -21,6 +21,10 @@ and the per-format templates only lay the structure out. Layouts:
     model. A ``worst-case`` probe is paired with the clean probe on the same data (data set,
     split, options; the sample count may differ), else with the clean probe ``X`` when it is
     named ``X worst-case``.
+``detectors``
+    One row per model · detector (the detector issue's comparison): per clean OOD probe its AUROC
+    and FPR@95, per attacked row (an attack on the detector's own score, the in-distribution
+    side, both) its AUROC. Best per column in bold.
 
 Bold marks the best value per row (and metric) across models, judged on the printed (rounded)
 values, so equal-looking numbers are all bold; with a single model nothing is bolded.
@@ -35,7 +39,7 @@ from typing import Callable, Optional
 from oodbench.report.data import CLEAN_OOD, ReportError, RunData
 from oodbench.report.references import References
 
-LAYOUTS = ("hein2019-table1", "ratio-summary", "per-probe")
+LAYOUTS = ("hein2019-table1", "ratio-summary", "per-probe", "detectors")
 
 # Rates the papers print in percent with --percent; everything else (MMC, α, …) stays as is.
 _DERIVED_RATES = {"accuracy", "robust-accuracy", "mean-auroc", "mean-worst-case-auroc",
@@ -149,6 +153,10 @@ class Block:
     columns: list[str]
     rows: list[Row]
     groups: list[Group] = field(default_factory=list)
+
+    def group_of(self, index: int) -> Optional[Group]:
+        """The group over value column ``index`` (0-based), if any (spans may differ)."""
+        return next((g for g in self.groups if g.start <= index + 2 <= g.end), None)
 
 
 @dataclass
@@ -340,6 +348,35 @@ def per_probe(runs: list[RunData], numbers: Numbers, refs: References) -> Table:
     return _table(runs, "per-probe", legend, blocks, numbers, refs)
 
 
+# --------------------------------------------------------------------------- detectors
+
+
+def detectors(runs: list[RunData], numbers: Numbers, refs: References) -> Table:
+    blocks = []
+    for run in runs:
+        probes = [p for p in run.probes if p.kind in CLEAN_OOD + ("adversarial", "worst-case")]
+        columns = [(p.label, metric) for p in probes
+                   for metric in (("auroc", "fpr95") if p.kind in CLEAN_OOD else ("auroc",))]
+        cells = {(m, col): make_cell(numbers, col[1], run.value(m, col[0], col[1]),
+                                     refs.get(m, col[0], col[1]), run.interval(m, col[0], col[1]))
+                 for m in run.models for col in columns}
+        for col in columns:
+            mark_best([cells[(m, col)] for m in run.models], higher_is_better(col[1]))
+        rows = [Row(m, [cells[(m, col)] for col in columns]) for m in run.models]
+        spans: list[Group] = []
+        start = 2
+        for p in probes:
+            span = 2 if p.kind in CLEAN_OOD else 1
+            spans.append(Group(p.label, span, start))
+            start += span
+        blocks.append(Block(stub=f"Trained on {run.in_label}",
+                            columns=[dict(_TABLE1)[metric] for _, metric in columns],
+                            rows=rows, groups=spans))
+    legend = ("AUROC and FPR@95 per clean OOD set, AUROC under each attack on the detector's own "
+              "score, per model · detector; best per column in bold")
+    return _table(runs, "detectors", legend, blocks, numbers, refs)
+
+
 # --------------------------------------------------------------------------- shared
 
 
@@ -357,4 +394,4 @@ def _table(runs: list[RunData], layout: str, legend: str, blocks: list[Block], n
 
 
 BUILDERS = {"hein2019-table1": hein2019_table1, "ratio-summary": ratio_summary,
-            "per-probe": per_probe}
+            "per-probe": per_probe, "detectors": detectors}
