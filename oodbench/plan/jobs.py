@@ -82,10 +82,14 @@ class Job:
     features: bool = False
     #: The clean job whose scores give an attack's early-stop threshold.
     reference_key: Optional[str] = None
+    #: The suite's label of the detector the job serves alone (None: shared by detectors).
+    detector_label: Optional[str] = None
 
     @property
     def label(self) -> str:
-        return f"{self.model} / {self.row}"
+        """``model / row``, and the detector a job serves alone (msp's jobs read as always)."""
+        own = self.detector_label not in (None, "msp")
+        return f"{self.model} / {self.row}" + (f" [{self.detector_label}]" if own else "")
 
     @property
     def cached(self) -> bool:
@@ -159,7 +163,8 @@ class Plan:
                 reattack = sum(s.reattack for s in j.shards)
                 if reattack:
                     status += f", re-attack {reattack} pts"
-            out.append({"model": j.model, "row": j.row, "kind": j.kind.value,
+            out.append({"model": j.model, "detector": j.detector_label or "·", "row": j.row,
+                        "kind": j.kind.value,
                         "points": j.n_points, "shards": len(j.shards), "status": status,
                         "forward": j.remaining_cost.forward,
                         "gradient": j.remaining_cost.gradient})
@@ -174,6 +179,8 @@ def format_plan(plan: Plan) -> str:
     if not rows:
         return "nothing to run"
     table = pd.DataFrame(rows).rename(columns={"forward": "fwd evals", "gradient": "grad evals"})
+    if set(table["detector"]) <= {"·", "msp"}:  # msp alone: the plan reads as it always did
+        table = table.drop(columns="detector")
     cost, cached = plan.remaining_cost, sum(j.cached for j in plan.jobs)
     lines = [table.to_string(index=False), "",
              f"{len(plan.jobs)} jobs, {cached} cached, {len(plan.jobs) - cached} to run "

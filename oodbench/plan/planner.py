@@ -132,7 +132,7 @@ class _Planner:
         return self._add(Job(key, kind, spec.name, label, config, n,
                              _shards(self.store, key, n, self.size, True), cost, model_index,
                              probe_index, detector=None if det is None else plain(det[0]),
-                             features=features))
+                             features=features, detector_label=None if det is None else det[0].display))
 
     def _fit(self, model_index: int, fp: dict[str, Any], det: tuple[DetectorSpec, Detector]) -> str:
         spec = self.suite.models[model_index]
@@ -144,7 +144,7 @@ class _Planner:
         return self._add(Job(key, JobKind.FIT, spec.name, f"fit: {det[0].display}", config, 1,
                              (Shard(0, 1, ShardState.CACHED if stored else ShardState.MISSING),),
                              Cost(forward=self.suite.fit.n or 0), model_index,
-                             detector=plain(det[0]), shardable=False))
+                             detector=plain(det[0]), shardable=False, detector_label=det[0].display))
 
     def _attack(self, model_index: int, fp: dict[str, Any], probe_index: int,
                 det: Optional[tuple[DetectorSpec, Detector]], reference: str,
@@ -184,7 +184,9 @@ class _Planner:
                              attack.estimate_cost(resolved, n), model_index, probe_index,
                              attack=resolved, depends_on=deps, shardable=attack.shardable,
                              detector=plain(det[0]) if own and det is not None else None,
-                             fit_key=fit_key, reference_key=reference))
+                             fit_key=fit_key, reference_key=reference,
+                             detector_label=det[0].display if det is not None and attack.detector_aware
+                             else None))
 
     def model(self, model_index: int) -> None:
         spec = self.suite.models[model_index]
