@@ -148,3 +148,22 @@ def test_a_shard_that_always_fails_is_named_and_every_other_shard_is_stored(clus
     plan = plan_suite(suite, output=tmp_path / "ray.db")
     todo = {j.row for j in plan.jobs if any(s.state is not ShardState.CACHED for s in j.shards)}
     assert todo == {"seven"}  # everything else finished and was stored
+
+
+def test_ray_executor_runs_detectors_fits_and_their_attacks_like_local(cluster, weights, tmp_path):
+    """Fit jobs, ODIN's own forward passes and attacks on a feature detector's score travel to
+    the workers as plain data and come back with the local executor's arrays."""
+    models = [PLAIN.format(name="plain", path=weights[0])]
+    detectors = "detectors: [msp, odin, {name: knn, k: 5}]\nfit: {n: 200}\nprobes:"
+    paths = [_write(tmp_path, f"{name}.yaml", models, executor=name) for name in ("local", "ray")]
+    for path in paths:
+        path.write_text(path.read_text().replace("probes:", detectors, 1))
+    local = run_suite(load_suite(paths[0]), output=tmp_path / "local.db", progress=False)
+    distributed = run_suite(load_suite(paths[1]), output=tmp_path / "ray.db", progress=False)
+    with ResultStore(tmp_path / "local.db") as a, ResultStore(tmp_path / "ray.db") as b:
+        keys = set(a.run_jobs(local.run_id)["job_hash"])
+        assert keys == set(b.run_jobs(distributed.run_id)["job_hash"])
+        for key in keys:
+            _same_arrays({key: a.get_job(key)}, {key: b.get_job(key)})
+    assert local.table().equals(distributed.table())
+    assert "knn" in set(distributed.metrics["detector"])
