@@ -3,6 +3,7 @@ without running any model, and each is differentiable, so the adaptive attack is
 
 from __future__ import annotations
 
+import math
 from typing import Mapping, Optional
 
 import numpy as np
@@ -29,6 +30,9 @@ def other_mass(logits: torch.Tensor) -> torch.Tensor:
     outside the top class is S / (1 + S), exact even where 1 + S rounds to 1."""
     top, k = logits.max(dim=1, keepdim=True)
     return (logits - top).exp().scatter(1, k, 0.0).sum(dim=1, keepdim=True)
+
+
+LOG_HALF = -math.log(2.0)
 
 
 def temperature_field(default: float, what: str) -> float:
@@ -114,11 +118,8 @@ class GEN(Detector):
         # of the other exp-margins; for the others p <= 1/2 and log1p(-p) is exact.
         rest = other_mass(out.logits).clamp_min(torch.finfo(out.logits.dtype).tiny)
         log_not_top = rest.log() - rest.log1p()
-        log_not = torch.where(top >= math_log_half(top), log_not_top.expand_as(top),
+        # above log 1/2 a class is the top one (only one probability can exceed 1/2)
+        log_not = torch.where(top >= LOG_HALF, log_not_top.expand_as(top),
                               torch.log1p(-top.exp().clamp_max(0.5)))
         return -(gamma * (top + log_not)).exp().sum(dim=1)
 
-
-def math_log_half(like: torch.Tensor) -> torch.Tensor:
-    """log 1/2: above it a class is the top one (only one probability can exceed 1/2)."""
-    return torch.full((), -0.6931471805599453, dtype=like.dtype, device=like.device)

@@ -16,6 +16,7 @@ one its fit job, and only detector-aware attacks one job per detector. With the 
 from __future__ import annotations
 
 import warnings
+from functools import partial
 from typing import Any, Callable, Optional
 
 import numpy as np
@@ -169,13 +170,11 @@ class _Planner:
         scorer = det[1] if own and det is not None else build_detector("msp")
         fit_key = fit if own else None
         needed: Optional[float] | _Unchecked = UNCHECKED
-        scores = None
+        scores: Optional[Callable[[Any], np.ndarray]] = None
         clean = self.store.get_job(reference)
         fit_arrays = None if fit_key is None else self.store.get_job(fit_key)
         if attack.supports_early_stop and clean is not None and (fit_key is None or fit_arrays is not None):
-            def scores(arrays: Any) -> np.ndarray:
-                return scorer.scores(arrays, fit_arrays)
-
+            scores = partial(scorer.scores, fit=fit_arrays)
             needed = needed_threshold(attack, resolved, self.suite.metrics, scores(clean),
                                       msp=scorer.name == "msp")
         deps = (reference,) + ((fit_key,) if fit_key else ())
