@@ -43,6 +43,8 @@ __all__ = [
     "auroc_conservative",
     "aupr_in",
     "aupr_out",
+    "aupr_in_trapezoid",
+    "aupr_out_trapezoid",
     "fpr_at_tpr",
     "acceptance_threshold",
     "settled_above",
@@ -376,6 +378,44 @@ def _average_precision(pos: np.ndarray, neg: np.ndarray) -> float:
     # attack's early stop relies on the value not depending on how such blocks are tied.
     grows = gain > 0
     return float(np.sum(gain[grows] * precision[grows]))
+
+
+def _trapezoid_pr_area(pos: np.ndarray, neg: np.ndarray) -> float:
+    """Trapezoidal area under the precision-recall curve of ``sklearn.metrics.
+    precision_recall_curve`` (one point per distinct score, plus recall 0 / precision 1): the
+    rule of OpenOOD v1.5 and pytorch-ood's ``OODMetrics``. It interpolates linearly between
+    operating points, so it differs from average precision (:func:`aupr_in`)."""
+    scores = np.concatenate([pos, neg])
+    is_pos = np.concatenate([np.ones(pos.size), np.zeros(neg.size)])
+    order = np.argsort(-scores, kind="mergesort")
+    scores, is_pos = scores[order], is_pos[order]
+    last = np.r_[np.flatnonzero(np.diff(scores)), scores.size - 1]
+    tp = np.cumsum(is_pos)[last]
+    precision = np.r_[1.0, tp / (last + 1)]
+    recall = np.r_[0.0, tp / pos.size]
+    return float(np.sum(np.diff(recall) * (precision[1:] + precision[:-1])) / 2)
+
+
+def aupr_in_trapezoid(conf_in: Any, conf_out: Any) -> float:
+    """:func:`aupr_in` by the trapezoid rule (OpenOOD, pytorch-ood "AUPR-IN").
+
+    >>> round(aupr_in_trapezoid([0.9, 0.8], [0.7, 0.95]), 4)
+    0.4167
+    """
+    checked = _check_in_out(conf_in, conf_out, "aupr_in_trapezoid")
+    if checked is None:
+        return float("nan")
+    cin, cout = checked
+    return _trapezoid_pr_area(cin, cout)
+
+
+def aupr_out_trapezoid(conf_in: Any, conf_out: Any) -> float:
+    """:func:`aupr_out` by the trapezoid rule (OpenOOD, pytorch-ood "AUPR-OUT")."""
+    checked = _check_in_out(conf_in, conf_out, "aupr_out_trapezoid")
+    if checked is None:
+        return float("nan")
+    cin, cout = checked
+    return _trapezoid_pr_area(-cout, -cin)
 
 
 def aupr_in(conf_in: Any, conf_out: Any) -> float:
@@ -821,6 +861,18 @@ def _aupr_out_metric(inp: MetricInput) -> float:
     distinct ones, so raising such a point (onto or off a tie) changes the value.
     """
     return aupr_out(inp.in_score, inp.out_score)
+
+
+@_register("aupr-in-trapezoid", scope="probe", higher_is_better=True)
+def _aupr_in_trapezoid_metric(inp: MetricInput) -> float:
+    """AUPR with in-distribution as positive by the trapezoid rule (OpenOOD / pytorch-ood AUPR-IN)."""
+    return aupr_in_trapezoid(inp.in_score, inp.out_score)
+
+
+@_register("aupr-out-trapezoid", scope="probe", higher_is_better=True)
+def _aupr_out_trapezoid_metric(inp: MetricInput) -> float:
+    """AUPR with the probe as positive by the trapezoid rule (OpenOOD / pytorch-ood AUPR-OUT)."""
+    return aupr_out_trapezoid(inp.in_score, inp.out_score)
 
 
 @_register("fpr95", scope="probe", higher_is_better=False, settled_above=_accepted_at_tpr95)

@@ -590,3 +590,24 @@ def test_fpr95_ood_is_decided_by_the_hardest_ood_points():
     assert got["fpr95-ood"] == fpr_at_tpr(-score_out, -score_in, tpr=0.95)
     pytest.importorskip("pytorch_ood")
     assert _pytorch_ood_metrics(score_in, score_out)["FPR95TPR"] == 1.0
+
+
+@pytest.mark.parametrize("round_to", [None, 1])
+def test_trapezoid_aupr_equals_pytorch_ood(round_to):
+    """``aupr-in-trapezoid`` / ``aupr-out-trapezoid`` are pytorch-ood's (and OpenOOD's) AUPR-IN /
+    AUPR-OUT, with and without ties; scikit-learn's auc(recall, precision) agrees."""
+    pytest.importorskip("pytorch_ood")
+    from sklearn.metrics import auc, precision_recall_curve
+
+    rng = np.random.default_rng(11)
+    score_in, score_out = rng.normal(0.7, 1.0, 130), rng.normal(0.0, 1.0, 70)
+    if round_to is not None:
+        score_in, score_out = np.round(score_in, round_to), np.round(score_out, round_to)
+    ours = compute_metrics(["aupr-in-trapezoid", "aupr-out-trapezoid"],
+                           _metric_input(score_in, score_out), row="probe")
+    theirs = _pytorch_ood_metrics(score_in, score_out)
+    assert ours["aupr-in-trapezoid"] == pytest.approx(theirs["AUPR-IN"], rel=1e-12, abs=0)
+    assert ours["aupr-out-trapezoid"] == pytest.approx(theirs["AUPR-OUT"], rel=1e-12, abs=0)
+    labels = np.r_[np.ones(score_in.size), np.zeros(score_out.size)]
+    precision, recall, _ = precision_recall_curve(labels, np.r_[score_in, score_out])
+    assert ours["aupr-in-trapezoid"] == pytest.approx(auc(recall, precision), rel=1e-12, abs=0)
