@@ -157,6 +157,7 @@ def validate(suite_file: Path) -> None:
 
     suite = load_suite(suite_file)
     click.echo(f"{suite_file}: ok — {len(suite.models)} model(s), {len(suite.probes)} probe(s), "
+               f"detectors: {', '.join(d.display for d in suite.detectors)}, "
                f"metrics: {', '.join(suite.metrics)}")
 
 
