@@ -74,9 +74,15 @@ class LeaderboardError(OodbenchError, ValueError):
     """A submission or render that cannot proceed (bad option, unreadable leaderboard)."""
 
 
+def _board_fields(suite: Suite) -> set[str]:
+    """What a board leaves out: :data:`BOARD_EXCLUDE`, and the trust-check settings while they
+    are the defaults (boards made before checks existed keep their hash)."""
+    return BOARD_EXCLUDE | ({"checks"} if suite.checks.is_default else set())
+
+
 def board_hash(suite: Suite) -> str:
     """sha256 of the canonical JSON of the suite without its models (see the module doc)."""
-    payload = suite.model_dump(mode="json", exclude=BOARD_EXCLUDE)
+    payload = suite.model_dump(mode="json", exclude=_board_fields(suite))
     return hashlib.sha256(json.dumps(payload, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
 
 
@@ -151,7 +157,7 @@ class Leaderboard:
             self._db.execute(
                 "INSERT OR IGNORE INTO boards VALUES (?,?,?,?,?)",
                 (suite_hash, suite.name,
-                 json.dumps(suite.model_dump(mode="json", exclude=BOARD_EXCLUDE), sort_keys=True),
+                 json.dumps(suite.model_dump(mode="json", exclude=_board_fields(suite)), sort_keys=True),
                  json.dumps(list(suite.metrics)), _now()))
             cols = list(entry)
             cur = self._db.execute(

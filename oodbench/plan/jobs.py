@@ -28,6 +28,7 @@ class JobKind(str, Enum):
     PROBE = "probe"      # the model on a probe's (converted) data set
     ATTACK = "attack"    # an attack on a probe's points or on in-distribution test points
     FIT = "fit"          # a detector's statistics of in-distribution training data
+    CHECK = "check"      # trust checks of another job (flags); never stored as a job
 
 
 class ShardState(str, Enum):
@@ -135,6 +136,10 @@ class Plan:
     shard_size: int = 0
     #: The table rows the jobs make, in table order (what the scorer scores).
     table: tuple[Row, ...] = ()
+    #: The trust checks (:mod:`oodbench.checks`) of the jobs: ``kind`` CHECK, ``config["job"]``
+    #: the checked job, ``config["codes"]`` the checks it runs. Not in ``jobs``: they make no
+    #: arrays and no rows, only flags, and the job table and cost above leave them out.
+    checks: tuple[Job, ...] = ()
 
     @property
     def cost(self) -> Cost:
