@@ -39,7 +39,8 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from oodbench.attacks.base import Attack, AttackContext, AttackSpec, GradientObjective, merge_options
+from oodbench.attacks.base import (Attack, AttackContext, AttackSpec, GradientObjective,
+                                   merge_options)
 from oodbench.plan.cost import Cost
 from oodbench.registry import attacks
 from oodbench.score.rows import RowKind

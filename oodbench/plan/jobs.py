@@ -187,4 +187,8 @@ def format_plan(plan: Plan) -> str:
              "(an upper bound: early stops and broken points need less)"]
     if plan.skipped:
         lines.append(f"probes skipped (data missing): {', '.join(plan.skipped)}")
+    if plan.checks:
+        todo = [c for c in plan.checks if not c.cached]
+        lines.append(f"trust checks: {len(plan.checks)} jobs checked, {len(todo)} to check "
+                     f"({sum(c.cost.work for c in todo):,} gradient-evaluation equivalents)")
     return "\n".join(lines)
