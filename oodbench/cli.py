@@ -88,11 +88,24 @@ def run(suite_file: Path, data_root: Optional[Path], output: Optional[Path], dev
         result = run_suite(suite, data_root=data_root, output=output, device=device,
                            skip_missing=skip_missing or None, progress=not quiet)
     click.echo(format_table(result.table()))
+    _echo_flags(result.store_path, result.run_id)
     click.echo(f"\n{len(result.computed)} jobs computed, {len(result.cached) - result.shared} "
                "reused from the store"
                + (f", {result.shared} used by a second row" if result.shared else "")
                + (f", probes skipped: {', '.join(result.skipped)}" if result.skipped else ""))
     click.echo(f"results: {result.store_path} (run {result.run_id})")
+
+
+def _echo_flags(results: Path, run_id: int) -> None:
+    """The run's trust-check flags, after its table (nothing when none was flagged)."""
+    from oodbench.report.data import format_flags, run_flags
+    from oodbench.store import ResultStore
+
+    with ResultStore(results, readonly=True) as store:
+        flags = run_flags(store, run_id)
+        several = len({r.detector for r in store.metric_rows(run_id)}) > 1
+    if flags:
+        click.echo("\n" + format_flags(flags, several))
 
 
 @contextmanager
@@ -177,7 +190,8 @@ def list_(family: Optional[str]) -> None:
     reg = FAMILIES[family]
     width = max((len(n) for n in reg.names()), default=0)
     for entry in reg:
-        describe = getattr(entry.load(), "describe", None) if family == "detectors" else None
+        describe = (getattr(entry.load(), "describe", None)
+                    if family in ("detectors", "checks") else None)
         click.echo(f"{entry.name:<{width}}  {describe() if describe else entry.doc}")
 
 
@@ -185,8 +199,8 @@ def list_(family: Optional[str]) -> None:
 @click.argument("results", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option("--run", "run_id", type=int, default=None, help="Run id (default: the latest).")
 def show(results: Path, run_id: Optional[int]) -> None:
-    """Print the metrics table of a run stored in RESULTS (opened read-only). Exit 1 if the run
-    is incomplete (interrupted, failed, or rows missing), 2 if there is no such run."""
+    """Print the metrics table of a run stored in RESULTS (opened read-only), then the trust
+    checks' flags of its jobs (gradient masking and the like). Exit 1 if the run is incomplete (interrupted, failed, or rows missing), 2 if there is no such run."""
     from oodbench.report.data import ReportError, completeness_problems, find_run
     from oodbench.runner import format_table, wide_table
     from oodbench.store import ResultStore
@@ -201,6 +215,7 @@ def show(results: Path, run_id: Optional[int]) -> None:
         table = wide_table(store.metrics_frame(run.id))
     if not table.empty:
         click.echo(format_table(table))
+    _echo_flags(results, run.id)
     if problems:
         click.echo(f"{results}: run {run.id} is incomplete ({len(problems)} problem(s)):\n"
                    + "\n".join(f"  - {p}" for p in problems), err=True)

@@ -74,9 +74,15 @@ class LeaderboardError(OodbenchError, ValueError):
     """A submission or render that cannot proceed (bad option, unreadable leaderboard)."""
 
 
+def _board_fields(suite: Suite) -> set[str]:
+    """What a board leaves out: :data:`BOARD_EXCLUDE`, and the trust-check settings while they
+    are the defaults (boards made before checks existed keep their hash)."""
+    return BOARD_EXCLUDE | ({"checks"} if suite.checks.is_default else set())
+
+
 def board_hash(suite: Suite) -> str:
     """sha256 of the canonical JSON of the suite without its models (see the module doc)."""
-    payload = suite.model_dump(mode="json", exclude=BOARD_EXCLUDE)
+    payload = suite.model_dump(mode="json", exclude=_board_fields(suite))
     return hashlib.sha256(json.dumps(payload, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
 
 
@@ -151,7 +157,7 @@ class Leaderboard:
             self._db.execute(
                 "INSERT OR IGNORE INTO boards VALUES (?,?,?,?,?)",
                 (suite_hash, suite.name,
-                 json.dumps(suite.model_dump(mode="json", exclude=BOARD_EXCLUDE), sort_keys=True),
+                 json.dumps(suite.model_dump(mode="json", exclude=_board_fields(suite)), sort_keys=True),
                  json.dumps(list(suite.metrics)), _now()))
             cols = list(entry)
             cur = self._db.execute(
@@ -359,6 +365,29 @@ def entry_plots(entry: dict[str, Any], leaderboard: Union[str, Path],
     return figures, "" if figures else "No plots: the run has nothing to plot."
 
 
+def entry_flags(entry: dict[str, Any], leaderboard: Union[str, Path]) -> Optional[list[Any]]:
+    """The trust-check flags (:class:`oodbench.report.data.RowFlag`) of an entry's run, read from
+    its results store; None when the store is missing or unreadable (unknown, not "none")."""
+    from oodbench.report.data import run_flags
+    from oodbench.store import ResultStore, StoreError
+
+    store = entry_results_store(entry, leaderboard)
+    if store is None:
+        return None
+    try:
+        with ResultStore(store, readonly=True) as results:
+            return run_flags(results, entry["run_id"])
+    except StoreError:
+        return None
+
+
+def flags_cell(flags: Optional[list[Any]]) -> str:
+    """The board's ``flags`` column: the codes, ``none``, or ``?`` when unknown."""
+    if flags is None:
+        return "?"
+    return ", ".join(dict.fromkeys(f.code for f in flags)) or "none"
+
+
 def verify_entries(leaderboard: Union[str, Path]) -> dict[int, list[str]]:
     """Problems per entry (empty list: it verifies) of re-checking every entry against its
     results store: the run verifies and every metric recomputes from the stored arrays
@@ -416,6 +445,9 @@ def render_site(leaderboard: Union[str, Path], out: Union[str, Path]) -> list[Pa
                 paper = e["paper"] or ""
                 e["paper_href"] = paper if paper.lower().startswith(("https://", "http://")) else None
             cols = _columns(entries, board["metric_order"])
+            for e in entries:
+                e["flags"] = entry_flags(e, leaderboard)
+                e["flags_cell"] = flags_cell(e["flags"])
             rows = [{"entry": e, "page": entry_page(e["id"]),
                      "cells": [(_fmt(e["metrics"].get(c)),
                                 "" if e["metrics"].get(c) is None else repr(float(e["metrics"][c])))

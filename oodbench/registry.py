@@ -123,6 +123,7 @@ BUILTIN_MODULES = (
     "oodbench.metrics",
     "oodbench.attacks",
     "oodbench.detectors",
+    "oodbench.checks",
     "oodbench.train.methods",
     "oodbench.execute.local",
 )
@@ -155,8 +156,9 @@ attacks: Registry[Any] = Registry("attacks")
 trainers: Registry[Any] = Registry("trainers")
 executors: Registry[Any] = Registry("executors")
 detectors: Registry[Any] = Registry("detectors")
+checks: Registry[Any] = Registry("checks")
 
 FAMILIES: dict[str, Registry[Any]] = {
     r.family: r for r in (architectures, models, datasets, metrics, objectives, attacks, trainers,
-                          executors, detectors)
+                          executors, detectors, checks)
 }

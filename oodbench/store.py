@@ -35,6 +35,14 @@ Schema (version in ``meta.schema_version``):
 - ``metrics``: the metric values of a run, one row per (model, detector, probe, metric), with
   the job of the row's points and the row's recipe (``recipe_json``: which jobs and which
   detector score it), so ``verify`` recomputes every value from the store alone.
+- ``checks``: one row per trust check that ran (:mod:`oodbench.checks`), keyed by its content
+  hash, with the job it checked and the codes it ran (``codes_json``): a check that is stored is
+  not run again.
+- ``flags``: the verdicts of the checks, one row per (job, code) that was flagged, with a detail
+  text and the check that found it. Flags never enter a job's key or a metric.
+
+``checks`` and ``flags`` were added within schema 3 (before its release); a read-only reader
+treats a store without them as one without flags.
 """
 
 from __future__ import annotations
@@ -95,7 +103,16 @@ CREATE TABLE IF NOT EXISTS metrics (
     metric TEXT NOT NULL, value REAL, job_hash TEXT,
     detector TEXT NOT NULL DEFAULT 'msp', recipe_json TEXT,
     PRIMARY KEY (run_id, model, detector, probe, metric));
+CREATE TABLE IF NOT EXISTS checks (
+    hash TEXT PRIMARY KEY, job_hash TEXT NOT NULL, codes_json TEXT NOT NULL,
+    created TEXT NOT NULL, seconds REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS flags (
+    job_hash TEXT NOT NULL, code TEXT NOT NULL, detail TEXT NOT NULL, check_hash TEXT NOT NULL,
+    created TEXT NOT NULL, PRIMARY KEY (job_hash, code));
 """
+
+OPTIONAL_TABLES = ("checks", "flags")
+"""Tables a read-only reader does without (added within schema 3: no flags stored)."""
 
 DEFAULT_DETECTOR = "msp"
 """The detector of every metric stored before detectors existed (schema 2 and older)."""
@@ -217,12 +234,12 @@ def _connect(path: Path, readonly: bool) -> sqlite3.Connection:
 
 def open_versioned_db(path: Path, schema: str, version: int, what: str,
                       error: type[Exception] = StoreError, *,
-                      readonly: bool = False) -> sqlite3.Connection:
+                      readonly: bool = False, optional: Sequence[str] = ()) -> sqlite3.Connection:
     """Open one of oodbench's SQLite files and refuse a file of another kind or version with
     ``error`` naming it, so an old or foreign file is never misread — nor written: the schema
     (which must define the ``meta`` table) is applied only to a file that is empty or already
     of this kind and version. ``readonly``: open with ``mode=ro``, never create the file, and
-    require every table of ``schema`` (a store missing one is damaged)."""
+    require every table of ``schema`` but the ``optional`` ones (a store missing one is damaged)."""
     path = Path(path)
     if readonly and not path.is_file():
         raise error(f"{path}: no such {what}")
@@ -245,7 +262,7 @@ def open_versioned_db(path: Path, schema: str, version: int, what: str,
                 raise error(f"{path}: {what} schema {row[0]}, this oodbench reads {version}; "
                             "use a new file (or run the suite again into one)")
             if readonly:
-                missing = [t for t in _tables(schema) if t not in present]
+                missing = [t for t in _tables(schema) if t not in present and t not in optional]
                 if row is None or missing:
                     raise error(f"{path}: damaged {what}: "
                                 + (f"table {', '.join(missing)} is missing" if missing
@@ -438,7 +455,9 @@ class ResultStore:
             with storage_errors(self.path, "results store"):
                 migrate(self.path)
         self._db = open_versioned_db(self.path, _SCHEMA, SCHEMA_VERSION, "results store",
-                                     StoreError, readonly=readonly)
+                                     StoreError, readonly=readonly, optional=OPTIONAL_TABLES)
+        self._has_flags = bool(self._rows("SELECT 1 FROM sqlite_master WHERE type='table' AND "
+                                          "name='flags'"))
 
     def __enter__(self) -> "ResultStore":
         return self
@@ -624,6 +643,46 @@ class ResultStore:
             return None
         h, kind, model, probe, config = rows[0]
         return JobRecord(h, kind, model, probe, _json(config, {}))
+
+    # ------------------------------------------------------------------ checks and flags
+
+    def has_check(self, check_hash: str) -> bool:
+        """Whether the trust check with this key ran and its verdicts are stored."""
+        return self._has_flags and bool(self._rows("SELECT 1 FROM checks WHERE hash=?", (check_hash,)))
+
+    def put_check(self, check_hash: str, *, job_hash: str, codes: Sequence[str],
+                  flags: dict[str, str], seconds: float) -> None:
+        """Store one check's verdicts atomically: every code it ran loses its old flag on the
+        job, and each code in ``flags`` (code → detail) is flagged with its detail."""
+        unknown = sorted(set(flags) - set(codes))
+        if unknown:
+            raise ValueError(f"flags {unknown} of codes the check did not run ({list(codes)})")
+        with self._transaction() as db:
+            db.execute("INSERT OR REPLACE INTO checks VALUES (?,?,?,?,?)",
+                       (check_hash, job_hash, json.dumps(list(codes)), _now(), float(seconds)))
+            db.executemany("DELETE FROM flags WHERE job_hash=? AND code=?",
+                           [(job_hash, c) for c in codes])
+            db.executemany("INSERT INTO flags VALUES (?,?,?,?,?)",
+                           [(job_hash, c, str(d), check_hash, _now()) for c, d in flags.items()])
+
+    def flags(self, job_hashes: Optional[Sequence[str]] = None) -> list[tuple[str, str, str]]:
+        """(job hash, code, detail) of the stored flags (of these jobs), by job and code."""
+        if not self._has_flags:
+            return []
+        rows = self._rows("SELECT job_hash, code, detail FROM flags ORDER BY job_hash, code")
+        wanted = None if job_hashes is None else set(job_hashes)
+        return [(h, c, d) for h, c, d in rows if wanted is None or h in wanted]
+
+    def checked_codes(self, job_hashes: Optional[Sequence[str]] = None) -> dict[str, set[str]]:
+        """job hash → the codes some stored check ran on it (flagged or not)."""
+        if not self._has_flags:
+            return {}
+        out: dict[str, set[str]] = {}
+        wanted = None if job_hashes is None else set(job_hashes)
+        for h, codes in self._rows("SELECT job_hash, codes_json FROM checks"):
+            if wanted is None or h in wanted:
+                out.setdefault(h, set()).update(str(c) for c in _json(codes, []))
+        return out
 
     # ------------------------------------------------------------------ runs and metrics
 

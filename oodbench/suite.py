@@ -21,6 +21,7 @@ from pydantic import (AfterValidator, BaseModel, ConfigDict, Field, ValidationEr
                       field_validator, model_validator)
 
 from oodbench.attacks.base import AttackSpec
+from oodbench.checks.spec import ChecksSpec
 from oodbench.detectors.base import Need
 from oodbench.score.rows import RowKind
 from oodbench.devices import check_device_name
@@ -265,6 +266,9 @@ class Suite(BaseModel):
         description="OOD scores to evaluate (`oodbench list detectors`); default: msp")
     fit: FitSpec = Field(default_factory=lambda: FitSpec(), description="training data of the "
                          "detectors that need a fit")
+    checks: ChecksSpec = Field(default_factory=lambda: ChecksSpec(), description="trust checks "
+                               "(gradient masking, …) run beside the jobs: their flags are stored "
+                               "apart and change no metric or job key (`oodbench list checks`)")
     source: Optional[Path] = Field(None, exclude=True)
 
     @field_validator("executor")
@@ -406,6 +410,8 @@ class Suite(BaseModel):
             excluded.add("detectors")
         if not any(detectors.get(d.name).needs & {Need.FIT} for d in self.detectors):
             excluded.add("fit")
+        if self.checks.is_default:  # the default: hashes of suites from before checks hold
+            excluded.add("checks")
         payload = self.model_dump(mode="json", exclude=excluded)
         for spec in [payload["in_distribution"], *payload["probes"]]:
             if spec.get("versus") is None:

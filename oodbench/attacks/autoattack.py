@@ -39,7 +39,8 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from oodbench.attacks.base import Attack, AttackContext, AttackSpec, merge_options
+from oodbench.attacks.base import (Attack, AttackContext, AttackSpec, GradientObjective,
+                                   merge_options)
 from oodbench.plan.cost import Cost
 from oodbench.registry import attacks
 from oodbench.score.rows import RowKind
@@ -154,6 +155,27 @@ class AutoAttackRobustness(Attack):
         resolved = resolved.model_copy(update={"options": options})
         _check(resolved)
         return resolved
+
+    def min_classes(self, spec: AttackSpec) -> tuple[int, str]:
+        """APGD-DLR's loss reads the third-largest logit, targeted APGD-T's the fourth."""
+        opts = {**OPTION_DEFAULTS, **spec.options}
+        names = {"standard": ["apgd-ce", "apgd-t", "fab-t", "square"],
+                 "plus": list(ATTACK_NAMES), "rand": ["apgd-ce", "apgd-dlr"]}.get(
+            opts["version"], list(opts["attacks"] or []))
+        if "apgd-t" in names:
+            return 4, "APGD-T's targeted DLR loss reads the fourth-largest logit"
+        if "apgd-dlr" in names:
+            return 3, "APGD-DLR's loss reads the third-largest logit"
+        return 2, "a softmax over one class is constant: no input changes the prediction"
+
+    def gradient_objective(self, ctx: AttackContext) -> Optional[GradientObjective]:
+        """APGD-CE's: the cross-entropy of the true label, from a random start in the ball."""
+        from oodbench.attacks.engine import AttackConfig, LogitsHead
+
+        if ctx.labels is None or ctx.spec.threat is None:
+            return None
+        config = AttackConfig(threat=ctx.spec.threat, objective="ce", optimizer="apgd")
+        return GradientObjective(LogitsHead(config), ctx.labels.long(), config)
 
     def run(self, ctx: AttackContext) -> dict[str, np.ndarray]:
         AutoAttack = _import_autoattack()

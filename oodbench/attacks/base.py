@@ -83,6 +83,18 @@ class AttackContext:
     head: Optional[Any] = None
 
 
+@dataclass
+class GradientObjective:
+    """What a gradient attack ascends, for the trust checks (:mod:`oodbench.checks`): the engine
+    ``head`` (:class:`oodbench.attacks.engine.Head`: the objective, and the score that picks
+    iterates), the ``target`` it needs (true labels for ``ce``) and the engine ``config``
+    (threat model, random start)."""
+
+    head: Any
+    target: Optional[torch.Tensor]
+    config: Any
+
+
 def merge_options(attack: str, given: Mapping[str, Any], defaults: Mapping[str, Any]) -> dict[str, Any]:
     """An attack's ``options`` over its defaults; an unknown key is an error naming the known ones
     (a typo would otherwise silently fall back to the default)."""
@@ -110,6 +122,19 @@ class Attack:
     #: Whether it lowers the detector's score (an attack on in-distribution points) instead of
     #: raising it.
     lowers_score: ClassVar[bool] = False
+
+    #: Whether the trust checks compare it with a score-based black-box attack (Square) in the
+    #: same ball on the same score (``black-box-beats-white-box``): OOD attacks that raise it.
+    black_box_checked: ClassVar[bool] = False
+
+    def min_classes(self, spec: AttackSpec) -> tuple[int, str]:
+        """The fewest classes the attack is meaningful for, and why (``too-few-classes``)."""
+        return 2, "a softmax over one class is constant: no input changes its confidence"
+
+    def gradient_objective(self, ctx: AttackContext) -> Optional[GradientObjective]:
+        """What the attack ascends by gradient (``zero-gradient`` checks it at the start
+        point); None for attacks without one (the check is then not run)."""
+        return None
 
     def estimate_cost(self, spec: AttackSpec, n_points: int) -> Cost:
         """Model evaluations the attack needs at most (the plan's cost column; early stops and

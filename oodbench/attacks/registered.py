@@ -24,8 +24,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from oodbench.attacks.base import Attack, AttackContext, AttackSpec
-from oodbench.attacks.engine import AttackConfig, run_attack
+from oodbench.attacks.base import Attack, AttackContext, AttackSpec, GradientObjective
+from oodbench.attacks.engine import AttackConfig, LogitsHead, run_attack
 from oodbench.plan.cost import Cost
 from oodbench.registry import attacks
 from oodbench.score.rows import RowKind
@@ -58,6 +58,16 @@ class EngineAttack(Attack):
     def target(self, ctx: AttackContext) -> torch.Tensor | None:
         return None
 
+    def min_classes(self, spec: AttackSpec) -> tuple[int, str]:
+        if spec.objective == "targeted-conf":
+            return 2, "a targeted attack needs a class other than the point's own"
+        return super().min_classes(spec)
+
+    def gradient_objective(self, ctx: AttackContext) -> GradientObjective:
+        config = self.config(ctx.spec)
+        head = ctx.head if ctx.head is not None else LogitsHead(config)
+        return GradientObjective(head, self.target(ctx), config)
+
     def run(self, ctx: AttackContext) -> dict[str, np.ndarray]:
         result = run_attack(ctx.model, ctx.images, self.config(ctx.spec), target=self.target(ctx),
                             stop_above=ctx.stop_above, batch_size=ctx.batch_size, device=ctx.device,
@@ -79,6 +89,7 @@ class AdversarialNoise(EngineAttack):
 
     supports_early_stop = True
     detector_aware = True
+    black_box_checked = True
 
     def defaults(self, in_dataset: str) -> dict[str, Any]:
         return {"threat": {"norm": "Linf", "eps": 0.3}, "objective": "max-log-conf",
@@ -92,6 +103,7 @@ class WorstCase(EngineAttack):
 
     supports_early_stop = True
     detector_aware = True
+    black_box_checked = True
 
     def defaults(self, in_dataset: str) -> dict[str, Any]:
         return {"threat": {"norm": "L2", "eps": 1.0}, "objective": "max-log-conf",
@@ -138,7 +150,7 @@ class InDistributionAttack(EngineAttack):
         return {"threat": {"norm": "Linf", "eps": eps}, "objective": None, "optimizer": "pgd",
                 "steps": 100, "step_size": 2.5 * eps / 100, "restarts": 1, "random_start": True}
 
-    def run(self, ctx: AttackContext) -> dict[str, np.ndarray]:
+    def _with_head(self, ctx: AttackContext) -> AttackContext:
         if ctx.head is None:  # called without a detector: lower the msp score
             from dataclasses import replace
 
@@ -146,4 +158,10 @@ class InDistributionAttack(EngineAttack):
             from oodbench.detectors.attack import detector_head
 
             ctx = replace(ctx, head=detector_head(build_detector("msp"), None, ctx.device, lower=True))
-        return super().run(ctx)
+        return ctx
+
+    def gradient_objective(self, ctx: AttackContext) -> GradientObjective:
+        return super().gradient_objective(self._with_head(ctx))
+
+    def run(self, ctx: AttackContext) -> dict[str, np.ndarray]:
+        return super().run(self._with_head(ctx))

@@ -7,6 +7,10 @@ run loses at most the shards in flight — and submits the jobs that become read
 depend on it are not started, and the run then ends with the failure(s) named. Attack shards
 stored with a looser early stop than this run needs are completed by re-attacking only the points
 that stopped too soon (:mod:`oodbench.plan.thresholds`).
+
+The plan's trust checks (:mod:`oodbench.checks`) are submitted like shards once the job they
+check is complete (a stored job is checked even when nothing else runs), and their verdicts are
+stored in the ``flags`` table; they write no arrays and change no metric.
 """
 
 from __future__ import annotations
@@ -63,6 +67,8 @@ class Executed:
 
     computed: set[str] = field(default_factory=set)
     seconds: dict[str, float] = field(default_factory=dict)
+    #: Flags the run's checks stored (0 when none flagged or none ran).
+    flagged: int = 0
 
 
 class _Driver:
@@ -70,6 +76,9 @@ class _Driver:
                  metrics: list[str], progress: RunProgress):
         self.plan, self.store, self.executor, self.ctx = plan, store, executor, ctx
         self.metrics, self.progress = metrics, progress
+        from oodbench.checks import ChecksSpec
+
+        self.ctx_checks = ChecksSpec.model_validate(ctx.suite.get("checks") or {})
         self.jobs: dict[str, Job] = {}
         for job in plan.jobs:  # one checkpoint under two names is one job
             self.jobs.setdefault(job.key, job)
@@ -80,6 +89,7 @@ class _Driver:
         self.failed: set[str] = set()
         self.failures: list[tuple[ShardTask, BaseException]] = []
         self.result = Executed()
+        self.checks: dict[str, Job] = {c.key: c for c in plan.checks if not c.cached}
 
     def _base_task(self, job: Job, start: int, stop: int, **kw: object) -> ShardTask:
         return ShardTask(job_key=job.key, kind=job.kind, label=job.label, start=start, stop=stop,
@@ -129,6 +139,49 @@ class _Driver:
             tasks.append(task)
         return tasks
 
+    def _check_task(self, check: Job) -> ShardTask:
+        """A CHECK task: the codes, and what the checks read from the store as plain data."""
+        from oodbench.checks.run import BLACK_BOX, black_box_points
+
+        codes = list(check.config["codes"])
+        payload: dict[str, object] = {"codes": codes, "black_box": None}
+        kw: dict[str, object] = {}
+        if check.attack is not None:
+            reference = check.reference_key or check.depends_on[0]
+            clean = self.store.get_job(reference)
+            fit = None if check.fit_key is None else self.store.get_job(check.fit_key)
+            if clean is None or (check.fit_key is not None and fit is None):
+                raise RuntimeError(f"{check.label}: a job its checks read is not stored")
+            kw = dict(in_logits=clean["logits"], fit=fit)
+            settings = self.ctx_checks
+            if BLACK_BOX in codes and settings.black_box_check is not None:
+                arrays = self.store.get_job(check.config["job"])
+                if arrays is None:
+                    raise RuntimeError(f"{check.label}: the checked attack is not stored")
+                detector = build_detector(**check.detector) if check.detector else build_detector("msp")
+                payload["black_box"] = black_box_points(arrays, detector.scores(arrays, fit),
+                                                        detector.scores(clean, fit),
+                                                        settings.black_box_check.n)
+        return self._base_task(check, 0, check.n_points, check=payload, **kw)
+
+    def _submit_checks(self) -> None:
+        for check in self.checks.values():
+            if check.key in self.submitted or not all(d in self.complete for d in check.depends_on):
+                continue
+            self.submitted.add(check.key)
+            self.outstanding[check.key] = 1
+            self.executor.submit(self._check_task(check))
+
+    def _store_check(self, task: ShardTask, arrays: dict[str, np.ndarray], seconds: float) -> None:
+        from oodbench.checks.run import decode
+
+        check = self.checks[task.job_key]
+        codes, flags = decode(arrays)
+        self.store.put_check(check.key, job_hash=check.config["job"], codes=codes, flags=flags,
+                             seconds=seconds)
+        self.complete.add(check.key)
+        self.result.flagged += len(flags)
+
     def _ready(self, job: Job) -> bool:
         return job.key not in self.submitted and all(d in self.complete for d in job.depends_on)
 
@@ -150,6 +203,7 @@ class _Driver:
         for other in self.jobs.values():
             if self._ready(other):
                 self._submit(other)
+        self._submit_checks()
 
     def _store(self, task: ShardTask, arrays: dict[str, np.ndarray], seconds: float) -> None:
         positions = self.merge.pop(task.id, None)
@@ -169,6 +223,7 @@ class _Driver:
         for job in list(self.jobs.values()):
             if self._ready(job):
                 self._submit(job)
+        self._submit_checks()
         for outcome in self.executor.results():
             task = outcome.task
             self.progress.task_done(task)
@@ -177,13 +232,17 @@ class _Driver:
                 self.failures.append((task, outcome.error))
                 continue
             assert outcome.arrays is not None
+            if task.kind is JobKind.CHECK:
+                self._store_check(task, outcome.arrays, outcome.seconds)
+                continue
             self._store(task, outcome.arrays, outcome.seconds)
             self.result.seconds[task.job_key] = self.result.seconds.get(task.job_key, 0.0) + outcome.seconds
             self.outstanding[task.job_key] -= 1
             if self.outstanding[task.job_key] == 0 and task.job_key not in self.failed:
                 self._finish(self.jobs[task.job_key])
         _raise_failures(self.failures)
-        missing = [j.label for j in self.jobs.values() if j.key not in self.complete]
+        missing = [j.label for j in (*self.jobs.values(), *self.checks.values())
+                   if j.key not in self.complete]
         if missing:
             raise RuntimeError(f"executor finished with jobs incomplete: {', '.join(missing)}")
         return self.result

@@ -31,7 +31,7 @@ class RunProgress:
         self.stream = stream or sys.stderr
         self.enabled = enabled
         self.bars = enabled and hasattr(self.stream, "isatty") and self.stream.isatty()
-        self._jobs = {j.key: j for j in plan.jobs}
+        self._jobs = {j.key: j for j in (*plan.jobs, *plan.checks)}  # checks: no line of their own
         self._done: dict[str, float] = {}   # work reported per task id
         self._task_bars: dict[str, tqdm] = {}
         self._carry: dict[str, float] = {}  # fractional forward work not yet shown

@@ -50,6 +50,9 @@ class ShardTask:
     fit: Optional[dict[str, np.ndarray]] = None
     #: A forward pass that stores penultimate features too.
     features: bool = False
+    #: A CHECK task's plain data: the codes to run and, for the black-box comparison, the
+    #: points and the gradient attack's stored scores (:mod:`oodbench.checks.run`).
+    check: Optional[dict[str, Any]] = None
 
     @property
     def n_points(self) -> int:
@@ -103,6 +106,10 @@ def run_shard(ws: Workspace, task: ShardTask, on_progress: Optional[ProgressFn] 
     if task.kind is JobKind.FIT:
         assert detector is not None
         return _fit(ws, task, detector, name)
+    if task.kind is JobKind.CHECK:  # trust checks: flags, encoded as arrays
+        from oodbench.checks.run import run_checks
+
+        return run_checks(ws, task)
     if task.kind is not JobKind.ATTACK:
         images = ws.data.in_distribution() if task.kind is JobKind.CLEAN else ws.data.probe(spec)
         idx = _points(task, len(images))

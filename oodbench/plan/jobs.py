@@ -28,6 +28,7 @@ class JobKind(str, Enum):
     PROBE = "probe"      # the model on a probe's (converted) data set
     ATTACK = "attack"    # an attack on a probe's points or on in-distribution test points
     FIT = "fit"          # a detector's statistics of in-distribution training data
+    CHECK = "check"      # trust checks of another job (flags); never stored as a job
 
 
 class ShardState(str, Enum):
@@ -139,6 +140,10 @@ class Plan:
     shard_size: int = 0
     #: The table rows the jobs make, in table order (what the scorer scores).
     table: tuple[Row, ...] = ()
+    #: The trust checks (:mod:`oodbench.checks`) of the jobs: ``kind`` CHECK, ``config["job"]``
+    #: the checked job, ``config["codes"]`` the checks it runs. Not in ``jobs``: they make no
+    #: arrays and no rows, only flags, and the job table and cost above leave them out.
+    checks: tuple[Job, ...] = ()
 
     @property
     def cost(self) -> Cost:
@@ -189,4 +194,8 @@ def format_plan(plan: Plan) -> str:
              "(an upper bound: early stops and broken points need less)"]
     if plan.skipped:
         lines.append(f"probes skipped (data missing): {', '.join(plan.skipped)}")
+    if plan.checks:
+        todo = [c for c in plan.checks if not c.cached]
+        lines.append(f"trust checks: {len(plan.checks)} jobs checked, {len(todo)} to check "
+                     f"({sum(c.cost.work for c in todo):,} gradient-evaluation equivalents)")
     return "\n".join(lines)

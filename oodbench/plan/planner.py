@@ -187,6 +187,38 @@ class _Planner:
                              detector_label=det[0].display if det is not None and attack.detector_aware
                              else None))
 
+    def checks(self) -> list[Job]:
+        """One check job per clean job (the model checks) and per attack job (the attack checks
+        that apply to it), keyed by the checked job's key, the codes and the check settings."""
+        from oodbench.checks import CHECKS_VERSION, codes_for
+
+        settings = self.suite.checks
+        out: dict[str, Job] = {}
+        for job in self.jobs.values():
+            if job.kind not in (JobKind.CLEAN, JobKind.ATTACK) or job.key in out:
+                continue
+            if job.kind is JobKind.CLEAN and job.detector is not None:
+                continue  # a detector's own clean pass (ODIN): the model is checked once
+            attack = None if job.attack is None else attacks.get(job.attack.name)()
+            codes = codes_for(attack, job.attack, settings)
+            if not codes:
+                continue
+            config = {"kind": JobKind.CHECK.value, "job": job.key, "codes": codes,
+                      "checks": settings.identity(), "version": CHECKS_VERSION,
+                      "oodbench": oodbench.__version__}
+            key = canonical_hash(config)
+            from oodbench.registry import checks as registry
+
+            cost = sum((registry.get(c)().cost(job.attack, settings) for c in codes), Cost())
+            n = min(settings.n, job.n_points)
+            state = ShardState.CACHED if self.store.has_check(key) else ShardState.MISSING
+            out[key] = Job(key, JobKind.CHECK, job.model, job.row, config, n,
+                           (Shard(0, n, state),), cost, job.model_index, job.probe_index,
+                           attack=job.attack, depends_on=(job.key,), shardable=False,
+                           detector=job.detector, fit_key=job.fit_key,
+                           reference_key=job.reference_key)
+        return list(out.values())
+
     def model(self, model_index: int) -> None:
         spec = self.suite.models[model_index]
         fp = model_fingerprint(spec, self.suite.base_dir)
@@ -251,7 +283,8 @@ def make_plan(suite: Suite, store: ResultStore, data: SuiteData, *,
     planner = _Planner(suite, store, data, points)
     for model_index in range(len(suite.models)):
         planner.model(model_index)
-    return Plan(tuple(planner.jobs.values()), tuple(skipped), suite.shard_size, tuple(planner.rows))
+    return Plan(tuple(planner.jobs.values()), tuple(skipped), suite.shard_size, tuple(planner.rows),
+                tuple(planner.checks()))
 
 
 __all__ = ["AttackSpec", "UNCHECKED", "job_config", "make_plan", "split"]

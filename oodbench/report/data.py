@@ -287,6 +287,55 @@ class Probe:
                 json.dumps(s.get("options") or {}, sort_keys=True))
 
 
+@dataclass(frozen=True)
+class RowFlag:
+    """A stored flag as a table shows it: the ``model``, the ``row`` it concerns (None: the model
+    itself, from its clean job), the ``detectors`` whose rows use the flagged job, the code and
+    the detail."""
+
+    model: str
+    row: Optional[str]
+    detectors: tuple[str, ...]
+    code: str
+    detail: str
+
+    def where(self, with_detectors: bool = False) -> str:
+        text = self.model if self.row is None else f"{self.model} / {self.row}"
+        return text + (f" [{', '.join(self.detectors)}]" if with_detectors and self.detectors else "")
+
+
+def run_flags(store: ResultStore, run_id: int) -> list[RowFlag]:
+    """The flags of the jobs run ``run_id``'s rows are computed from (:mod:`oodbench.checks`),
+    in table order: a model's own flags (on its clean job) first, then per row."""
+    run = store.run_record(run_id)
+    if run is None:
+        return []
+    in_label = _suite_labels(run.suite)[0]
+    uses: dict[str, dict[tuple[str, Optional[str]], list[str]]] = {}
+    for row in store.metric_rows(run_id):
+        if row.job_hash is None:
+            continue
+        key = (row.model, None if row.probe == in_label else row.probe)
+        dets = uses.setdefault(row.job_hash, {}).setdefault(key, [])
+        if row.detector not in dets:
+            dets.append(row.detector)
+    order = {k: i for i, k in enumerate(dict.fromkeys(k for d in uses.values() for k in d))}
+    out = []
+    for job_hash, code, detail in store.flags(list(uses)):
+        for (model, row), dets in uses[job_hash].items():
+            out.append(RowFlag(model, row, tuple(dets) if row is not None else (), code, detail))
+    return sorted(out, key=lambda f: (f.row is not None, order[(f.model, f.row)], f.code))
+
+
+def format_flags(flags: list[RowFlag], several_detectors: bool = False) -> str:
+    """The lines ``oodbench show`` and ``oodbench run`` print after the table (empty: none)."""
+    if not flags:
+        return ""
+    lines = [f"flags ({len(flags)}; trust checks, see README \"Trust\"):"]
+    lines += [f"  - {f.where(several_detectors)}: {f.code}: {f.detail}" for f in flags]
+    return "\n".join(lines)
+
+
 @dataclass
 class RunData:
     """A stored run ready for layouts: suite metadata, rows in order, and the metric values."""
@@ -300,6 +349,8 @@ class RunData:
     metrics: pd.DataFrame  # model, probe, metric, value, kind
     declared: list[str] = field(default_factory=list)  # every probe of the suite, skipped ones too
     intervals: dict[tuple[str, str, str], tuple[float, float]] = field(default_factory=dict)
+    #: The trust checks' flags of the run's jobs (:func:`run_flags`).
+    flags: list[RowFlag] = field(default_factory=list)
     _values: dict[tuple[str, str, str], float] = field(default_factory=dict, repr=False)
 
     def __post_init__(self) -> None:
@@ -414,7 +465,7 @@ def load_run(store: ResultStore, run_id: Optional[int]) -> RunData:
     return RunData(run_id=rid, name=str(suite.get("name") or record.suite_name),
                    description=str(suite.get("description") or ""), in_label=in_label,
                    models=models, probes=probes, metrics=long,
-                   declared=[in_label, *probe_labels])
+                   declared=[in_label, *probe_labels], flags=run_flags(store, rid))
 
 
 def full_verification(store: ResultStore, run_id: int) -> list[str]:

@@ -38,6 +38,7 @@ LATEX_UNICODE = {
     "\u2265": r"\ensuremath{\geq}",
     "\u221e": r"\ensuremath{\infty}",
     "\u2191": r"\ensuremath{\uparrow}",
+    "\u2020": r"\ensuremath{^\dagger}",  # dagger: a row flagged by a trust check
     "\u2193": r"\ensuremath{\downarrow}",
     "\u0394": r"\ensuremath{\Delta}",
     "\u03b1": r"\ensuremath{\alpha}",

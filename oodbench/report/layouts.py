@@ -380,9 +380,28 @@ def detectors(runs: list[RunData], numbers: Numbers, refs: References) -> Table:
 # --------------------------------------------------------------------------- shared
 
 
+FLAG_MARK = "\u2020"
+"""Marks the label of a row whose job a trust check flagged (:mod:`oodbench.checks`); the notes
+under the table list each flag."""
+
+
+def _flag_rows(runs: list[RunData], blocks: list[Block]) -> list[str]:
+    """Mark flagged rows (a model's own flags mark its in-distribution row) and return the
+    notes that list the flags; a run without flags changes nothing."""
+    flagged = {f.row or run.in_label for run in runs for f in run.flags}
+    for block in blocks:
+        for row in block.rows:
+            if row.label in flagged:
+                row.label = f"{row.label} {FLAG_MARK}"
+    several = any(len(f.detectors) > 1 or (f.detectors and f.detectors != ("msp",))
+                  for run in runs for f in run.flags)
+    return [f"{FLAG_MARK} flagged by a trust check, {f.where(several)}: {f.code} ({f.detail})"
+            for run in runs for f in run.flags]
+
+
 def _table(runs: list[RunData], layout: str, legend: str, blocks: list[Block], numbers: Numbers,
            refs: References, notes: Optional[list[str]] = None) -> Table:
-    notes = list(notes or [])
+    notes = list(notes or []) + _flag_rows(runs, blocks)
     if numbers.percent:
         legend += "; rates in %"
     if refs:
