@@ -356,21 +356,26 @@ def auroc_conservative(conf_in: Any, conf_out: Any) -> float:
     return float(strictly_below.sum() / (cin.size * cout.size))
 
 
-def _average_precision(pos: np.ndarray, neg: np.ndarray) -> float:
-    """Step-wise average precision, sum_k (R_k - R_{k-1}) P_k over distinct score thresholds.
-
-    Thresholds are placed at each distinct score (tied samples enter together), the same
-    definition as ``sklearn.metrics.average_precision_score``: no interpolation.
-    """
+def _pr_counts(pos: np.ndarray, neg: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """True positives and accepted points at each distinct score taken as threshold (scores
+    descending; tied samples enter together): the operating points of a precision-recall curve."""
     scores = np.concatenate([pos, neg])
     is_pos = np.concatenate([np.ones(pos.size), np.zeros(neg.size)])
     order = np.argsort(-scores, kind="mergesort")
     scores, is_pos = scores[order], is_pos[order]
     # Index of the last sample of each block of equal scores (scores are sorted descending).
     last = np.r_[np.flatnonzero(np.diff(scores)), scores.size - 1]
-    tp = np.cumsum(is_pos)[last]
-    fp = (last + 1) - tp
-    precision = tp / (tp + fp)
+    return np.cumsum(is_pos)[last], (last + 1).astype(np.float64)
+
+
+def _average_precision(pos: np.ndarray, neg: np.ndarray) -> float:
+    """Step-wise average precision, sum_k (R_k - R_{k-1}) P_k over distinct score thresholds.
+
+    Thresholds are placed at each distinct score (tied samples enter together), the same
+    definition as ``sklearn.metrics.average_precision_score``: no interpolation.
+    """
+    tp, accepted = _pr_counts(pos, neg)
+    precision = tp / accepted
     recall = tp / pos.size
     gain = np.diff(np.r_[0.0, recall])
     # Only thresholds where recall grows: blocks of negatives alone add exact zeros, but their
@@ -385,13 +390,8 @@ def _trapezoid_pr_area(pos: np.ndarray, neg: np.ndarray) -> float:
     precision_recall_curve`` (one point per distinct score, plus recall 0 / precision 1): the
     rule of OpenOOD v1.5 and pytorch-ood's ``OODMetrics``. It interpolates linearly between
     operating points, so it differs from average precision (:func:`aupr_in`)."""
-    scores = np.concatenate([pos, neg])
-    is_pos = np.concatenate([np.ones(pos.size), np.zeros(neg.size)])
-    order = np.argsort(-scores, kind="mergesort")
-    scores, is_pos = scores[order], is_pos[order]
-    last = np.r_[np.flatnonzero(np.diff(scores)), scores.size - 1]
-    tp = np.cumsum(is_pos)[last]
-    precision = np.r_[1.0, tp / (last + 1)]
+    tp, accepted = _pr_counts(pos, neg)
+    precision = np.r_[1.0, tp / accepted]
     recall = np.r_[0.0, tp / pos.size]
     return float(np.sum(np.diff(recall) * (precision[1:] + precision[:-1])) / 2)
 
