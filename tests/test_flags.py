@@ -44,20 +44,19 @@ class Wrapped(nn.Module):
 
     def forward(self, x):
         z = self.net(x)
-        if self.kind == "dropout":    # dropout that ignores eval mode
-            return self.net(F.dropout(x, 0.5, training=True))
+        if self.kind == "dropout":    # noise that ignores eval mode (gradients stay useful)
+            return z + 0.01 * torch.randn_like(z)
         if self.kind == "softmax":    # probabilities instead of logits
             return z.softmax(1)
-        if self.kind == "step":       # a step function of the input: zero gradient everywhere
-            return self.net(torch.round(x * 4) / 4)
+        if self.kind == "step":       # constant in the input: zero gradient everywhere (and
+            return self.net(x * 0)    # nothing for a black-box attack to find either)
         if self.kind == "reversed":   # the value of z with the gradient of -z (masked gradients)
             return (2 * z).detach() - z
-        if self.kind == "grad":       # an input-gradient step inside forward, when grads are on
-            if torch.is_grad_enabled():
-                x2 = x.detach().requires_grad_(True)
+        if self.kind == "grad":       # an input gradient computed inside forward (unused, so
+            with torch.inference_mode(False), torch.enable_grad():  # the outputs and their
+                x2 = x.detach().clone().requires_grad_(True)          # gradients are the net's)
                 (g,) = torch.autograd.grad(self.net(x2).logsumexp(1).sum(), x2)
-                return self.net((x - 0.05 * g.sign()).clamp(0, 1))
-            return z
+            return z + 0 * g.sum()
         return z
 
 
@@ -311,3 +310,15 @@ def test_every_check_is_registered_with_a_meaning():
         check = entry.load()
         assert check.code == entry.name and check.scope in ("model", "attack") and check.meaning
     assert ChecksSpec().black_box_check is not None
+
+
+def test_each_models_flags_are_exactly_its_own(flagged):
+    """Every model built for one flag triggers that flag and no other (the issue's rule)."""
+    root, _, result = flagged
+    flags = _flags(root / "r.db", result.run_id)
+    by_model: dict[str, set[str]] = {}
+    for (model, _), codes in flags.items():
+        by_model.setdefault(model, set()).update(codes)
+    assert by_model == {"dropout": {"randomised-forward"}, "softmax": {"softmax-output"},
+                        "grad": {"dynamic-forward"}, "step": {"zero-gradient"},
+                        "reversed": {"black-box-beats-white-box"}}
