@@ -44,7 +44,7 @@ class Wrapped(nn.Module):
 
     def forward(self, x):
         z = self.net(x)
-        if self.kind == "dropout":    # noise that ignores eval mode (gradients stay useful)
+        if self.kind == "noisy":      # noise that ignores eval mode (gradients stay useful)
             return z + 0.01 * torch.randn_like(z)
         if self.kind == "softmax":    # probabilities instead of logits
             return z.softmax(1)
@@ -101,7 +101,7 @@ def flagged(tmp_path_factory):
     root = tmp_path_factory.mktemp("flags")
     (root / "nets.py").write_text(NETS)
     text = (HEADER.format(name="flags", classes="[0, 1, 2, 3, 4]") + "models:\n"
-            + "".join(_model(k, ZOO) for k in ("plain", "dropout", "softmax", "step", "reversed", "grad"))
+            + "".join(_model(k, ZOO) for k in ("plain", "noisy", "softmax", "step", "reversed", "grad"))
             + textwrap.dedent("""\
                 probes:
                   - {name: adv. noise, dataset: smoothed-noise, n: 60,
@@ -115,7 +115,7 @@ def flagged(tmp_path_factory):
 
 
 @pytest.mark.parametrize("model, row, code", [
-    ("dropout", None, "randomised-forward"),
+    ("noisy", None, "randomised-forward"),
     ("softmax", None, "softmax-output"),
     ("grad", None, "dynamic-forward"),
     ("step", "adv. noise", "zero-gradient"),
@@ -145,7 +145,7 @@ def test_the_plain_model_and_unrelated_codes_are_not_flagged(flagged):
     flags = _flags(root / "r.db", result.run_id)
     assert ("plain", None) not in flags and ("plain", "adv. noise") not in flags
     assert "zero-gradient" not in flags.get(("reversed", "adv. noise"), {})
-    assert not any("randomised-forward" in f for (m, _), f in flags.items() if m != "dropout")
+    assert not any("randomised-forward" in f for (m, _), f in flags.items() if m != "noisy")
 
 
 def test_every_job_is_checked_once_and_a_rerun_checks_nothing(flagged):
@@ -319,6 +319,6 @@ def test_each_models_flags_are_exactly_its_own(flagged):
     by_model: dict[str, set[str]] = {}
     for (model, _), codes in flags.items():
         by_model.setdefault(model, set()).update(codes)
-    assert by_model == {"dropout": {"randomised-forward"}, "softmax": {"softmax-output"},
+    assert by_model == {"noisy": {"randomised-forward"}, "softmax": {"softmax-output"},
                         "grad": {"dynamic-forward"}, "step": {"zero-gradient"},
                         "reversed": {"black-box-beats-white-box"}}
