@@ -296,3 +296,28 @@ def test_detectors_layout_has_a_row_per_detector(every_detector):
     # uniform: AUROC, FPR@95; adv. uniform: AUROC; in attacked: AUROC; both attacked: AUROC
     assert cells[0] == f"{100 * values[('knn', 'uniform', 'auroc')]:.1f}"
     assert cells[2] == f"{100 * values[('knn', 'adv. uniform', 'auroc')]:.1f}"
+
+
+def test_bootstrap_intervals_resample_each_detectors_scores(every_detector):
+    """The knn row's AUROC interval is the hand-rolled bootstrap of knn's scores (both sides
+    resampled, in-distribution first, the run's seed)."""
+    from oodbench.report.data import load_run, with_intervals
+
+    tmp, suite, result = every_detector
+    with ResultStore(tmp / "r.db", readonly=True) as store:
+        run = with_intervals(store, load_run(store, result.run_id), 0.9, n_resamples=200)
+        plan = plan_suite(suite, output=tmp / "r.db")
+        row = next(r for r in plan.table if r.detector == "knn" and r.label == "uniform")
+        det = build_detector(**row.detector_spec)
+        fit = store.get_job(row.fit)
+        s_in = det.scores(store.get_job(row.reference), fit)
+        s_out = det.scores(store.get_job(row.points), fit)
+    rng = np.random.default_rng(suite.seed)
+    values = []
+    for _ in range(200):
+        i = rng.integers(0, len(s_in), len(s_in))
+        j = rng.integers(0, len(s_out), len(s_out))
+        values.append(auroc(s_in[i], s_out[j]))
+    expected = tuple(np.percentile(values, [5, 95]))
+    assert run.intervals[("plain · knn", "uniform", "auroc")] == pytest.approx(expected, abs=1e-12)
+    assert run.intervals[("plain · knn", "uniform", "auroc")] != run.intervals[("plain · msp", "uniform", "auroc")]
