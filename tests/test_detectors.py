@@ -484,7 +484,7 @@ def test_every_detector_pytorch_ood_has_is_checked():
 
 @pytest.mark.parametrize("case", list(PEERS))
 def test_clean_score_equals_pytorch_ood(peer, case):
-    P = pytest.importorskip("pytorch_ood.detector")
+    import pytorch_ood.detector as P  # a test dependency: never skipped
     _, compare, rtol = PEERS[case]
     ours, theirs = compare(peer, P)
     assert ours.shape == theirs.shape == (N_TEST,)
@@ -516,7 +516,6 @@ def _pytorch_ood_metrics(score_in: np.ndarray, score_out: np.ndarray) -> dict[st
 
 @pytest.mark.parametrize("n_in,n_out,shift", [(200, 120, 1.0), (57, 301, 0.3), (40, 40, -0.5)])
 def test_metrics_equal_pytorch_ood(n_in, n_out, shift):
-    pytest.importorskip("pytorch_ood")
     from pytorch_ood.metrics.functional import pr_curve
 
     rng = np.random.default_rng(n_in + n_out)
@@ -547,7 +546,6 @@ def test_metrics_equal_pytorch_ood(n_in, n_out, shift):
 def test_auroc_and_fpr95_ood_equal_pytorch_ood_with_ties():
     """Both count a tied (in, OOD) pair half in AUROC, and flag the points tied with the
     FPR95 threshold (against the detector)."""
-    pytest.importorskip("pytorch_ood")
     rng = np.random.default_rng(5)
     score_in = np.round(rng.normal(0.5, 1.0, 150), 1)
     score_out = np.round(rng.normal(0.0, 1.0, 90), 1)
@@ -570,7 +568,6 @@ def test_fpr95_conventions_by_hand():
     score_out = np.array([0.01, 0.02, 0.03, 0.5])
     got = compute_metrics(["fpr95", "fpr95-ood"], _metric_input(score_in, score_out), row="probe")
     assert got == {"fpr95": 0.25, "fpr95-ood": 0.5}
-    pytest.importorskip("pytorch_ood")
     assert _pytorch_ood_metrics(score_in, score_out)["FPR95TPR"] == 0.5
 
 
@@ -588,7 +585,6 @@ def test_fpr95_ood_is_decided_by_the_hardest_ood_points():
     assert got == {"fpr95": 0.45, "fpr95-ood": 1.0}
     # fpr95-ood is fpr_at_tpr with the roles swapped and the scores negated
     assert got["fpr95-ood"] == fpr_at_tpr(-score_out, -score_in, tpr=0.95)
-    pytest.importorskip("pytorch_ood")
     assert _pytorch_ood_metrics(score_in, score_out)["FPR95TPR"] == 1.0
 
 
@@ -596,7 +592,6 @@ def test_fpr95_ood_is_decided_by_the_hardest_ood_points():
 def test_trapezoid_aupr_equals_pytorch_ood(round_to):
     """``aupr-in-trapezoid`` / ``aupr-out-trapezoid`` are pytorch-ood's (and OpenOOD's) AUPR-IN /
     AUPR-OUT, with and without ties; scikit-learn's auc(recall, precision) agrees."""
-    pytest.importorskip("pytorch_ood")
     from sklearn.metrics import auc, precision_recall_curve
 
     rng = np.random.default_rng(11)

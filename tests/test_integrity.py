@@ -373,7 +373,7 @@ def test_a_state_file_on_a_full_disk_warns_instead_of_failing(tmp_path):
 @needs_dev_full
 @pytest.mark.slow
 def test_autoattack_state_file_that_cannot_be_saved_only_warns(tmp_path):
-    pytest.importorskip("pyautoattack")
+    import pyautoattack  # noqa: F401  (a test dependency: never skipped)
     import torch
 
     from oodbench.attacks import AttackContext

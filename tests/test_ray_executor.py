@@ -14,7 +14,7 @@ from oodbench.runner import plan_suite, run_suite
 from oodbench.store import ResultStore
 from oodbench.suite import load_suite
 
-ray = pytest.importorskip("ray")
+import ray  # a test dependency (the `test` extra): never skipped
 
 pytestmark = pytest.mark.slow  # a Ray cluster takes ~10 s to start
 
