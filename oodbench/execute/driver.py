@@ -17,18 +17,17 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Mapping, Optional
+from typing import Optional
 
 import numpy as np
 
-from oodbench.detectors import build_detector
 from oodbench.errors import OodbenchError
 from oodbench.execute.base import Executor
 from oodbench.execute.inputs import RunContext
 from oodbench.execute.progress import RunProgress
 from oodbench.execute.tasks import ShardTask
 from oodbench.plan.jobs import Job, JobKind, Plan, ShardState
-from oodbench.plan.thresholds import merge_reattacked, needed_threshold, points_to_reattack
+from oodbench.plan.thresholds import Thresholds, merge_reattacked, points_to_reattack
 from oodbench.registry import attacks
 from oodbench.store import ResultStore
 
@@ -85,6 +84,7 @@ class _Driver:
         self.complete: set[str] = set()
         self.submitted: set[str] = set()
         self.outstanding: dict[str, int] = {}
+        self.thresholds = Thresholds(store, metrics)
         self.merge: dict[str, np.ndarray] = {}  # task id -> positions re-attacked in its shard
         self.failed: set[str] = set()
         self.failures: list[tuple[ShardTask, BaseException]] = []
@@ -102,19 +102,15 @@ class _Driver:
             return [self._base_task(job, s.start, s.stop) for s in job.shards
                     if s.state is ShardState.MISSING]
         assert job.attack is not None
-        reference = job.reference_key or job.depends_on[0]
-        clean = self.store.get_job(reference)
+        assert job.reference_key is not None
+        clean = self.store.get_job(job.reference_key)
         fit = None if job.fit_key is None else self.store.get_job(job.fit_key)
-        if clean is None or (job.fit_key is not None and fit is None):
-            raise RuntimeError(f"{job.label}: a job it depends on is not stored")
         attack = attacks.get(job.attack.name)()
-        detector = build_detector(**job.detector) if job.detector else build_detector("msp")
-
-        def scores(arrays: Mapping[str, np.ndarray]) -> np.ndarray:
-            return detector.scores(arrays, fit)
-
-        needed = needed_threshold(attack, job.attack, self.metrics, scores(clean),
-                                  msp=detector.name == "msp")
+        known = self.thresholds.needed(attack, job.attack, job.detector, job.reference_key,
+                                       job.fit_key)
+        if clean is None or (job.fit_key is not None and fit is None) or known is None:
+            raise RuntimeError(f"{job.label}: a job it depends on is not stored")
+        needed, scores = known
         kw = dict(stop_above=needed, in_logits=clean["logits"], fit=fit,
                   artifact_dir=str(artifact_dir(Path(self.ctx.store_path), job.key)))
         stored = {(s.start, s.stop): s.stop_above for s in self.store.shards(job.key)}
@@ -147,8 +143,10 @@ class _Driver:
         payload: dict[str, object] = {"codes": codes, "black_box": None}
         kw: dict[str, object] = {}
         if check.attack is not None:
-            reference = check.reference_key or check.depends_on[0]
+            reference = check.reference_key
+            assert reference is not None  # every attack job names its clean job
             clean = self.store.get_job(reference)
+            clean_scores = self.thresholds.clean_scores(check.detector, reference, check.fit_key)
             fit = None if check.fit_key is None else self.store.get_job(check.fit_key)
             if clean is None or (check.fit_key is not None and fit is None):
                 raise RuntimeError(f"{check.label}: a job its checks read is not stored")
@@ -158,9 +156,9 @@ class _Driver:
                 arrays = self.store.get_job(check.config["job"])
                 if arrays is None:
                     raise RuntimeError(f"{check.label}: the checked attack is not stored")
-                detector = build_detector(**check.detector) if check.detector else build_detector("msp")
-                payload["black_box"] = black_box_points(arrays, detector.scores(arrays, fit),
-                                                        detector.scores(clean, fit),
+                scores = self.thresholds.scores(check.detector, check.fit_key)
+                assert scores is not None and clean_scores is not None  # both stored (above)
+                payload["black_box"] = black_box_points(arrays, scores(arrays), clean_scores,
                                                         settings.black_box_check.n)
         return self._base_task(check, 0, check.n_points, check=payload, **kw)
 

@@ -16,7 +16,6 @@ one its fit job, and only detector-aware attacks one job per detector. With the 
 from __future__ import annotations
 
 import warnings
-from functools import partial
 from typing import Any, Callable, Optional
 
 import numpy as np
@@ -30,7 +29,7 @@ from oodbench.execute.inputs import SuiteData
 from oodbench.models import model_fingerprint
 from oodbench.plan.cost import Cost
 from oodbench.plan.jobs import Job, JobKind, Plan, Row, Shard, ShardState
-from oodbench.plan.thresholds import needed_threshold, points_to_reattack
+from oodbench.plan.thresholds import Thresholds, points_to_reattack
 from oodbench.registry import attacks
 from oodbench.score.rows import RowKind
 from oodbench.scores import SCORE_DEFINITION
@@ -108,6 +107,7 @@ class _Planner:
         # names, and the run records both uses
         self.jobs: dict[tuple[str, str, str], Job] = {}
         self.rows: list[Row] = []
+        self.thresholds = Thresholds(store, suite.metrics)
 
     def _add(self, job: Job) -> str:
         self.jobs.setdefault((job.key, job.model, job.row), job)
@@ -167,23 +167,17 @@ class _Planner:
                 config["surrogate"] = det[1].surrogate
         key = canonical_hash(config)
         n = self.points[probe_index]
-        scorer = det[1] if own and det is not None else build_detector("msp")
         fit_key = fit if own else None
-        needed: Optional[float] | _Unchecked = UNCHECKED
-        scores: Optional[Callable[[Any], np.ndarray]] = None
-        clean = self.store.get_job(reference)
-        fit_arrays = None if fit_key is None else self.store.get_job(fit_key)
-        if attack.supports_early_stop and clean is not None and (fit_key is None or fit_arrays is not None):
-            scores = partial(scorer.scores, fit=fit_arrays)
-            needed = needed_threshold(attack, resolved, self.suite.metrics, scores(clean),
-                                      msp=scorer.name == "msp")
+        job_detector = plain(det[0]) if own and det is not None else None
+        known = self.thresholds.needed(attack, resolved, job_detector, reference, fit_key)
+        needed: Optional[float] | _Unchecked = UNCHECKED if known is None else known[0]
+        scores = None if known is None else known[1]
         deps = (reference,) + ((fit_key,) if fit_key else ())
         return self._add(Job(key, JobKind.ATTACK, spec.name, probe.label, config, n,
                              _shards(self.store, key, n, self.size, attack.shardable, needed, scores),
                              attack.estimate_cost(resolved, n), model_index, probe_index,
                              attack=resolved, depends_on=deps, shardable=attack.shardable,
-                             detector=plain(det[0]) if own and det is not None else None,
-                             fit_key=fit_key, reference_key=reference,
+                             detector=job_detector, fit_key=fit_key, reference_key=reference,
                              detector_label=det[0].display if det is not None and attack.detector_aware
                              else None))
 

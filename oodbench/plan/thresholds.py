@@ -12,17 +12,70 @@ streams they follow the very trajectory a fresh run would, so the arrays are the
 
 from __future__ import annotations
 
-from typing import Callable, Mapping, Optional, Sequence
+import json
+from functools import partial
+from typing import TYPE_CHECKING, Any, Callable, Mapping, Optional, Sequence
 
 import numpy as np
 
 from oodbench.attacks.base import Attack, AttackSpec
+from oodbench.detectors import build_detector
 from oodbench.metrics import settled_above
 from oodbench.score import ArrayKey
 from oodbench.score.arrays import ADDITIVE
 
+if TYPE_CHECKING:  # pragma: no cover
+    from oodbench.store import ResultStore
+
 Scores = Callable[[Mapping[str, np.ndarray]], np.ndarray]
 """A detector's float64 scores of stored arrays (what the metrics rank)."""
+
+
+class Thresholds:
+    """Each attack job's early-stop threshold and score function, for the planner and the
+    driver alike. The clean in-distribution scores a threshold comes from are computed once per
+    (detector, clean job, fit job) and reused by every probe that attacks that detector (for a
+    feature detector they cost a pass over the fit bank)."""
+
+    def __init__(self, store: "ResultStore", metrics: Sequence[str]):
+        self.store, self.metrics = store, list(metrics)
+        self._clean: dict[tuple[str, str, Optional[str]], np.ndarray] = {}
+
+    def scores(self, detector: Optional[Mapping[str, Any]],
+               fit_key: Optional[str]) -> Optional[Scores]:
+        """The scores of stored arrays by ``detector`` (plain data; None: msp) with its fit,
+        or None while the fit job is not stored."""
+        fit = None if fit_key is None else self.store.get_job(fit_key)
+        if fit_key is not None and fit is None:
+            return None
+        det = build_detector(**detector) if detector else build_detector("msp")
+        return partial(det.scores, fit=fit)
+
+    def needed(self, attack: Attack, spec: AttackSpec, detector: Optional[Mapping[str, Any]],
+               reference: str, fit_key: Optional[str]
+               ) -> Optional[tuple[Optional[float], Optional[Scores]]]:
+        """``(threshold, scores)`` for an attack job (threshold None: no early stop; scores None:
+        none needed), or None while its clean or fit job is not stored."""
+        if not attack.supports_early_stop or spec.early_stop is False:
+            return None, None
+        scores = self.scores(detector, fit_key)
+        clean = self.clean_scores(detector, reference, fit_key)
+        if scores is None or clean is None:
+            return None
+        name = detector["name"] if detector else "msp"
+        return needed_threshold(attack, spec, self.metrics, clean, msp=name == "msp"), scores
+
+    def clean_scores(self, detector: Optional[Mapping[str, Any]], reference: str,
+                     fit_key: Optional[str]) -> Optional[np.ndarray]:
+        """``detector``'s scores of the clean job ``reference`` (once), or None if not stored."""
+        key = (json.dumps(detector, sort_keys=True), reference, fit_key)
+        if key not in self._clean:
+            scores = self.scores(detector, fit_key)
+            clean = self.store.get_job(reference)
+            if scores is None or clean is None:
+                return None
+            self._clean[key] = scores(clean)
+        return self._clean[key]
 
 
 def needed_threshold(attack: Attack, spec: AttackSpec, metrics: Sequence[str],
