@@ -94,7 +94,6 @@ def evaluate(model: nn.Module, in_distribution: ImageSet, probes: Mapping[str, I
     """
     from oodbench.detectors import FitData, build_detector
     from oodbench.execute.forward import forward_outputs
-    from oodbench.models.features import head_layer
 
     dev = resolve_device(device)
     if in_distribution.labels is None:
@@ -103,37 +102,35 @@ def evaluate(model: nn.Module, in_distribution: ImageSet, probes: Mapping[str, I
     sets = {in_distribution.name: in_distribution.images,
             **{name: to_shape(p.images, in_distribution.shape) for name, p in probes.items()}}
     labels = in_distribution.labels.numpy()
+    features = any(d.needs_features for d in dets)
+
+    def outputs(images: Any, det: Optional["Detector"] = None, *, with_features: bool = features
+                ) -> dict[str, np.ndarray]:
+        return forward_outputs(model, images, detector=det, features=with_features and det is None,
+                               batch_size=batch_size, device=dev)
+
+    # one pass per set serves every detector but those that need the model to score (ODIN)
+    shared = {name: outputs(images) for name, images in sets.items()}
+    shared[in_distribution.name][ArrayKey.LABELS.value] = labels
+    train = None
+    if any(d.needs_fit for d in dets):
+        if fit is None or fit.labels is None:
+            need = next(d.name for d in dets if d.needs_fit)
+            raise ValueError(f"detector {need!r} needs a labelled `fit` set to fit on")
+        train = FitData.of(outputs(fit.images, with_features=True), fit.labels.numpy(), model)
+    in_row = score_row(RowKind.IN_DISTRIBUTION, shared[in_distribution.name],
+                       shared[in_distribution.name], metrics, seed=seed)
     rows: list[tuple[str, str, str, float]] = []
     for det in dets:
-        def outputs(images: Any) -> dict[str, np.ndarray]:
-            if det.needs_model or det.needs_features:
-                return forward_outputs(model, images, detector=det if det.needs_model else None,
-                                       features=det.needs_features, batch_size=batch_size,
-                                       device=dev)
-            return {ArrayKey.LOGITS.value: forward_logits(model, images, batch_size=batch_size,
-                                                          device=dev)}
-
-        fitted = None
-        if det.needs_fit:
-            if fit is None or fit.labels is None:
-                raise ValueError(f"detector {det.name!r} needs a labelled `fit` set to fit on")
-            train = outputs(fit.images)
-            head = head_layer(model)
-            fitted = det.fit(FitData(
-                logits=train[ArrayKey.LOGITS.value].astype(np.float64), labels=fit.labels.numpy(),
-                features=train[ArrayKey.FEATURES.value].astype(np.float64),
-                head_weight=head.weight.detach().double().cpu().numpy(),
-                head_bias=(head.bias.detach().double().cpu().numpy() if head.bias is not None
-                           else np.zeros(head.out_features))))
-        clean = {**outputs(in_distribution.images), ArrayKey.LABELS.value: labels}
-        plain = {ArrayKey.LOGITS.value: forward_logits(model, in_distribution.images,
-                                                       batch_size=batch_size, device=dev),
-                 ArrayKey.LABELS.value: labels}
-        values = [(in_distribution.name, score_row(RowKind.IN_DISTRIBUTION, plain, plain, metrics,
-                                                   seed=seed))]
-        values += [(name, score_row(RowKind.OOD, outputs(images), clean, metrics, seed=seed,
-                                    detector=det, fit=fitted))
-                   for name, images in sets.items() if name != in_distribution.name]
+        own = shared if not det.needs_model else {
+            name: {**outputs(images, det), ArrayKey.LABELS.value: labels}
+            if name == in_distribution.name else outputs(images, det)
+            for name, images in sets.items()}
+        fitted = None if train is None or not det.needs_fit else det.fit(train)
+        values = [(in_distribution.name, in_row)]
+        values += [(name, score_row(RowKind.OOD, own[name], own[in_distribution.name], metrics,
+                                    seed=seed, detector=det, fit=fitted))
+                   for name in sets if name != in_distribution.name]
         rows += [(det.name, probe, metric, value) for probe, vals in values
                  for metric, value in vals.items()]
     long = pd.DataFrame([("model", d, p, m, v) for d, p, m, v in rows],

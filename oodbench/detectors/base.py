@@ -25,7 +25,7 @@ import torch
 from pydantic import BaseModel, ConfigDict
 from torch import nn
 
-from oodbench.models.features import logits_and_features
+from oodbench.models.features import head_layer, logits_and_features
 from oodbench.score.arrays import ArrayKey
 
 
@@ -62,6 +62,17 @@ class FitData:
     features: Optional[np.ndarray] = None
     head_weight: Optional[np.ndarray] = None   # (K, D): the last linear layer
     head_bias: Optional[np.ndarray] = None     # (K,)
+
+    @classmethod
+    def of(cls, arrays: Mapping[str, np.ndarray], labels: np.ndarray, model: nn.Module) -> "FitData":
+        """From a forward pass with features over the training points, and the model's head."""
+        head = head_layer(model)
+        bias = head.bias.detach().double().cpu().numpy() if head.bias is not None else None
+        return cls(logits=np.asarray(arrays[ArrayKey.LOGITS.value], dtype=np.float64),
+                   labels=np.asarray(labels),
+                   features=np.asarray(arrays[ArrayKey.FEATURES.value], dtype=np.float64),
+                   head_weight=head.weight.detach().double().cpu().numpy(),
+                   head_bias=bias if bias is not None else np.zeros(head.out_features))
 
 
 class Params(BaseModel):

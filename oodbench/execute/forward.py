@@ -47,12 +47,17 @@ def forward_outputs(model: nn.Module, images: torch.Tensor, *, detector: Optiona
                     features: bool, batch_size: int = 256, device: Union[str, torch.device] = "cpu",
                     on_batch: Optional[Callable[[int], None]] = None,
                     check: Optional[Callable[[torch.Tensor], Any]] = None) -> dict[str, np.ndarray]:
-    """Like :func:`forward_logits`, but the outputs a detector reads: the logits of its own
-    forward (ODIN's perturbed input) and, with ``features``, the penultimate features. Not in
-    inference mode: ODIN takes an input gradient inside."""
+    """The arrays a forward job stores: the logits (by :func:`forward_logits` when that is all),
+    or the outputs a detector reads: the logits of its own forward (ODIN's perturbed input)
+    and, with ``features``, the penultimate features. Not in inference mode: ODIN takes an
+    input gradient inside."""
     from oodbench.detectors.base import Outputs
     from oodbench.models.features import logits_and_features
+    from oodbench.score.arrays import ArrayKey
 
+    if detector is None and not features:
+        return {ArrayKey.LOGITS.value: forward_logits(model, images, batch_size=batch_size,
+                                                      device=device, on_batch=on_batch, check=check)}
     device = torch.device(device)
     model = model.to(device).eval()
     parts: list[dict[str, np.ndarray]] = []

@@ -17,8 +17,7 @@ import torch
 from oodbench.attacks.base import AttackContext, AttackSpec
 from oodbench.detectors import Detector, FitData, build_detector
 from oodbench.detectors.attack import detector_head, uses_head
-from oodbench.execute.forward import forward_logits, forward_outputs
-from oodbench.models.features import head_layer
+from oodbench.execute.forward import forward_outputs
 from oodbench.execute.inputs import RunContext, Workspace
 from oodbench.models.output_check import OutputChecked, check_outputs, check_shape
 from oodbench.plan.jobs import JobKind
@@ -85,13 +84,7 @@ def _fit(ws: Workspace, task: ShardTask, detector: Detector, name: str) -> dict[
                              batch_size=ws.suite.batch_size, device=ws.device,
                              check=lambda out: check_shape(out, **contract))
     check_outputs(arrays[ArrayKey.LOGITS.value], **contract)
-    head = head_layer(model)
-    data = FitData(logits=arrays[ArrayKey.LOGITS.value].astype(np.float64),
-                   labels=train.labels.numpy(),
-                   features=arrays[ArrayKey.FEATURES.value].astype(np.float64),
-                   head_weight=head.weight.detach().double().cpu().numpy(),
-                   head_bias=(head.bias.detach().double().cpu().numpy() if head.bias is not None
-                              else np.zeros(head.out_features)))
+    data = FitData.of(arrays, train.labels.numpy(), model)
     return detector.fit(data)
 
 
@@ -115,16 +108,11 @@ def run_shard(ws: Workspace, task: ShardTask, on_progress: Optional[ProgressFn] 
         idx = _points(task, len(images))
         tick = None if on_progress is None else (lambda n: on_progress(n, 0))
         contract = dict(model=name, data=spec.label, n_classes=ws.n_classes)
-        if detector is None and not task.features:
-            logits = forward_logits(model, images.images[idx], batch_size=suite.batch_size,
-                                    device=ws.device, desc=task.label, on_batch=tick,
-                                    check=lambda out: check_shape(out, **contract))
-            out = {ArrayKey.LOGITS.value: logits}
-        else:  # a detector's own pass (ODIN's input step), or features for feature detectors
-            out = forward_outputs(model, images.images[idx], detector=detector,
-                                  features=task.features, batch_size=suite.batch_size,
-                                  device=ws.device, on_batch=tick,
-                                  check=lambda out: check_shape(out, **contract))
+        # the logits; with them a detector's own pass (ODIN's input step) or the features
+        out = forward_outputs(model, images.images[idx], detector=detector,
+                              features=task.features, batch_size=suite.batch_size,
+                              device=ws.device, on_batch=tick,
+                              check=lambda out: check_shape(out, **contract))
         # Decided here, before the driver stores anything: NaN logits are an error, not a shard.
         check_outputs(out[ArrayKey.LOGITS.value], **contract)
         if images.labels is not None:
