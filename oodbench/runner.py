@@ -28,8 +28,9 @@ from oodbench.execute import (Executor, RunContext, RunProgress, SuiteData, Work
 from oodbench.plan import JobKind, Plan, make_plan
 from oodbench.registry import executors
 from oodbench.score import ArrayKey, RowKind, score_row
-from oodbench.score.table import TableScorer
-from oodbench.store import DEFAULT_DETECTOR, ResultStore
+from oodbench.score.table import MissingArraysError, TableScorer
+from oodbench.score.labels import folds, shown_model
+from oodbench.store import ResultStore
 from oodbench.suite import DEFAULT_METRICS, Suite
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -41,9 +42,8 @@ __all__ = ["RunResult", "evaluate", "environment", "format_table", "forward_logi
 
 
 def has_detector_axis(long: pd.DataFrame) -> bool:
-    """Whether a table needs a detector level: some row was scored by another detector than msp
-    (a msp-only table looks as it always did)."""
-    return "detector" in long.columns and bool((long["detector"] != DEFAULT_DETECTOR).any())
+    """:func:`folds` for a long metrics frame."""
+    return "detector" in long.columns and folds(long["detector"])
 
 
 def fold_detectors(long: pd.DataFrame, into: str = "model") -> pd.DataFrame:
@@ -54,7 +54,7 @@ def fold_detectors(long: pd.DataFrame, into: str = "model") -> pd.DataFrame:
     if "detector" not in long.columns:
         return long
     if has_detector_axis(long):
-        long = long.assign(**{into: [f"{v} · {d}" for v, d in zip(long[into], long["detector"])]})
+        long = long.assign(**{into: [shown_model(v, d, True) for v, d in zip(long[into], long["detector"])]})
     return long.drop(columns="detector")
 
 
@@ -208,15 +208,16 @@ def score_plan(plan: Plan, store: ResultStore, suite: Suite) -> list[tuple[Any, 
     from the store: each :class:`~oodbench.plan.jobs.Row` scored by the one scorer."""
     spec = suite.in_distribution
     n_classes = num_classes(spec.dataset, spec.options) if spec.dataset else None
+    scorer = TableScorer(store, suite.metrics, suite.seed)  # reads each job's arrays once
     for job in plan.jobs:
-        arrays = store.get_job(job.key)
-        if arrays is None:
-            raise RuntimeError(f"{job.label}: job {job.key[:12]} is not complete in {store.path}")
+        try:
+            arrays = scorer.arrays(job.key)
+        except MissingArraysError:
+            raise RuntimeError(f"{job.label}: job {job.key[:12]} is not complete in {store.path}") from None
         if job.kind is not JobKind.FIT and ArrayKey.LOGITS.value in arrays:
             # a job stored before the output check existed
             check_outputs(arrays[ArrayKey.LOGITS.value], model=job.model, data=job.row,
                           n_classes=n_classes)
-    scorer = TableScorer(store, suite.metrics, suite.seed)
     rows: list[tuple[Any, ...]] = []
     for row in plan.table:
         values = scorer.score(kind=row.kind, points=row.points, reference=row.reference,

@@ -34,7 +34,8 @@ import numpy as np
 if TYPE_CHECKING:  # pragma: no cover
     import torch
 
-__all__ = ["SCORE_DEFINITION", "MSP_CEILING", "SCORE_RTOL", "msp_score", "stop_threshold"]
+__all__ = ["SCORE_DEFINITION", "MSP_CEILING", "SCORE_RTOL", "msp_score", "other_mass",
+           "stop_threshold"]
 
 SCORE_DEFINITION = "msp-log-float64-v1"
 """Name of the score definition; part of every attack job's cache key, so results selected or
@@ -91,10 +92,15 @@ def _msp_score_torch(logits: "torch.Tensor") -> "torch.Tensor":
     """:func:`msp_score` on the tensor's device, in float64 (the same formula as numpy's)."""
     import torch
 
-    z = logits.detach().to(dtype=torch.float64)
-    top, k = z.max(dim=1, keepdim=True)
-    e = (z - top).exp_().scatter_(1, k, 0.0)
-    return e.sum(dim=1).log1p_().neg_()
+    return other_mass(logits.detach().to(dtype=torch.float64)).squeeze(1).log1p().neg()
+
+
+def other_mass(logits: "torch.Tensor") -> "torch.Tensor":
+    """S = sum_{j != k} exp(z_j - z_k) per row (k = argmax), shape (N, 1), differentiable: the
+    probability mass outside the top class is S / (1 + S), exact even where 1 + S rounds to 1.
+    The msp score is -log1p(S); the detectors' exact log-softmax builds on it too."""
+    top, k = logits.max(dim=1, keepdim=True)
+    return (logits - top).exp().scatter(1, k, 0.0).sum(dim=1, keepdim=True)
 
 
 def stop_threshold(level: float) -> float:

@@ -64,6 +64,7 @@ import pandas as pd
 
 from oodbench.errors import OodbenchError
 from oodbench.score.arrays import ADDITIVE, ArrayKey
+from oodbench.score.labels import DEFAULT_DETECTOR  # the detector of every schema-2 metric
 
 SCHEMA_VERSION = 3
 """3: ``metrics`` gain ``detector`` (part of the key) and ``recipe_json``.
@@ -113,9 +114,6 @@ CREATE TABLE IF NOT EXISTS flags (
 
 OPTIONAL_TABLES = ("checks", "flags")
 """Tables a read-only reader does without (added within schema 3: no flags stored)."""
-
-DEFAULT_DETECTOR = "msp"
-"""The detector of every metric stored before detectors existed (schema 2 and older)."""
 
 
 def canonical_hash(payload: Any) -> str:

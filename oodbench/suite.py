@@ -348,16 +348,19 @@ class Suite(BaseModel):
     def _unique_labels(self) -> "Suite":
         """Rows and models are stored and looked up by label, so a repeated label would make one
         row overwrite another's metrics: refuse it, pointing at the second use."""
-        for what, entries in (("row label", self.row_labels()),
-                              ("model name", [(("models", i, "name"), m.name)
-                                              for i, m in enumerate(self.models)])):
+        rows_fix = ("(the in-distribution set and every probe label a row of the table): give "
+                    "this entry a distinct `name:`")
+        for what, entries, fix in (
+                ("row label", self.row_labels(), rows_fix),
+                ("model name", [(("models", i, "name"), m.name) for i, m in enumerate(self.models)],
+                 rows_fix),
+                ("detector label", [(("detectors", i), d.display) for i, d in enumerate(self.detectors)],
+                 "(each labels a block of rows): give this entry a distinct `label:`")):
             first: dict[str, tuple[Any, ...]] = {}
             for loc, label in entries:
                 if label in first:
                     raise _LocatedError(loc, f"{what} {label!r} is already used by "
-                                        f"`{_format_loc(first[label])}`; {what}s must be unique "
-                                        "(the in-distribution set and every probe label a row of "
-                                        "the table): give this entry a distinct `name:`")
+                                        f"`{_format_loc(first[label])}`; {what}s must be unique {fix}")
                 first[label] = loc
         return self
 
@@ -378,17 +381,6 @@ class Suite(BaseModel):
             if probe.versus is not None and probe.versus not in ood:
                 raise _LocatedError(("probes", i, "versus"), f"{probe.label}: `versus: "
                                     f"{probe.versus}` names no OOD probe; known: {', '.join(sorted(ood))}")
-        return self
-
-    @model_validator(mode="after")
-    def _unique_detectors(self) -> "Suite":
-        seen: dict[str, int] = {}
-        for i, spec in enumerate(self.detectors):
-            if spec.display in seen:
-                raise _LocatedError(("detectors", i), f"detector label {spec.display!r} is already "
-                                    f"used by detectors[{seen[spec.display]}]; give this entry a "
-                                    "distinct `label:`")
-            seen[spec.display] = i
         return self
 
     @property

@@ -12,12 +12,12 @@ from typing import Any, Mapping
 
 from oodbench.detectors.base import Detector, FitData, Need, Outputs, Params
 from oodbench.registry import detectors
+from oodbench.score.labels import DEFAULT_DETECTOR
 
 from oodbench.detectors import gaussian, knn, logits, odin, react, vim  # noqa: F401  (registers)
 
 __all__ = ["Detector", "FitData", "Need", "Outputs", "Params", "build_detector", "DEFAULT_DETECTOR"]
 
-DEFAULT_DETECTOR = "msp"
 
 
 def build_detector(name: str, params: Mapping[str, Any] | None = None) -> Detector:

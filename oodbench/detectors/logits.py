@@ -12,7 +12,7 @@ from pydantic import Field
 
 from oodbench.detectors.base import Detector, Outputs, Params
 from oodbench.registry import detectors
-from oodbench.scores import MSP_CEILING, msp_score
+from oodbench.scores import MSP_CEILING, msp_score, other_mass
 from oodbench.score.arrays import ArrayKey
 
 
@@ -23,13 +23,6 @@ def log_probs(logits: torch.Tensor) -> torch.Tensor:
     zero the gradients of every confident point."""
     top = logits.max(dim=1, keepdim=True).values
     return logits - top - other_mass(logits).log1p()
-
-
-def other_mass(logits: torch.Tensor) -> torch.Tensor:
-    """S = sum_{j != k} exp(z_j - z_k) per row (k = argmax), shape (N, 1): the probability mass
-    outside the top class is S / (1 + S), exact even where 1 + S rounds to 1."""
-    top, k = logits.max(dim=1, keepdim=True)
-    return (logits - top).exp().scatter(1, k, 0.0).sum(dim=1, keepdim=True)
 
 
 LOG_HALF = -math.log(2.0)

@@ -240,9 +240,7 @@ def recomputed_metric_problems(store: ResultStore, run_id: int) -> list[str]:
         try:
             if recipe is not None:
                 scorer = scorers.setdefault(tuple(names), TableScorer(store, names, seed))
-                computed = scorer.score(kind=recipe["kind"], points=recipe["points"],
-                                        reference=recipe["reference"], detector=recipe["detector"],
-                                        fit=recipe.get("fit"), versus=recipe.get("versus"))
+                computed = scorer.score(**recipe)
             else:
                 arrays = (clean_arrays_of.get(model) if job_hash == clean.get(model)
                           else None if job_hash is None else store.get_job(job_hash))
@@ -486,31 +484,29 @@ def with_intervals(store: ResultStore, run: RunData, level: float, *,
     arrays by :func:`oodbench.score.bootstrap_intervals` with the run's seed (never re-running a
     model), each row scored by its own detector. Rows whose arrays are missing get none."""
     from oodbench.registry import UnknownNameError
-    from oodbench.runner import has_detector_axis
-    from oodbench.score import RowKind, bootstrap_intervals, row_of_job
+    from oodbench.score.labels import folds, shown_model
+    from oodbench.score import bootstrap_intervals, row_of_job
     from oodbench.score.table import MissingArraysError, TableScorer
 
     record = store.run_record(run.run_id)
     seed = int((record.suite if record is not None else {}).get("seed", 0))
     stored = store.metric_rows(run.run_id)
-    folded = has_detector_axis(pd.DataFrame({"detector": [r.detector for r in stored]}))
+    folded = folds(r.detector for r in stored)
     rows = list(dict.fromkeys((r.model, r.detector, r.probe, r.job_hash) for r in stored))
     recipes = {(r.model, r.detector, r.probe, r.job_hash): r.recipe for r in stored}
     clean = {m: h for m, d, p, h in rows if p == run.in_label}
     scorer = TableScorer(store, [], seed)
     intervals: dict[tuple[str, str, str], tuple[float, float]] = {}
     for model, detector, probe, job_hash in rows:
-        shown = f"{model} · {detector}" if folded else model
+        shown = shown_model(model, detector, folded)
         recipe = recipes[(model, detector, probe, job_hash)]
         names = sorted({str(m) for m in run.metrics.loc[(run.metrics["model"] == shown)
                                                          & (run.metrics["probe"] == probe), "metric"]})
         try:
             if recipe is not None:
-                det = scorer.detector(recipe["detector"])
-                kind = RowKind(recipe["kind"])
-                arrays, clean_arrays = scorer.arrays(recipe["points"]), scorer.arrays(recipe["reference"])
-                fit = None if recipe.get("fit") is None else scorer.arrays(recipe["fit"])
-                versus = None if recipe.get("versus") is None else scorer.arrays(recipe["versus"])
+                row = scorer.inputs(**recipe)
+                kind, arrays, clean_arrays = row.kind, row.arrays, row.clean
+                det, fit, versus = row.detector, row.fit, row.versus
             else:
                 job = None if job_hash is None else store.job_record(job_hash)
                 arrays = None if job is None else store.get_job(job.hash)

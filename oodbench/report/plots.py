@@ -35,6 +35,7 @@ import numpy as np
 from oodbench.errors import MissingFileError
 from oodbench.report.data import ReportError, RunData, load_run
 from oodbench.report.output import writing
+from oodbench.score.labels import folds, shown_model
 from oodbench.store import ResultStore
 
 FORMATS = ("png", "pdf")
@@ -144,7 +145,7 @@ def _row_jobs(store: ResultStore, run: RunData) -> dict[tuple[str, str], list[st
     other job the run used for it (a store written before metrics named their job). With a
     detector axis the model is the table's ``model · detector`` and only metrics name jobs."""
     rows = store.metric_rows(run.run_id)
-    folded = any(r.detector != "msp" for r in rows)
+    folded = folds(r.detector for r in rows)
     preferred: dict[tuple[str, str], list[str]] = {}
     for row in rows:
         hashes = preferred.setdefault((_shown(row, folded), row.probe), [])
@@ -165,13 +166,13 @@ def _row_jobs(store: ResultStore, run: RunData) -> dict[tuple[str, str], list[st
 
 
 def _shown(row: Any, folded: bool) -> str:
-    return f"{row.model} · {row.detector}" if folded else row.model
+    return shown_model(row.model, row.detector, folded)
 
 
 def _recipes(store: ResultStore, run: RunData) -> dict[tuple[str, str], dict[str, Any]]:
     """(model as shown, row label) -> the row's stored recipe (which detector scores it)."""
     rows = store.metric_rows(run.run_id)
-    folded = any(r.detector != "msp" for r in rows)
+    folded = folds(r.detector for r in rows)
     return {(_shown(r, folded), r.probe): r.recipe for r in rows if r.recipe}
 
 

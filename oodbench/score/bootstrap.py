@@ -53,7 +53,7 @@ def bootstrap_intervals(kind: RowKind, arrays: Mapping[str, np.ndarray],
         raise ValueError("an attacked in-distribution row needs its OOD side (versus)")
     reference = PointArrays.of(inside)
     out = None if outside is None else ood_logits(outside)
-    own = detector is not None and detector.name != "msp" and outside is not None
+    own = detector is not None and outside is not None
     in_scores = detector.scores(inside, fit) if own else None  # type: ignore[union-attr]
     out_scores = None
     if own:

@@ -46,7 +46,7 @@ def score_row(kind: RowKind, arrays: Mapping[str, np.ndarray], clean: Mapping[st
             raise ValueError("an in-distribution row needs the points' labels")
         inp = MetricInput(in_logits=points.logits, in_labels=points.labels, seed=seed)
         return compute_metrics(list(metric_names), inp, row="in")
-    own = detector is not None and detector.name != "msp"  # msp: the metrics' own default score
+    own = detector is not None  # None: the metrics' own default, msp's score of the logits
     if kind is RowKind.IN_ATTACKED:
         if versus is None:
             raise ValueError("an attacked in-distribution row needs its OOD side (versus)")

@@ -5,6 +5,7 @@ metric values out. ``run`` scores a plan's :class:`~oodbench.plan.jobs.Row`\\ s 
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Mapping, Optional, Sequence
 
 import numpy as np
@@ -14,6 +15,21 @@ from oodbench.score.rows import RowKind, row_of_job, score_row
 if TYPE_CHECKING:  # pragma: no cover
     from oodbench.detectors import Detector
     from oodbench.store import ResultStore
+
+
+@dataclass(frozen=True)
+class RowInputs:
+    """One row's arrays and scorer, as :func:`~oodbench.score.score_row` and
+    :func:`~oodbench.score.bootstrap_intervals` take them."""
+
+    kind: RowKind
+    arrays: Mapping[str, np.ndarray]
+    clean: Mapping[str, np.ndarray]
+    detector: "Detector"
+    fit: Optional[Mapping[str, np.ndarray]]
+    versus: Optional[Mapping[str, np.ndarray]]
+    attack: Any = None
+    clean_scores: Optional[np.ndarray] = None
 
 
 class MissingArraysError(LookupError):
@@ -46,9 +62,10 @@ class TableScorer:
             self._detectors[name] = build_detector(spec["name"], spec.get("params") or {})
         return self._detectors[name]
 
-    def score(self, *, kind: RowKind, points: str, reference: str, detector: Mapping[str, Any],
-              fit: Optional[str] = None, versus: Optional[str] = None) -> dict[str, float]:
-        """The metric values of one row (see :class:`~oodbench.plan.jobs.Row` for the fields)."""
+    def inputs(self, *, kind: RowKind, points: str, reference: str, detector: Mapping[str, Any],
+               fit: Optional[str] = None, versus: Optional[str] = None) -> RowInputs:
+        """Everything a row is scored from, read from the store (the fields are a
+        :class:`~oodbench.plan.jobs.Row`'s, or the recipe stored beside its metrics)."""
         kind = RowKind(kind)
         det = self.detector(detector)
         fit_arrays = None if fit is None else self.arrays(fit)
@@ -57,13 +74,18 @@ class TableScorer:
             record = self.store.job_record(points)
             _, attack = row_of_job(record.config if record is not None else {})
         clean = self.arrays(reference)
-        cache = (json.dumps(detector, sort_keys=True), reference, fit)
         clean_scores = None
-        if kind is RowKind.OOD and det.name != "msp":
+        if kind is RowKind.OOD:
+            cache = (json.dumps(detector, sort_keys=True), reference, fit)
             if cache not in self._clean_scores:
                 self._clean_scores[cache] = det.scores(clean, fit_arrays)
             clean_scores = self._clean_scores[cache]
-        return score_row(kind, self.arrays(points), clean, self.metrics, seed=self.seed,
-                         attack=attack, detector=det, fit=fit_arrays,
-                         versus=None if versus is None else self.arrays(versus),
-                         clean_scores=clean_scores)
+        return RowInputs(kind, self.arrays(points), clean, det, fit_arrays,
+                         None if versus is None else self.arrays(versus), attack, clean_scores)
+
+    def score(self, **recipe: Any) -> dict[str, float]:
+        """The metric values of one row (keywords as for :meth:`inputs`)."""
+        row = self.inputs(**recipe)
+        return score_row(row.kind, row.arrays, row.clean, self.metrics, seed=self.seed,
+                         attack=row.attack, detector=row.detector, fit=row.fit,
+                         versus=row.versus, clean_scores=row.clean_scores)
