@@ -20,7 +20,7 @@ import pandas as pd
 import torch
 from torch import nn
 
-import oodbench
+from oodbench.core.version import VERSION
 from oodbench.data import ImageSet, num_classes, to_shape
 from oodbench.models.output_check import check_outputs
 from oodbench.execute import (Executor, RunContext, RunProgress, SuiteData, Workspace, execute,
@@ -149,7 +149,7 @@ def environment(device: torch.device) -> dict[str, Any]:
     except PackageNotFoundError:
         torchvision_version = "not installed"
     env: dict[str, Any] = {
-        "oodbench": oodbench.__version__, "torch": str(torch.__version__),
+        "oodbench": VERSION, "torch": str(torch.__version__),
         "torchvision": torchvision_version, "numpy": np.__version__,
         "python": platform.python_version(), "platform": platform.platform(),
         "device": str(device),

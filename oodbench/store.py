@@ -63,8 +63,8 @@ import numpy as np
 import pandas as pd
 
 from oodbench.errors import OodbenchError
-from oodbench.score.arrays import ADDITIVE, ArrayKey
-from oodbench.score.labels import DEFAULT_DETECTOR  # the detector of every schema-2 metric
+from oodbench.core.arrays import ADDITIVE, ArrayKey
+from oodbench.core.detectors import DEFAULT_DETECTOR  # the detector of every schema-2 metric
 
 SCHEMA_VERSION = 3
 """3: ``metrics`` gain ``detector`` (part of the key) and ``recipe_json``.
@@ -174,7 +174,7 @@ def _points_of(arrays: dict[str, np.ndarray]) -> int:
 
 def join_shards(parts: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
     """One job's arrays from its shards in point order: per-point arrays are concatenated,
-    totals (:data:`oodbench.score.arrays.ADDITIVE`) added up."""
+    totals (:data:`oodbench.core.arrays.ADDITIVE`) added up."""
     if len(parts) == 1:
         return parts[0]
     out: dict[str, np.ndarray] = {}

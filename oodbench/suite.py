@@ -22,6 +22,7 @@ from pydantic import (AfterValidator, BaseModel, ConfigDict, Field, ValidationEr
 
 from oodbench.attacks.base import AttackSpec
 from oodbench.checks.spec import ChecksSpec
+from oodbench.core.yaml_location import format_loc as _format_loc, node_line as _node_line
 from oodbench.detectors.base import Need
 from oodbench.score.rows import RowKind
 from oodbench.devices import check_device_name
@@ -421,31 +422,6 @@ def _deep_merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any
             out[key] = _deep_merge(out[key], value)
         else:
             out[key] = value
-    return out
-
-
-def _node_line(node: Optional[yaml.Node], loc: tuple[Any, ...]) -> Optional[int]:
-    """1-based line of the YAML node at ``loc`` (or of its nearest existing parent)."""
-    line = node.start_mark.line + 1 if node is not None else None
-    for key in loc:
-        if isinstance(node, yaml.MappingNode):
-            child = next((v for k, v in node.value if k.value in (key, str(key))), None)
-            if child is None:  # unknown/missing key: point at the key itself or the mapping
-                key_node = next((k for k, _ in node.value if k.value in (key, str(key))), None)
-                return key_node.start_mark.line + 1 if key_node is not None else line
-            node = child
-        elif isinstance(node, yaml.SequenceNode) and isinstance(key, int) and key < len(node.value):
-            node = node.value[key]
-        else:
-            break
-        line = node.start_mark.line + 1
-    return line
-
-
-def _format_loc(loc: tuple[Any, ...]) -> str:
-    out = ""
-    for part in loc:
-        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
     return out
 
 

@@ -33,18 +33,17 @@ import tempfile
 import urllib.parse
 import urllib.request
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal, Optional, Union
+from typing import Any, Literal, Optional, Union
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator, model_validator
 
-from oodbench.errors import OodbenchError
+from oodbench.core.errors import ReportError, ZooError
+from oodbench.core.references import ReferenceCard, parse_card as parse_reference_card
+from oodbench.core.yaml_location import format_loc, node_line
 from oodbench.models.spec import Normalization
 from oodbench.registry import UnknownNameError, architectures
 from oodbench.validation import read_yaml
-
-if TYPE_CHECKING:  # pragma: no cover
-    from oodbench.report.references import ReferenceCard
 
 CACHE_ENV = "OODBENCH_CACHE"
 DEFAULT_CACHE = Path("~/.cache/oodbench")
@@ -52,10 +51,6 @@ DEFAULT_CACHE = Path("~/.cache/oodbench")
 PACKAGE_ZOO = Path(__file__).resolve().parent.parent / "model_zoo"
 _SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
 _URL_SCHEMES = ("https", "http", "file")
-
-
-class ZooError(OodbenchError, ValueError):
-    """A card that cannot be used (bad field, missing or mismatching weights, unknown name)."""
 
 
 class PaperBlock(BaseModel):
@@ -151,17 +146,14 @@ class ZooCard(BaseModel):
         return ZooError(f"{_where(self.source, self._node, (field,))}: field `{field}`: {problem}. "
                         f"Fix: {fix}")
 
-    def reference(self) -> Optional["ReferenceCard"]:
+    def reference(self) -> Optional[ReferenceCard]:
         """The paper's numbers as a reference card (for ``report --reference``), or None."""
         if self.paper is None or self.paper.reported is None:
             return None
-        from oodbench.report.data import ReportError
-        from oodbench.report.references import parse_card
-
         block = {"name": self.name, "paper": self.paper.citation or self.paper.url or "",
                  "units": self.paper.units, "reported": self.paper.reported}
         try:
-            return parse_card(block, str(self.source or self.name), prefix="paper.")
+            return parse_reference_card(block, str(self.source or self.name), prefix="paper.")
         except ReportError as err:
             raise ZooError(str(err)) from None
 
@@ -242,9 +234,7 @@ def zoo_dirs(zoo: Union[str, Path, None] = None) -> list[Path]:
 
 
 def _where(source: Optional[Path], node: Optional[yaml.Node], loc: tuple[Any, ...]) -> str:
-    from oodbench.suite import _node_line
-
-    line = _node_line(node, loc)
+    line = node_line(node, loc)
     return f"{source or '<card>'}:{line or '?'}"
 
 
@@ -257,15 +247,13 @@ def parse_card(data: Any, *, source: Optional[Path] = None,
     try:
         card = ZooCard.model_validate(data)
     except ValidationError as err:
-        from oodbench.suite import _format_loc
-
         lines = []
         for e in err.errors():
             msg = e["msg"].removeprefix("Value error, ")
             if e["type"] == "extra_forbidden":
                 msg = "unknown field (remove it or check its spelling)"
             lines.append(f"{_where(source, node, tuple(e['loc']))}: field "
-                         f"`{_format_loc(tuple(e['loc'])) or 'card'}`: {msg}")
+                         f"`{format_loc(tuple(e['loc'])) or 'card'}`: {msg}")
         raise ZooError("invalid model card\n  " + "\n  ".join(lines)) from None
     card.source, card._node = source, node
     if card.paper is not None:

@@ -43,7 +43,7 @@ from tqdm.auto import tqdm
 
 from oodbench.attacks.base import Attack, AttackContext, AttackSpec, merge_options
 from oodbench.registry import attacks
-from oodbench.score.rows import RowKind
+from oodbench.core.rows import RowKind
 
 OPTION_DEFAULTS: dict[str, Any] = {"threshold": 0.999, "alpha_max": 1e20, "overconfident": 0.95,
                                    "growth": 2.0, "rtol": 1e-3}

@@ -41,9 +41,10 @@ from tqdm.auto import tqdm
 
 from oodbench.attacks.base import (Attack, AttackContext, AttackSpec, GradientObjective,
                                    merge_options)
-from oodbench.plan.cost import Cost
+from oodbench.core.cost import Cost
+from oodbench.core.arrays import ArrayKey
 from oodbench.registry import attacks
-from oodbench.score.rows import RowKind
+from oodbench.core.rows import RowKind
 
 VERSIONS = ("standard", "plus", "rand", "custom")
 ATTACK_NAMES = ("apgd-ce", "apgd-dlr", "fab", "square", "apgd-t", "fab-t")
@@ -198,7 +199,7 @@ class AutoAttackRobustness(Attack):
         state = _load_state(path, fingerprint)
         if state is None:
             state = {"fingerprint": np.array(fingerprint),
-                     "logits": np.zeros((n, n_classes), dtype=np.float32),
+                     ArrayKey.LOGITS.value: np.zeros((n, n_classes), dtype=np.float32),
                      "done": np.zeros(n_chunks, dtype=bool)}
             if opts["save_adversarial"]:
                 state["x_adv"] = np.zeros(tuple(images.shape), dtype=np.float32)
@@ -215,15 +216,15 @@ class AutoAttackRobustness(Attack):
             aa.fab.n_target_classes = min(aa.fab.n_target_classes, n_classes - 1)
             x_adv, _ = aa.run_standard_evaluation(images[lo:hi].float(), labels[lo:hi],
                                                   batch_size=ctx.batch_size)
-            state["logits"][lo:hi] = _logits(model, x_adv, ctx.batch_size, ctx.device)
+            state[ArrayKey.LOGITS.value][lo:hi] = _logits(model, x_adv, ctx.batch_size, ctx.device)
             if "x_adv" in state:
                 state["x_adv"][lo:hi] = x_adv.detach().cpu().float().numpy()
             state["done"][c] = True
             if path is not None and not _save_state(path, state):
                 path = None  # warned once; do not retry every chunk
 
-        return {"logits": state["logits"].astype(np.float32, copy=True),
-                "labels": labels.numpy().astype(np.int64, copy=True)}
+        return {ArrayKey.LOGITS.value: state[ArrayKey.LOGITS.value].astype(np.float32, copy=True),
+                ArrayKey.LABELS.value: labels.numpy().astype(np.int64, copy=True)}
 
 
 def _check(spec: AttackSpec) -> None:

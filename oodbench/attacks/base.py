@@ -5,7 +5,7 @@ its points come from (the probe's data set, or the in-distribution test set), wh
 row it produces, and its paper defaults; it returns per-sample arrays that the results store
 keeps, so metrics are recomputed later without re-attacking.
 
-Rows (:class:`~oodbench.score.RowKind`): ``probe`` rows are scored like any OOD probe against the model's clean in-distribution
+Rows (:class:`~oodbench.core.rows.RowKind`): ``probe`` rows are scored like any OOD probe against the model's clean in-distribution
 confidences (an optional boolean ``mask`` array selects the points that count, e.g. the
 misclassified adversarial samples); ``in`` rows are scored like the in-distribution row (test
 error under attack = 1 − robust accuracy); ``summary`` rows report the attack's own quantities
@@ -24,8 +24,8 @@ from pydantic import BaseModel, ConfigDict, Field
 from torch import nn
 
 from oodbench.attacks.threats import ThreatModel
-from oodbench.plan.cost import Cost
-from oodbench.score.rows import RowKind
+from oodbench.core.cost import Cost
+from oodbench.core.rows import RowKind
 from oodbench.validation import (MAX_RESTARTS, MAX_STEPS, FiniteFloat, JsonDict, PositiveFloat, Restarts,
                                  Steps)
 

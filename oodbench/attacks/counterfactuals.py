@@ -43,9 +43,9 @@ import torch.nn.functional as F
 from oodbench.attacks.base import Attack, AttackContext, AttackSpec, merge_options
 from oodbench.attacks.engine import AttackConfig, run_attack
 from oodbench.attacks.threats import ThreatModel
-from oodbench.plan.cost import Cost
+from oodbench.core.cost import Cost
 from oodbench.registry import attacks
-from oodbench.score.rows import RowKind
+from oodbench.core.rows import RowKind
 
 DEFAULT_RADII = {"L2": [0.5, 1.0, 2.0, 3.0], "Linf": [2 / 255, 4 / 255, 8 / 255, 16 / 255],
                  "L1": [2.0, 5.0, 10.0, 20.0]}

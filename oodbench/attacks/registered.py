@@ -26,9 +26,10 @@ import torch
 
 from oodbench.attacks.base import Attack, AttackContext, AttackSpec, GradientObjective
 from oodbench.attacks.engine import AttackConfig, LogitsHead, run_attack
-from oodbench.plan.cost import Cost
+from oodbench.core.cost import Cost
+from oodbench.core.arrays import ArrayKey
 from oodbench.registry import attacks
-from oodbench.score.rows import RowKind
+from oodbench.core.rows import RowKind
 
 GREY_DATASETS = {"mnist", "fashion-mnist", "kmnist", "emnist-letters", "digits"}
 
@@ -74,10 +75,11 @@ class EngineAttack(Attack):
                             seed=ctx.seed, progress=ctx.progress, desc=ctx.label,
                             on_progress=ctx.on_progress, head=ctx.head,
                             **({} if ctx.indices is None else {"indices": ctx.indices}))
-        out = {"logits": result.logits.numpy(), "stopped_early": result.stopped_early.numpy(),
-               "gradient_evaluations": np.array(result.gradient_evaluations)}
+        out = {ArrayKey.LOGITS.value: result.logits.numpy(),
+               ArrayKey.STOPPED_EARLY.value: result.stopped_early.numpy(),
+               ArrayKey.GRADIENT_EVALUATIONS.value: np.array(result.gradient_evaluations)}
         if result.features is not None:
-            out["features"] = result.features.numpy()
+            out[ArrayKey.FEATURES.value] = result.features.numpy()
         if ctx.labels is not None:
             out["labels"] = ctx.labels.numpy()
         return out
@@ -129,7 +131,7 @@ class AdversarialSamples(EngineAttack):
 
     def run(self, ctx: AttackContext) -> dict[str, np.ndarray]:
         out = super().run(ctx)
-        out["mask"] = out["logits"].argmax(1) != out["labels"]
+        out[ArrayKey.MASK.value] = out[ArrayKey.LOGITS.value].argmax(1) != out[ArrayKey.LABELS.value]
         return out
 
 

@@ -24,7 +24,7 @@ import torch
 from torch import nn
 
 from oodbench.checks.spec import ChecksSpec
-from oodbench.plan.cost import Cost
+from oodbench.core.cost import Cost
 
 if TYPE_CHECKING:  # pragma: no cover
     from oodbench.attacks.base import Attack, AttackSpec, GradientObjective

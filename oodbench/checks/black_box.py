@@ -28,7 +28,7 @@ import numpy as np
 import torch
 
 from oodbench.checks.base import AttackInputs, Check
-from oodbench.plan.cost import Cost
+from oodbench.core.cost import Cost
 from oodbench.registry import checks
 
 RTOL = 1e-6

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Optional
 
 from oodbench.checks.base import AttackInputs, Check
-from oodbench.plan.cost import Cost
+from oodbench.core.cost import Cost
 from oodbench.registry import checks
 
 

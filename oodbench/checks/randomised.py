@@ -6,7 +6,7 @@ from typing import Optional
 
 from oodbench.checks.base import Check, ModelInputs, close
 from oodbench.checks.calls import outputs
-from oodbench.plan.cost import Cost
+from oodbench.core.cost import Cost
 from oodbench.registry import checks
 
 

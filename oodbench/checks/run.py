@@ -1,22 +1,24 @@
 """Running a job's checks as a task: plain data in (a :class:`~oodbench.execute.tasks.ShardTask`
 of kind CHECK), plain data out (:func:`encode`), so every executor runs checks as it runs shards
-and only the driver writes their verdicts to the store (:func:`decode`)."""
+and only the driver writes their verdicts to the store (:func:`decode`). The task and its
+workspace are typed by the protocols of :mod:`oodbench.core.protocols`: execution imports the
+checks, not the other way round."""
 
 from __future__ import annotations
 
 import json
 from dataclasses import replace
-from typing import TYPE_CHECKING, Any, Optional
+from typing import Any, Optional
 
 import numpy as np
 import torch
 
+from oodbench.attacks.base import AttackContext
 from oodbench.checks.base import AttackInputs, BlackBoxInputs, ModelInputs
-from oodbench.registry import checks
-
-if TYPE_CHECKING:  # pragma: no cover
-    from oodbench.execute.inputs import Workspace
-    from oodbench.execute.tasks import ShardTask
+from oodbench.core.protocols import CheckTask, CheckWorkspace
+from oodbench.detectors import build_detector
+from oodbench.detectors.attack import detector_head, uses_head
+from oodbench.registry import attacks, checks
 
 BLACK_BOX = "black-box-beats-white-box"
 
@@ -45,13 +47,8 @@ def _rows(images: Any, idx: torch.Tensor) -> torch.Tensor:
     return images[idx] if len(idx) else images[:0]
 
 
-def run_checks(ws: "Workspace", task: "ShardTask") -> dict[str, np.ndarray]:
+def run_checks(ws: CheckWorkspace, task: CheckTask) -> dict[str, np.ndarray]:
     """Run the checks ``task.check["codes"]`` of one job; return :func:`encode`'s arrays."""
-    from oodbench.attacks.base import AttackContext
-    from oodbench.detectors import build_detector
-    from oodbench.detectors.attack import detector_head, uses_head
-    from oodbench.registry import attacks
-
     assert task.check is not None
     codes: list[str] = list(task.check["codes"])
     settings = ws.suite.checks

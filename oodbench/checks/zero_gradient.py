@@ -7,7 +7,7 @@ from typing import Optional
 import torch
 
 from oodbench.checks.base import AttackInputs, Check
-from oodbench.plan.cost import Cost
+from oodbench.core.cost import Cost
 from oodbench.registry import checks
 
 

@@ -17,7 +17,7 @@ from typing import Any
 import torch
 
 from oodbench.data.stream import ImageSource, materialise
-from oodbench.errors import OodbenchError
+from oodbench.core.errors import DatasetError, OodbenchError
 
 
 @dataclass(frozen=True)
@@ -61,11 +61,6 @@ class DataRequest:
     seed: int = 0
     options: dict[str, Any] = field(default_factory=dict)
     reference: ImageSet | None = None
-
-
-class DatasetError(OodbenchError, ValueError):
-    """A data set that cannot be loaded as asked (bad options, unusable files); the message
-    names the data set."""
 
 
 class DatasetNotFoundError(OodbenchError, FileNotFoundError):

@@ -34,6 +34,8 @@ from typing import Any, Callable, Iterator, Sequence
 import numpy as np
 import torch
 
+from oodbench.core.errors import DatasetError
+from oodbench.data.transforms import _check_shape, to_shape
 from oodbench.errors import OodbenchError
 
 #: Reads of at least this many files are decoded by DataLoader workers (fewer: in-process, where
@@ -269,7 +271,7 @@ class FolderSource(ImageSource):
 
     A read of :data:`WORKER_MIN_FILES` files or more is decoded by a DataLoader with
     :func:`data_workers` worker processes, in order; smaller reads are decoded here. A file that
-    decodes to another shape than the set's is a :class:`~oodbench.data.base.DatasetError`
+    decodes to another shape than the set's is a :class:`~oodbench.core.errors.DatasetError`
     naming it (the shape is decided when the set is opened, from the options or the headers).
     """
 
@@ -280,8 +282,6 @@ class FolderSource(ImageSource):
         super().__init__(name, len(self.files), image_shape)
 
     def _decode_checked(self, file: str) -> torch.Tensor:
-        from oodbench.data.base import DatasetError
-
         image = self.decode(file)
         if tuple(image.shape) != self._image_shape:
             h, w = self._image_shape[1:]
@@ -329,16 +329,12 @@ class ConvertedSource(ImageSource):
     resize), so converting a batch gives the same bits as converting the whole set."""
 
     def __init__(self, base: ImageSource, shape: Sequence[int]):
-        from oodbench.data.transforms import _check_shape
-
         self.base = base
         target = _check_shape(shape, "target shape")
         _check_shape(base.shape[1:], "source shape")
         super().__init__(base.name, len(base), target)
 
     def read(self, indices: np.ndarray) -> torch.Tensor:
-        from oodbench.data.transforms import to_shape
-
         return to_shape(self.base.read(indices), self._image_shape).contiguous()
 
     def subset(self, indices: Any) -> ImageSource:

@@ -19,15 +19,20 @@ Choices, each deliberate:
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Sequence, overload
+from typing import Protocol, Sequence, overload
 
 import torch
 import torch.nn.functional as F
 
-if TYPE_CHECKING:
-    from oodbench.data.stream import ImageSource
-
 _CHANNEL_NAMES = {1: "grey", 3: "RGB"}
+
+
+class Convertible(Protocol):
+    """Images read in batches (an :class:`~oodbench.data.stream.ImageSource`, which converts
+    each batch with :func:`to_shape` as it is read): named here as a protocol because the
+    sources import this module."""
+
+    def converted(self, shape: Sequence[int]) -> "Convertible": ...
 
 
 def _check_shape(shape: Sequence[int], what: str) -> tuple[int, int, int]:
@@ -42,7 +47,7 @@ def _check_shape(shape: Sequence[int], what: str) -> tuple[int, int, int]:
 @overload
 def to_shape(images: torch.Tensor, shape: Sequence[int]) -> torch.Tensor: ...
 @overload
-def to_shape(images: "ImageSource", shape: Sequence[int]) -> "ImageSource": ...
+def to_shape(images: Convertible, shape: Sequence[int]) -> Convertible: ...
 
 
 def to_shape(images, shape):  # type: ignore[no-untyped-def]

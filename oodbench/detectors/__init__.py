@@ -12,7 +12,7 @@ from typing import Any, Mapping
 
 from oodbench.detectors.base import Detector, FitData, Need, Outputs, Params
 from oodbench.registry import detectors
-from oodbench.score.labels import DEFAULT_DETECTOR
+from oodbench.core.detectors import DEFAULT_DETECTOR
 
 from oodbench.detectors import gaussian, knn, logits, odin, react, vim  # noqa: F401  (registers)
 

@@ -10,16 +10,14 @@ in-distribution side of the attack (ATD, AROS).
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Mapping, Optional
+from typing import Mapping, Optional
 
 import numpy as np
 import torch
 from torch import nn
 
+from oodbench.core.protocols import AttackTraits
 from oodbench.detectors.base import Detector, Outputs
-
-if TYPE_CHECKING:  # the attacks import the engine, which imports this package
-    from oodbench.attacks.base import Attack
 
 
 class DetectorHead:
@@ -63,14 +61,14 @@ def detector_head(detector: Detector, fit: Optional[Mapping[str, np.ndarray]],
     return DetectorHead(detector, fit, device, sign=-1.0 if lower else 1.0)
 
 
-def uses_head(detector: Detector, attack: "Attack") -> bool:
+def uses_head(detector: Detector, attack: AttackTraits) -> bool:
     """Whether an attack job runs on the detector's own head (and so is the detector's alone):
     a detector-aware attack on any detector but msp, or any score-lowering attack. An msp attack
     keeps the engine's logit objective, so its key and arrays are what they always were."""
     return attack.detector_aware and (detector.name != "msp" or attack.lowers_score)
 
 
-def scores_row(detector: Detector, attack: Optional["Attack"]) -> bool:
+def scores_row(detector: Detector, attack: Optional[AttackTraits]) -> bool:
     """Whether a probe row exists for this detector: every clean probe, every detector-aware
     attack; an attack that ignores the detector only for detectors that can score its stored
     logits (not features, not ODIN's preprocessing of points it never saw)."""

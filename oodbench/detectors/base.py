@@ -26,14 +26,14 @@ from pydantic import BaseModel, ConfigDict
 from torch import nn
 
 from oodbench.models.features import head_layer, logits_and_features
-from oodbench.score.arrays import ArrayKey
+from oodbench.core.arrays import ArrayKey
 
 
 class Need(str, Enum):
     """What a detector's score is computed from."""
 
-    LOGITS = "logits"
-    FEATURES = "features"      # the input of the classifier's last linear layer
+    LOGITS = ArrayKey.LOGITS.value
+    FEATURES = ArrayKey.FEATURES.value      # the input of the classifier's last linear layer
     FIT = "fit"                # statistics of in-distribution training data
     MODEL = "model"            # the model itself at scoring time (input preprocessing)
 

@@ -13,7 +13,7 @@ from pydantic import Field
 from oodbench.detectors.base import Detector, Outputs, Params
 from oodbench.registry import detectors
 from oodbench.scores import MSP_CEILING, msp_score, other_mass
-from oodbench.score.arrays import ArrayKey
+from oodbench.core.arrays import ArrayKey
 
 
 def log_probs(logits: torch.Tensor) -> torch.Tensor:

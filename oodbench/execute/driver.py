@@ -22,6 +22,7 @@ from typing import Optional
 import numpy as np
 
 from oodbench.errors import OodbenchError
+from oodbench.core.arrays import ArrayKey
 from oodbench.execute.base import Executor
 from oodbench.execute.inputs import RunContext
 from oodbench.execute.progress import RunProgress
@@ -111,7 +112,7 @@ class _Driver:
         if clean is None or (job.fit_key is not None and fit is None) or known is None:
             raise RuntimeError(f"{job.label}: a job it depends on is not stored")
         needed, scores = known
-        kw = dict(stop_above=needed, in_logits=clean["logits"], fit=fit,
+        kw = dict(stop_above=needed, in_logits=clean[ArrayKey.LOGITS.value], fit=fit,
                   artifact_dir=str(artifact_dir(Path(self.ctx.store_path), job.key)))
         stored = {(s.start, s.stop): s.stop_above for s in self.store.shards(job.key)}
         tasks = []
@@ -150,7 +151,7 @@ class _Driver:
             fit = None if check.fit_key is None else self.store.get_job(check.fit_key)
             if clean is None or (check.fit_key is not None and fit is None):
                 raise RuntimeError(f"{check.label}: a job its checks read is not stored")
-            kw = dict(in_logits=clean["logits"], fit=fit)
+            kw = dict(in_logits=clean[ArrayKey.LOGITS.value], fit=fit)
             settings = self.ctx_checks
             if BLACK_BOX in codes and settings.black_box_check is not None:
                 arrays = self.store.get_job(check.config["job"])

@@ -15,6 +15,7 @@ import numpy as np
 import torch
 
 from oodbench.attacks.base import AttackContext, AttackSpec
+from oodbench.checks.run import run_checks
 from oodbench.detectors import Detector, FitData, build_detector
 from oodbench.detectors.attack import detector_head, uses_head
 from oodbench.execute.forward import forward_outputs
@@ -100,8 +101,6 @@ def run_shard(ws: Workspace, task: ShardTask, on_progress: Optional[ProgressFn] 
         assert detector is not None
         return _fit(ws, task, detector, name)
     if task.kind is JobKind.CHECK:  # trust checks: flags, encoded as arrays
-        from oodbench.checks.run import run_checks
-
         return run_checks(ws, task)
     if task.kind is not JobKind.ATTACK:
         images = ws.data.in_distribution() if task.kind is JobKind.CLEAN else ws.data.probe(spec)

@@ -13,11 +13,10 @@ from dataclasses import dataclass
 from enum import Enum
 from typing import TYPE_CHECKING, Any, Optional
 
-from oodbench.plan.cost import Cost
+from oodbench.core.cost import Cost
+from oodbench.core.rows import RowKind
 
-from oodbench.score.rows import RowKind
-
-if TYPE_CHECKING:  # the attacks import oodbench.plan.cost: keep the import graph acyclic
+if TYPE_CHECKING:  # pragma: no cover (annotations only; a downward import)
     from oodbench.attacks.base import AttackSpec
 
 

@@ -16,16 +16,16 @@ one its fit job, and only detector-aware attacks one job per detector. With the 
 from __future__ import annotations
 
 import warnings
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Optional, Protocol
 
 import numpy as np
 
-import oodbench
+from oodbench.core.version import VERSION
+from oodbench.core.arrays import ArrayKey
 from oodbench.attacks.base import Attack, AttackSpec
-from oodbench.data import DatasetNotFoundError
+from oodbench.data import DatasetNotFoundError, ImageSet
 from oodbench.detectors import Detector, build_detector
 from oodbench.detectors.attack import scores_row, uses_head
-from oodbench.execute.inputs import SuiteData
 from oodbench.models import model_fingerprint
 from oodbench.plan.cost import Cost
 from oodbench.plan.jobs import Job, JobKind, Plan, Row, Shard, ShardState
@@ -37,6 +37,20 @@ from oodbench.store import ResultStore, canonical_hash
 from oodbench.suite import DataSpec, DetectorSpec, Suite
 
 
+class PlannedData(Protocol):
+    """The data sets a plan counts points in: what the executor's loader
+    (:class:`~oodbench.execute.inputs.SuiteData`) offers, named here because execution sits
+    above planning."""
+
+    def in_distribution(self) -> ImageSet: ...
+
+    def probe(self, spec: DataSpec) -> ImageSet: ...
+
+    def fit_spec(self) -> DataSpec: ...
+
+    def attack_source(self, spec: DataSpec, source: str) -> ImageSet: ...
+
+
 def job_config(suite: Suite, fingerprint: dict[str, Any], kind: JobKind, probe: Optional[DataSpec],
                attack: Optional[dict[str, Any]] = None) -> dict[str, Any]:
     """Everything that determines a job's output; its sha256 is the job's key. Display names are
@@ -44,7 +58,7 @@ def job_config(suite: Suite, fingerprint: dict[str, Any], kind: JobKind, probe: 
     config = {"kind": kind.value, "model": fingerprint,
               "in_distribution": suite.in_distribution.identity(),
               "probe": probe.identity() if probe else None, "seed": suite.seed,
-              "oodbench": oodbench.__version__}
+              "oodbench": VERSION}
     if attack is not None:  # the score that picks and stops iterates determines the arrays
         config["attack"] = attack
         config["score"] = SCORE_DEFINITION
@@ -97,7 +111,7 @@ def plain(spec: DetectorSpec) -> dict[str, Any]:
 class _Planner:
     """The jobs and rows of one suite against one store (one instance per :func:`make_plan`)."""
 
-    def __init__(self, suite: Suite, store: ResultStore, data: SuiteData, points: dict[int, int]):
+    def __init__(self, suite: Suite, store: ResultStore, data: PlannedData, points: dict[int, int]):
         self.suite, self.store, self.data, self.points = suite, store, data, points
         self.size = suite.shard_size
         self.n_in = len(data.in_distribution())
@@ -124,7 +138,7 @@ class _Planner:
         if det is not None:
             config["detector"] = det[1].identity()
         elif features:
-            config["outputs"] = ["logits", "features"]
+            config["outputs"] = [ArrayKey.LOGITS.value, ArrayKey.FEATURES.value]
         key = canonical_hash(config)
         n = self.n_in if probe_index is None else self.points[probe_index]
         label = self.suite.in_distribution.label if probe is None else probe.label
@@ -139,7 +153,7 @@ class _Planner:
         spec = self.suite.models[model_index]
         config = {"kind": JobKind.FIT.value, "model": fp, "data": self.data.fit_spec().identity(),
                   "detector": det[1].identity(), "seed": self.suite.seed,
-                  "oodbench": oodbench.__version__}
+                  "oodbench": VERSION}
         key = canonical_hash(config)
         stored = self.store.job_points(key) == 1 and self.store.get_job(key) is not None
         return self._add(Job(key, JobKind.FIT, spec.name, f"fit: {det[0].display}", config, 1,
@@ -199,7 +213,7 @@ class _Planner:
                 continue
             config = {"kind": JobKind.CHECK.value, "job": job.key, "codes": codes,
                       "checks": settings.identity(), "version": CHECKS_VERSION,
-                      "oodbench": oodbench.__version__}
+                      "oodbench": VERSION}
             key = canonical_hash(config)
             from oodbench.registry import checks as registry
 
@@ -253,7 +267,7 @@ class _Planner:
             self.rows.append(row)
 
 
-def make_plan(suite: Suite, store: ResultStore, data: SuiteData, *,
+def make_plan(suite: Suite, store: ResultStore, data: PlannedData, *,
               skip_missing: bool = False) -> Plan:
     """The jobs of ``suite``, each model's clean pass first, then its probes in suite order,
     and the rows they make (per model, per detector, in suite order).

@@ -31,15 +31,11 @@ from typing import Any, Optional
 
 import pandas as pd
 
-from oodbench.errors import OodbenchError
+from oodbench.core.errors import ReportError
 from oodbench.store import JobRecord, ResultStore, RunRecord
 
 KINDS = ("in-distribution", "ood", "noise", "adversarial", "worst-case", "robust", "summary")
 CLEAN_OOD = ("ood", "noise")
-
-
-class ReportError(OodbenchError, ValueError):
-    """A report that cannot be made as asked (no such run, layout without data, bad card)."""
 
 
 class UnverifiedResultsError(ReportError):

@@ -32,6 +32,7 @@ from typing import Any, Optional, Sequence
 
 import numpy as np
 
+from oodbench.core.arrays import ArrayKey
 from oodbench.errors import MissingFileError
 from oodbench.report.data import ReportError, RunData, load_run
 from oodbench.report.output import writing
@@ -135,7 +136,7 @@ def _job_arrays(store: ResultStore, hashes: Sequence[str]) -> Optional[dict[str,
     """The first of ``hashes`` whose stored arrays hold logits."""
     for h in hashes:
         arrays = store.get_job(h)
-        if arrays is not None and "logits" in arrays:
+        if arrays is not None and ArrayKey.LOGITS.value in arrays:
             return arrays
     return None
 
@@ -201,15 +202,15 @@ def plot_data(store: ResultStore, run_id: Optional[int] = None) -> PlotData:
         fit = None if recipe is None or not recipe.get("fit") else scorer.arrays(recipe["fit"])
 
         def score(arrays: dict[str, np.ndarray]) -> np.ndarray:
-            return msp_score(arrays["logits"]) if detector is None else detector.scores(arrays, fit)
+            return msp_score(arrays[ArrayKey.LOGITS.value]) if detector is None else detector.scores(arrays, fit)
 
-        num_classes = max(num_classes, int(clean["logits"].shape[1]))
+        num_classes = max(num_classes, int(clean[ArrayKey.LOGITS.value].shape[1]))
         slug = base = slugify(model)
         i = 2
         while slug in used_slugs:
             slug, i = f"{base}-{i}", i + 1
         used_slugs.add(slug)
-        curves = ModelCurves(model, slug, confidence(clean["logits"]), in_score=score(clean))
+        curves = ModelCurves(model, slug, confidence(clean[ArrayKey.LOGITS.value]), in_score=score(clean))
         for probe in rows:
             row_recipe = recipes.get((model, probe.label))
             if row_recipe is not None and row_recipe.get("kind") == "in-attacked":
@@ -217,8 +218,8 @@ def plot_data(store: ResultStore, run_id: Optional[int] = None) -> PlotData:
             arrays = _job_arrays(store, preferred.get((model, probe.label), []))
             if arrays is None:
                 continue
-            mask = arrays["mask"].astype(bool) if "mask" in arrays else None
-            out, scores = arrays["logits"], score(arrays)
+            mask = arrays[ArrayKey.MASK.value].astype(bool) if ArrayKey.MASK.value in arrays else None
+            out, scores = arrays[ArrayKey.LOGITS.value], score(arrays)
             if mask is not None:
                 out, scores = out[mask], scores[mask]
             if out.shape[0] == 0:
@@ -250,7 +251,7 @@ def _row_job(store: ResultStore, hashes: Sequence[str],
         if config.get("kind") != kind:
             continue
         arrays = store.get_job(h)
-        if arrays is not None and "logits" in arrays:
+        if arrays is not None and ArrayKey.LOGITS.value in arrays:
             return config, arrays
     return None
 

@@ -20,29 +20,15 @@ in-distribution row. With ``units: percent`` every value except MMC is divided b
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, Optional, Union
 
 import yaml
 
+from oodbench.core.references import NOT_RATES, ReferenceCard, parse_card  # noqa: F401 (their old home)
 from oodbench.report.data import ReportError
-
-# Metrics printed as fractions even by papers that print rates in percent.
-NOT_RATES = frozenset({"mmc", "median-alpha"})
-
-
-@dataclass
-class ReferenceCard:
-    model: str
-    reported: dict[str, dict[str, float]]
-    paper: str = ""
-    source: str = ""
-
-    def get(self, probe: str, metric: str) -> Optional[float]:
-        return self.reported.get(probe, {}).get(metric)
-
+from oodbench.zoo import ZooError, load_card as load_zoo_card
 
 @dataclass
 class References:
@@ -69,8 +55,6 @@ def load_card(path: Union[str, Path]) -> ReferenceCard:
     except yaml.YAMLError as err:
         raise ReportError(f"{path}: not valid YAML: {err}") from None
     if isinstance(data, dict) and isinstance(data.get("paper"), dict):
-        from oodbench.zoo import ZooError, load_card as load_zoo_card
-
         try:
             card = load_zoo_card(path).reference()
         except ZooError as err:
@@ -79,35 +63,6 @@ def load_card(path: Union[str, Path]) -> ReferenceCard:
             raise ReportError(f"{path}: this model_zoo card's `paper:` has no `reported:` numbers")
         return card
     return parse_card(data, str(path))
-
-
-def parse_card(data: object, source: str, *, prefix: str = "") -> ReferenceCard:
-    """Check a card given as a mapping (a card file's content, or a ``model_zoo`` card's
-    ``paper:`` block with the model's ``name``); ``prefix`` is the block's place in the file,
-    so an error names the field as the user wrote it."""
-    path = source
-    if not isinstance(data, dict) or not isinstance(data.get("name"), str):
-        raise ReportError(f"{path}: a reference card is a mapping with `name:` (the model's name "
-                          "in the suite) and `reported: {probe: {metric: value}}`")
-    units = data.get("units", "fraction")
-    if units not in ("fraction", "percent"):
-        raise ReportError(f"{path}: `{prefix}units` must be 'fraction' or 'percent', not {units!r}")
-    reported = data.get("reported")
-    if not isinstance(reported, dict) or not reported:
-        raise ReportError(f"{path}: `{prefix}reported` must map probe names to {{metric: value}}")
-    out: dict[str, dict[str, float]] = {}
-    for probe, values in reported.items():
-        if not isinstance(values, dict):
-            raise ReportError(f"{path}: `{prefix}reported.{probe}` must map metric names to numbers")
-        out[str(probe)] = {}
-        for metric, value in values.items():
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-                raise ReportError(f"{path}: `{prefix}reported.{probe}.{metric}` must be a number, "
-                                  f"got {value!r}")
-            scale = 100.0 if units == "percent" and str(metric) not in NOT_RATES else 1.0
-            out[str(probe)][str(metric)] = float(value) / scale
-    return ReferenceCard(model=data["name"], reported=out, paper=str(data.get("paper") or ""),
-                         source=str(path))
 
 
 def load_references(paths: Optional[Iterable[Union[str, Path, ReferenceCard]]],

@@ -2,31 +2,18 @@
 
 The store keeps a job's outputs as named numpy arrays (any metric can be recomputed from them,
 and attack-specific arrays such as the α-scaling curves sit beside the common ones). The names
-every stage shares are the members of :class:`ArrayKey`; :class:`PointArrays` reads them.
+every stage shares are the members of :class:`~oodbench.core.arrays.ArrayKey` (defined in the
+bottom layer, so that detectors and the store read them too); :class:`PointArrays` reads them.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from enum import Enum
 from typing import Mapping, Optional
 
 import numpy as np
 
-
-class ArrayKey(str, Enum):
-    """Names of the arrays that more than one stage reads."""
-
-    LOGITS = "logits"                  # (N, K) float32: the model's outputs on the (attacked) points
-    LABELS = "labels"                  # (N,) int64: true labels, where the points have them
-    FEATURES = "features"              # (N, D) float32: penultimate features (feature detectors)
-    MASK = "mask"                      # (N,) bool: which points count on an OOD row
-    STOPPED_EARLY = "stopped_early"    # (N,) bool: attack finished before its full budget
-    GRADIENT_EVALUATIONS = "gradient_evaluations"  # () int: work an attack did (additive)
-
-
-#: Arrays that are totals over points: shards of one job add up instead of concatenating.
-ADDITIVE = frozenset({ArrayKey.GRADIENT_EVALUATIONS.value})
+from oodbench.core.arrays import ADDITIVE, ArrayKey  # noqa: F401 (defined in the bottom layer)
 
 
 @dataclass(frozen=True)

@@ -9,9 +9,7 @@ from __future__ import annotations
 
 from typing import Iterable
 
-DEFAULT_DETECTOR = "msp"
-"""The benchmark's score since its first release, and the detector of every metric stored
-before detectors existed."""
+from oodbench.core.detectors import DEFAULT_DETECTOR
 
 
 def folds(detectors: Iterable[str]) -> bool:

@@ -2,26 +2,17 @@
 
 from __future__ import annotations
 
-from enum import Enum
 from typing import TYPE_CHECKING, Mapping, Optional, Sequence
 
 import numpy as np
 
+from oodbench.core.rows import RowKind
 from oodbench.metrics import MetricInput, compute_metrics
 from oodbench.score.arrays import PointArrays, ood_logits
 
-if TYPE_CHECKING:  # the attacks import this module; keep the runtime graph acyclic
+if TYPE_CHECKING:  # pragma: no cover (annotations only; a downward import)
     from oodbench.attacks.base import Attack
     from oodbench.detectors import Detector
-
-
-class RowKind(str, Enum):
-    """How a row is scored: like an OOD probe, like the in-distribution set, or by its attack."""
-
-    OOD = "probe"
-    IN_DISTRIBUTION = "in"
-    SUMMARY = "summary"
-    IN_ATTACKED = "in-attacked"   # attacked in-distribution points against a probe's OOD points
 
 
 def score_row(kind: RowKind, arrays: Mapping[str, np.ndarray], clean: Mapping[str, np.ndarray],

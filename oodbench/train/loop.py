@@ -34,7 +34,7 @@ from safetensors.torch import save_file
 from torch import nn
 from tqdm.auto import tqdm
 
-import oodbench
+from oodbench.core.version import VERSION
 from oodbench.data import DataRequest, ImageSet, load_dataset
 from oodbench.errors import MissingFileError
 from oodbench.metrics import auroc, confidence, mean_max_confidence, test_error
@@ -110,12 +110,13 @@ def evaluate_model(model: nn.Module, recipe: Recipe, test_set: ImageSet, *, devi
             key = name.replace("-", "_")
             out[f"{key}_mmc"], out[f"{key}_auroc"] = mean_max_confidence(conf), auroc(conf_in, conf)
     if ev.adversarial_noise_n:
+        from oodbench.attacks import run_attack
         from oodbench.attacks.base import AttackSpec
 
         attack = attacks.get("adversarial-noise")()
         spec = attack.resolve(AttackSpec(name="adversarial-noise", steps=ev.adversarial_noise_steps),
                               recipe.dataset.dataset)
-        result = oodbench.attacks.run_attack(
+        result = run_attack(
             model, noise["smoothed-noise"][:ev.adversarial_noise_n], attack.config(spec),
             device=device, seed=recipe.seed, progress=progress, desc="adversarial noise")
         conf = confidence(result.logits.numpy())
@@ -342,7 +343,7 @@ def _card(recipe: Recipe, weights: Path, method: Method, out_identity: Optional[
                  "train_size": len(train_set)},
         "metrics": metrics,
         "history": history,
-        "trained_with": {"oodbench": oodbench.__version__, "torch": str(torch.__version__),
+        "trained_with": {"oodbench": VERSION, "torch": str(torch.__version__),
                          "device": str(dev), "amp": str(amp_dtype).replace("torch.", "") if amp_dtype else None,
                          "wall_time_s": round(elapsed, 1),
                          "date": datetime.now(timezone.utc).date().isoformat()},
