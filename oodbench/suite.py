@@ -30,10 +30,11 @@ from oodbench.errors import OodbenchError
 from oodbench.metrics import early_stop_is_exact
 from oodbench.models.files import SHA256_RE
 from oodbench.models.spec import ModelSpec
-from oodbench.registry import (UnknownNameError, architectures, attacks, datasets, detectors,
+from oodbench.registry import (architectures, attacks, datasets, detectors,
                                executors, metrics, models)
 from oodbench.validation import (BatchSize, Count, JsonDict, Label, Seed, Text, cube_radius,
                                  read_yaml)
+from oodbench.validation import check_registered as _check_registered
 
 DATA_ROOT_ENV = "OODBENCH_DATA"
 DEFAULT_DATA_ROOT = Path("~/.cache/oodbench/data")
@@ -65,14 +66,6 @@ class _LocatedError(ValueError):
     def __init__(self, loc: tuple[Any, ...], message: str):
         super().__init__(message)
         self.loc = loc
-
-
-def _check_registered(registry: Any, name: str) -> str:
-    try:
-        registry.entry(name)
-    except UnknownNameError as err:
-        raise ValueError(str(err)) from None
-    return name
 
 
 # Checked per item, so an error points at `metrics[3]`, not at the whole list.

@@ -18,6 +18,8 @@ from typing import Annotated, Any, Callable, Optional
 import yaml
 from pydantic import AfterValidator, BeforeValidator, Field
 
+from oodbench.registry import UnknownNameError
+
 MAX_SEED = 2**63 - 1
 """Seeds are stored in SQLite (signed 64-bit) and fed to torch/numpy generators."""
 MAX_COUNT = 10_000_000
@@ -122,3 +124,13 @@ def cube_radius(norm: str, dim: int | None) -> float | None:
 __all__ = ["MAX_SEED", "MAX_COUNT", "MAX_BATCH_SIZE", "MAX_STEPS", "MAX_RESTARTS", "Label", "Text",
            "JsonDict", "Seed", "Count", "BatchSize", "Steps", "Restarts", "FiniteFloat",
            "PositiveFloat", "cube_radius", "read_yaml"]
+
+
+def check_registered(registry: Any, name: str) -> str:
+    """``name`` when ``registry`` holds it; else a ``ValueError`` carrying the registry's
+    "did you mean" message, which pydantic reports at the field (so the error names file:line)."""
+    try:
+        registry.entry(name)
+    except UnknownNameError as err:
+        raise ValueError(str(err)) from None
+    return name

@@ -30,7 +30,8 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("attacks/checks", ("oodbench.attacks", "oodbench.checks")),
     ("store", ("oodbench.store",)),
     ("score", ("oodbench.score",)),
-    # a suite names components and is what the planner expands
+    # a suite names components (it checks names against their registries and embeds their
+    # specs) and is what the planner expands, so it sits above them, beside the planner
     ("suite/plan", ("oodbench.suite", "oodbench.plan")),
     ("execute", ("oodbench.execute",)),
     ("run", ("oodbench.runner",)),
@@ -39,8 +40,13 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("cli", ("oodbench.cli", "oodbench")),
 ]
 
-#: Imports from a lower layer up to a higher one that this step could not remove yet, as
-#: (importer, imported). Only shrink it: each entry must still exist.
+#: Imports from a lower layer up to a higher one that could not be removed yet, as
+#: (importer, imported), each with a comment saying why. Only shrink it: each entry must still
+#: exist. When this test was written (main at 24df866) there were 27 such imports and 4 circles
+#: (attacks and checks importing ``Cost`` from plan/ and ``RowKind`` from score/, detectors and
+#: the store importing array keys from score/, checks importing execution's task types, the
+#: planner importing the executor's data loader and the package's version from the top);
+#: moving those names into ``core/`` left none, so the list is empty.
 ALLOWED_UPWARD: set[tuple[str, str]] = set()
 
 

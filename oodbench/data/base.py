@@ -17,7 +17,7 @@ from typing import Any
 import torch
 
 from oodbench.data.stream import ImageSource, materialise
-from oodbench.core.errors import DatasetError, OodbenchError
+from oodbench.core.errors import DatasetError, OodbenchError  # noqa: F401 (DatasetError: its old home)
 
 
 @dataclass(frozen=True)

@@ -33,8 +33,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from oodbench.attacks.threats import ThreatModel
 from oodbench.models.spec import Normalization
 from oodbench.registry import architectures, datasets, objectives, trainers
-from oodbench.suite import DataSpec, SuiteError, _check_registered
-from oodbench.validation import read_yaml
+from oodbench.suite import DataSpec, SuiteError
+from oodbench.validation import check_registered, read_yaml
 
 OutLoss = Literal["max-log-conf", "ce-uniform"]
 
@@ -68,7 +68,7 @@ class TrainAttack(BaseModel):
     @field_validator("objective")
     @classmethod
     def _known_objective(cls, v: Optional[str]) -> Optional[str]:
-        return v if v is None else _check_registered(objectives, v)
+        return v if v is None else check_registered(objectives, v)
 
     def steps_after(self, lr_drops: int) -> int:
         steps = self.steps + self.steps_increase * lr_drops
@@ -100,7 +100,7 @@ class OutDistribution(BaseModel):
     @field_validator("dataset")
     @classmethod
     def _known_dataset(cls, v: str) -> str:
-        return _check_registered(datasets, v)
+        return check_registered(datasets, v)
 
     @property
     def synthetic(self) -> bool:
@@ -235,12 +235,12 @@ class Recipe(BaseModel):
     @field_validator("arch")
     @classmethod
     def _known_arch(cls, v: str) -> str:
-        return _check_registered(architectures, v)
+        return check_registered(architectures, v)
 
     @field_validator("method")
     @classmethod
     def _known_method(cls, v: str) -> str:
-        return _check_registered(trainers, v)
+        return check_registered(trainers, v)
 
     @model_validator(mode="after")
     def _method_settings(self) -> "Recipe":
