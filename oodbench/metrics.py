@@ -28,6 +28,7 @@ from typing import Any, Callable, Optional, Sequence
 
 import numpy as np
 
+from oodbench.core.rows import METRIC_SCOPES, RowKind
 from oodbench.registry import metrics as metric_registry
 from oodbench.scores import msp_score
 
@@ -639,9 +640,10 @@ def fit_temperature(logits: Any, labels: Any, *, grid: Any = None, n_bins: int =
 # Part 2: registered metrics
 # --------------------------------------------------------------------------------------------
 
-SCOPES = ("in", "probe", "both")
+SCOPES = tuple(METRIC_SCOPES)
 """Where a metric applies: ``in`` = the model's in-distribution row of the results table,
-``probe`` = each OOD probe's row (needs OOD logits), ``both`` = both kinds of rows."""
+``probe`` = each OOD probe's row (needs OOD logits), ``both`` = both kinds of rows
+(:data:`~oodbench.core.rows.METRIC_SCOPES`)."""
 
 
 @dataclass(frozen=True, eq=False)
@@ -898,7 +900,9 @@ def _fpr95_ood_metric(inp: MetricInput) -> float:
     return fpr_at_tpr(-inp.out_score, -inp.in_score, tpr=0.95)
 
 
-_ROW_SCOPES = {"in": ("in", "both"), "probe": ("probe", "both")}
+# a row kind -> the metric scopes computed on it: {"in": ("in", "both"), "probe": ("probe", "both")}
+_ROW_SCOPES = {row.value: tuple(scope for scope, rows in METRIC_SCOPES.items() if row in rows)
+               for row in (RowKind.IN_DISTRIBUTION, RowKind.OOD)}
 
 
 def compute_metrics(names: list[str], inp: MetricInput, *, row: str) -> dict[str, float]:
