@@ -225,3 +225,73 @@ def test_torch_export_refuses_what_it_cannot_run(tmp_path) -> None:
     static = _exported(tmp_path, _conv_net(), dynamic=False)
     with pytest.raises(ModelLoadError, match="exported for batches of exactly 2 images"):
         load_model({"name": "s", "adapter": "torch-export", "path": str(static)})
+
+
+# ------------------------------------------------------------------------------------------
+# in a suite
+
+LIBRARY_SUITE = """\
+name: library models
+seed: 0
+device: cpu
+in_distribution: {name: digits 0-4, dataset: digits, options: {classes: [0, 1, 2, 3, 4]}}
+models:
+  - {name: timm vit, adapter: timm, path: vit}
+  - {name: hf convnext, adapter: huggingface, path: hf}
+detectors: [msp, energy, {name: knn, k: 5}]
+fit: {n: 100}
+probes:
+  - {name: uniform, dataset: uniform-noise, n: 40}
+  - {name: adv. uniform, dataset: uniform-noise, n: 40, attack: {name: adversarial-noise, steps: 5, step_size: 0.05}}
+metrics: [auroc, mmc]
+"""
+
+
+@pytest.mark.slow  # two networks, three detectors, a 5-step attack on each: ~1 min CPU
+def test_timm_vit_and_hf_convnext_run_a_suite_clean_and_attacked(tmp_path) -> None:
+    from oodbench.runner import run_suite
+    from oodbench.store import ResultStore
+    from oodbench.suite import load_suite
+
+    vit = tiny_vit()
+    save_timm_folder(vit, tmp_path / "vit")
+    tiny_hf_convnext(tmp_path / "hf")
+    (tmp_path / "suite.yaml").write_text(LIBRARY_SUITE)
+    suite = load_suite(tmp_path / "suite.yaml")
+    result = run_suite(suite, output=tmp_path / "r.db", progress=False)
+    m = result.metrics
+    values = {(a, d, p, k): v for a, d, p, k, v in
+              zip(m["model"], m["detector"], m["probe"], m["metric"], m["value"])}
+    for model in ("timm vit", "hf convnext"):
+        for detector in ("msp", "energy", "knn"):
+            clean = values[(model, detector, "uniform", "auroc")]
+            attacked = values[(model, detector, "adv. uniform", "auroc")]
+            assert 0 <= attacked < clean, (model, detector, clean, attacked)
+    # the stored clean logits are the library's forward on its own preprocessing of the digits
+    with ResultStore(tmp_path / "r.db") as store:
+        jobs = store.run_jobs(result.run_id)
+        clean_jobs = jobs[jobs.probe.isna() & (jobs.model == "timm vit")]
+        stored = store.get_job(clean_jobs.job_hash.iloc[0])["logits"]
+    from oodbench.data import DataRequest, load_dataset
+    from oodbench.data.stream import materialise
+
+    digits = materialise(load_dataset("digits", DataRequest(
+        root=tmp_path, options={"classes": [0, 1, 2, 3, 4]}, seed=0)).images)
+    expected = timm_reference(vit, digits.expand(-1, 3, -1, -1))
+    torch.testing.assert_close(torch.as_tensor(stored), expected, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("field, value, message", [
+    ("crop_pct", "1.5", "less than or equal to 1"),
+    ("input_size", "true", "valid integer"),
+    ("interpolation", "lanczos", "'nearest', 'bilinear' or 'bicubic'"),
+    ("num_classes", "0", "greater than 0"),
+])
+def test_suite_validation_names_a_bad_adapter_option(tmp_path, field, value, message) -> None:
+    from oodbench.suite import SuiteError, load_suite
+
+    text = LIBRARY_SUITE.replace("{name: timm vit, adapter: timm, path: vit}",
+                                 f"{{name: timm vit, adapter: timm, path: vit, {field}: {value}}}")
+    (tmp_path / "suite.yaml").write_text(text)
+    with pytest.raises(SuiteError, match=rf"(?s)models.*0.*{field}.*{message}"):
+        load_suite(tmp_path / "suite.yaml")
