@@ -295,3 +295,25 @@ def test_suite_validation_names_a_bad_adapter_option(tmp_path, field, value, mes
     (tmp_path / "suite.yaml").write_text(text)
     with pytest.raises(SuiteError, match=rf"(?s)models.*0.*{field}.*{message}"):
         load_suite(tmp_path / "suite.yaml")
+
+
+class _Payload:
+    """An object only code can rebuild: what a malicious archive would carry."""
+
+
+def test_torch_export_archive_with_a_pickle_needs_trust_code(tmp_path) -> None:
+    import io
+    import zipfile
+
+    good = _exported(tmp_path, _conv_net())
+    bad = tmp_path / "bad.pt2"
+    with zipfile.ZipFile(good) as src, zipfile.ZipFile(bad, "w") as dst:
+        for item in src.infolist():
+            data = src.read(item.filename)
+            if item.filename.endswith("sample_inputs/model.pt"):
+                buffer = io.BytesIO()
+                torch.save(_Payload(), buffer)
+                data = buffer.getvalue()
+            dst.writestr(item, data)
+    with pytest.raises(ModelLoadError, match=r"field `trust_code`: .*pickled payloads.*sample_inputs"):
+        load_model({"name": "b", "adapter": "torch-export", "path": str(bad)})
