@@ -119,6 +119,7 @@ class Registry(Generic[T]):
 BUILTIN_MODULES = (
     "oodbench.models.architectures",
     "oodbench.models.adapters",
+    "oodbench.models.libraries",
     "oodbench.data",
     "oodbench.metrics",
     "oodbench.attacks",

@@ -19,7 +19,9 @@ Choices, each deliberate:
 
 from __future__ import annotations
 
-from typing import Protocol, Sequence, overload
+import math
+from dataclasses import dataclass
+from typing import Literal, Protocol, Sequence, overload
 
 import torch
 import torch.nn.functional as F
@@ -68,12 +70,77 @@ def to_shape(images, shape):  # type: ignore[no-untyped-def]
     c, h, w = _check_shape(shape, "target shape")
     if src == (c, h, w):
         return images
-    out = images if images.is_floating_point() else images.float()
-    if src[0] != c:
-        out = out.repeat(1, 3, 1, 1) if c == 3 else out.mean(dim=1, keepdim=True)
+    out = _to_channels(images if images.is_floating_point() else images.float(), c)
     if (src[1], src[2]) != (h, w):
         out = F.interpolate(out, size=(h, w), mode="bilinear", antialias=True, align_corners=False)
     return out.clamp_(0.0, 1.0)  # ``out`` is a new tensor here: src != dst forced a copy
+
+
+def _to_channels(images: torch.Tensor, c: int) -> torch.Tensor:
+    """Grey → RGB repeats the channel, RGB → grey is the channel mean (see the module notes)."""
+    if images.shape[1] == c:
+        return images
+    return images.repeat(1, 3, 1, 1) if c == 3 else images.mean(dim=1, keepdim=True)
+
+
+Interpolation = Literal["nearest", "bilinear", "bicubic"]
+
+
+@dataclass(frozen=True)
+class Geometry:
+    """How a pretrained network wants its images: ``channels``, a resize, then a centre crop.
+
+    ``resize`` is an int (the shorter side becomes that many pixels, aspect kept) or
+    ``(h, w)`` (exact size); ``crop`` is the final ``(h, w)``. timm's evaluation transform
+    (``resize = floor(size / crop_pct)``, centre crop ``size``) and the Hugging Face image
+    processors (shortest edge or exact size, optional centre crop) are both of this form.
+    """
+
+    channels: int
+    resize: int | tuple[int, int]
+    crop: tuple[int, int]
+    interpolation: Interpolation = "bilinear"
+
+    @classmethod
+    def center_crop(cls, channels: int, size: tuple[int, int], crop_pct: float = 1.0,
+                    interpolation: Interpolation = "bilinear") -> "Geometry":
+        """timm's ``transforms_imagenet_eval`` (``crop_mode='center'``): scale to
+        ``floor(size / crop_pct)`` (the shorter side for square sizes), then crop ``size``."""
+        h, w = (math.floor(s / crop_pct) for s in size)
+        return cls(channels, h if h == w else (h, w), tuple(size), interpolation)  # type: ignore[arg-type]
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        """The (C, H, W) the network receives."""
+        return (self.channels, *self.crop)
+
+    def describe(self) -> str:
+        scale = (f"shorter side {self.resize}" if isinstance(self.resize, int)
+                 else f"{self.resize[0]}×{self.resize[1]}")
+        return (f"{_CHANNEL_NAMES[self.channels]}, {self.interpolation} resize to {scale}, "
+                f"centre crop {self.crop[0]}×{self.crop[1]}")
+
+
+def to_model_input(images: torch.Tensor, geometry: Geometry) -> torch.Tensor:
+    """NCHW images of any size → ``geometry.shape``, differentiably (attacks run through it).
+
+    The channel rule is :func:`to_shape`'s; the resize and crop are torchvision's tensor ops
+    (antialiased), which are exactly what timm's evaluation transform does to a tensor image.
+    No clamp: bicubic overshoot is kept, as the libraries keep it on tensors.
+    """
+    from torchvision.transforms import InterpolationMode
+    from torchvision.transforms.functional import center_crop, resize
+
+    if images.ndim != 4:
+        raise ValueError(f"expected NCHW images, got a tensor of shape {tuple(images.shape)}")
+    _check_shape(images.shape[1:], "source shape")
+    out = _to_channels(images, geometry.channels)
+    target = geometry.resize  # torchvision returns the tensor itself when the size is unchanged
+    out = resize(out, [target] if isinstance(target, int) else list(target),
+                 interpolation=InterpolationMode(geometry.interpolation), antialias=True)
+    if tuple(out.shape[-2:]) != geometry.crop:
+        out = center_crop(out, list(geometry.crop))
+    return out
 
 
 def describe_conversion(src_shape: Sequence[int], dst_shape: Sequence[int]) -> str:

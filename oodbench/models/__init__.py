@@ -1,7 +1,7 @@
 """Models: references (:class:`ModelSpec`) → ``nn.Module`` returning logits on [0, 1] inputs.
 
 ``load_model`` resolves a reference through a registered adapter (``oodbench list models``:
-checkpoint, safetensors, torchscript, robustbench, python), puts the entry's normalisation in
+checkpoint, safetensors, torchscript, robustbench, python, timm, huggingface, torch-export), puts the entry's normalisation in
 front of the network and returns it in eval mode. ``model_fingerprint`` says what determines the
 outputs (spec fields + checkpoint sha256) without loading anything; it keys the results cache.
 

@@ -119,12 +119,15 @@ def _prefix_hint(unexpected: list[str], expected: Mapping[str, Any]) -> str:
     return ""
 
 
-def load_state_into(net: nn.Module, state: Any, spec: ModelSpec, source: Path) -> nn.Module:
+def load_state_into(net: nn.Module, state: Any, spec: ModelSpec, source: Path, *,
+                    target: str | None = None, field: str = "arch") -> nn.Module:
     """Load ``state`` into ``net`` strictly, with a message that lists what does not match.
 
     Missing ``num_batches_tracked`` entries (checkpoints from PyTorch < 0.4.1) are tolerated:
-    they do not affect eval-mode outputs.
+    they do not affect eval-mode outputs. ``target`` names the network in messages (default:
+    ``spec.arch`` and its options) and ``field`` is the entry field blamed for a mismatch.
     """
+    target = target or f"architecture {spec.arch!r} with arch_options {spec.arch_options}"
     if not _is_state_dict(state):
         keys = list(state)[:8] if isinstance(state, Mapping) else []
         raise spec_error(
@@ -158,9 +161,9 @@ def load_state_into(net: nn.Module, state: Any, spec: ModelSpec, source: Path) -
             parts.append(f"{len(mismatched)} shape mismatches, checkpoint vs arch "
                          f"({_few(mismatched, 3)})")
         raise spec_error(
-            spec.name, "arch",
-            f"{source} does not fit architecture {spec.arch!r} with arch_options "
-            f"{spec.arch_options}: " + "; ".join(parts) + _prefix_hint(unexpected, expected),
+            spec.name, field,
+            f"{source} does not fit {target}: " + "; ".join(parts)
+            + _prefix_hint(unexpected, expected),
             "choose the architecture the checkpoint was trained with; shape mismatches usually "
             "mean other `arch_options` (num_classes, depth, widen_factor)")
     net.load_state_dict(state, strict=False)

@@ -21,6 +21,10 @@ FINGERPRINT_FIELDS = ("adapter", "arch", "arch_options", "normalize", "model", "
                       "threat_model", "factory", "factory_kwargs")
 """Spec fields that change a model's outputs (``name``, paths, urls and trust do not)."""
 
+GEOMETRY_FIELDS = ("num_classes", "input_size", "crop_pct", "interpolation")
+"""Output-relevant fields of the library adapters; fingerprinted only when set, so the
+fingerprints (and job keys) of every entry that does not use them stay as they were."""
+
 _STATE_DICT_SUFFIXES = (".pt", ".pth", ".ckpt", ".tar", ".bin", ".safetensors")
 
 
@@ -122,6 +126,9 @@ def model_fingerprint(spec: ModelRef, base_dir: Path | str = ".") -> dict[str, A
     for key in FINGERPRINT_FIELDS:
         value = getattr(spec, key)
         fp[key] = value.model_dump(mode="json") if hasattr(value, "model_dump") else value
+    for key in GEOMETRY_FIELDS:
+        if getattr(spec, key) is not None:
+            fp[key] = list(value) if isinstance(value := getattr(spec, key), tuple) else value
     for key, value in entry.meta.get("defaults", {}).items():
         if fp.get(key) is None:
             fp[key] = value

@@ -7,11 +7,17 @@ needs and raises :class:`ModelLoadError` naming the missing one. Paths are relat
 
 from __future__ import annotations
 
-from typing import Optional
+from typing import Annotated, Literal, Optional, Union
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from oodbench.validation import FiniteFloat, JsonDict, Label, PositiveFloat, Text
+
+MAX_INPUT_SIDE = 4096
+"""Largest ``input_size`` side a model entry may ask for."""
+
+Side = Annotated[int, Field(gt=0, le=MAX_INPUT_SIDE, strict=True)]  # strict: YAML `true` is no 1
+Fraction = Annotated[float, Field(gt=0, le=1, strict=True)]
 
 
 class Normalization(BaseModel):
@@ -39,6 +45,12 @@ class ModelSpec(BaseModel):
         - {name: ratio, adapter: robustbench, model: Augustin2020Adversarial,
            dataset: cifar10, threat_model: L2, model_dir: ~/.cache/robustbench}
         - {name: mine, adapter: python, factory: "mypkg.nets:build", trust_code: true}
+        - {name: vit, adapter: timm, model: vit_small_patch16_224.augreg_in21k_ft_in1k}
+        - {name: convnext, adapter: huggingface, path: hf/convnext-tiny-224}
+        - {name: exported, adapter: torch-export, path: net.pt2}
+
+    ``input_size``, ``crop_pct`` and ``interpolation`` override the input geometry the timm,
+    huggingface and torch-export adapters read from the model's own configuration.
     """
 
     model_config = ConfigDict(extra="forbid")
@@ -58,3 +70,9 @@ class ModelSpec(BaseModel):
     factory: Optional[Text] = Field(None, description="`module:callable` returning an nn.Module (python adapter)")
     factory_kwargs: JsonDict = Field(default_factory=dict)
     trust_code: bool = Field(False, description="allow loading that executes code (pickles, python factories)")
+    num_classes: Optional[Side] = Field(None, description="timm: classifier size (else the checkpoint's, else the model's default)")
+    input_size: Optional[Union[Side, tuple[Side, Side]]] = Field(
+        None, description="timm / huggingface / torch-export: the network's input side or [height, width] (overrides its config)")
+    crop_pct: Optional[Fraction] = Field(None, description="timm / huggingface: centre-crop fraction (overrides its config)")
+    interpolation: Optional[Literal["nearest", "bilinear", "bicubic"]] = Field(
+        None, description="timm / huggingface / torch-export: resize interpolation (overrides its config)")
