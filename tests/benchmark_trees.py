@@ -93,16 +93,49 @@ def write_openood(root: Path, benchmark: str, per_list: int = 3, size: tuple[int
     return root
 
 
-def write_ninco(root: Path, classes: int = 3, per_folder: int = 3,
-                size: tuple[int, int] = (36, 40)) -> Path:
-    """``root/NINCO/{NINCO_OOD_classes,NINCO_popular_datasets_subsamples,NINCO_OOD_unit_tests}``
-    with ``classes`` of the 64 OOD classes (names with spaces, as NINCO's are)."""
+#: NINCO's 64 OOD classes, as its folders are named (data/NINCO_OOD_classes.csv).
+NINCO_CLASSES = (
+    "Caracal caracal caracal", "amphiuma_means", "aphanizomenon_flosaquae", "araneus_gemma",
+    "arctocephalus_galapagoensis", "bagpipe", "batrachoseps_attenuatus", "cable",
+    "chicken_quesadilla", "cirsium_pitcheri", "creme_brulee", "ctenolepisma_longicaudata",
+    "cup_cakes", "darlingtonia_californica", "dendrolagus_lumholtzi", "donuts", "door",
+    "empty_water_dispencer", "epithelantha_micromeris", "erysimum_franciscanum", "f_field_road",
+    "f_forest_path", "ferocactus_pilosus", "fire_extinguisher", "fireworks", "french_fries",
+    "glass_of_milk", "gramophone", "haemulon_sciurus", "high heels", "hindu_temple",
+    "hippopus_hippopus", "lasionycteris_noctivagans", "lathyrus_odoratus", "lepomis_auritus",
+    "leptoglossus_phyllopus", "mbira", "microcystis_wesenbergii", "octopus_bimaculoides",
+    "octopus_rubescens", "ozotoceros_bezoarticus", "platycephalus_fuscus", "polistes_dominula",
+    "pseudorca_crassidens", "pyramid", "s_sky", "sarpa_salpa", "sarracenia_alata", "scissors",
+    "sepia_apama", "sepia_officinalis", "sepioteuthis_australis", "shuttlecock",
+    "skipper_caterpillar", "spaghetti_bolognese", "stapler", "streptopus_lanceolatus",
+    "tapirus_bairdii", "triturus_marmoratus", "tursiops_aduncus", "vaccinium_reticulatum",
+    "waffles", "walker", "windsor_chair")
+
+
+def write_ninco(root: Path, per_folder: int = 2, size: tuple[int, int] = (36, 40)) -> Path:
+    """``root/NINCO/{NINCO_OOD_classes,NINCO_popular_datasets_subsamples,NINCO_OOD_unit_tests}/
+    <folder>/<folder>_<k>.{jpg,png}`` (NINCO_all.tar.gz unpacked) and an ImageNet-1K validation
+    folder ``root/imagenet/val/<wnid>/`` (torchvision's ImageFolder layout)."""
     rng = np.random.default_rng(1)
     base = root / "NINCO"
-    folders = [("NINCO_OOD_classes", f"Class name {k}") for k in range(classes)]
+    folders = [("NINCO_OOD_classes", name) for name in NINCO_CLASSES]
     folders += [("NINCO_popular_datasets_subsamples", name) for name in NINCO_POPULAR]
     folders += [("NINCO_OOD_unit_tests", name) for name in NINCO_UNIT_TESTS]
     for part, name in folders:
         for k in range(per_folder):
             write_image(base / part / name / f"{name}_{k:03d}.{'png' if k % 2 else 'jpg'}", rng, size)
+    for wnid in ("n01440764", "n01443537"):
+        for k in range(2):
+            write_image(root / "imagenet" / "val" / wnid / f"ILSVRC2012_val_{k:08d}.JPEG", rng, size)
     return root
+
+
+def tiny_net(num_classes: int = 10):
+    """A small classifier for any input size (a convolution, global pooling, a linear layer):
+    the suites' structure runs end to end without their ResNets."""
+    import torch
+    from torch import nn
+
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Conv2d(3, 8, 3, stride=2), nn.ReLU(), nn.AdaptiveAvgPool2d(1),
+                         nn.Flatten(), nn.Linear(8, num_classes))

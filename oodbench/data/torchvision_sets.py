@@ -477,7 +477,11 @@ def geometry_options(name: str, options: Mapping[str, Any]) -> tuple[
 def folder_options(options: Mapping[str, Any]) -> FolderOptions:
     """The options of image-folder, or ``ValueError`` naming the bad one (also the registry's
     ``check_options``)."""
-    options = check_option_names("image-folder", options, ("path", *GEOMETRY_OPTIONS))
+    options = check_option_names("image-folder", options, ("path", "hint", *GEOMETRY_OPTIONS))
+    hint = options.get("hint")
+    if hint is not None and (not isinstance(hint, str) or not hint.strip()):
+        raise ValueError(f"image-folder: `hint` (the download that provides the folder) must be a "
+                         f"non-empty string, got {hint!r}")
     path = options.get("path")
     if not path or not isinstance(path, (str, os.PathLike)):
         raise ValueError("dataset 'image-folder' needs the option `path` (a folder of images)")
@@ -495,7 +499,8 @@ def folder_options(options: Mapping[str, Any]) -> FolderOptions:
 def image_folder(request: DataRequest) -> ImageSet:
     """A folder of images (LSUN classroom, ImageNet-, …), RGB, labels = sorted class folders.
 
-    Options: ``path`` (required; relative paths are resolved against ``request.root``),
+    Options: ``path`` (required; relative paths are resolved against ``request.root``), ``hint``
+    (the download that provides the folder, named when it is missing),
     ``size`` (an int or ``[height, width]``) to resize every image with the same antialiased
     bilinear resize as :func:`oodbench.data.transforms.to_shape`, or ``resize`` (shorter side,
     aspect kept) with ``crop`` (centre crop, int or ``[height, width]``): ``resize: 256, crop:
@@ -515,8 +520,9 @@ def image_folder(request: DataRequest) -> ImageSet:
         lambda: _folder_samples(path),
         expected=f"images under {path}",
         downloadable=False,
-        fix="point the option `path` at the folder (a relative `path` is resolved against the "
-        f"data root), or {FIX_ROOT}",
+        fix=(f"download {request.options['hint']} into the data root, or " if request.options.get("hint")
+             else "") + "point the option `path` at the folder (a relative `path` is resolved "
+        f"against the data root), or {FIX_ROOT}",
     )
     samples = take(samples, subsample_indices(len(samples), request.n, request.seed))
     files = [file for file, _ in samples]
