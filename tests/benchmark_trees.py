@@ -131,11 +131,12 @@ def write_ninco(root: Path, per_folder: int = 2, size: tuple[int, int] = (36, 40
 
 
 def tiny_net(num_classes: int = 10):
-    """A small classifier for any input size (a convolution, global pooling, a linear layer):
-    the suites' structure runs end to end without their ResNets."""
+    """A small classifier for any input size (pooled to 8×8 first: every model call has 128
+    rows, :mod:`oodbench.models.fixed_rows`, so a 224×224 convolution would dominate the tests),
+    then a convolution, global pooling and a linear layer."""
     import torch
     from torch import nn
 
     torch.manual_seed(0)
-    return nn.Sequential(nn.Conv2d(3, 8, 3, stride=2), nn.ReLU(), nn.AdaptiveAvgPool2d(1),
+    return nn.Sequential(nn.AdaptiveAvgPool2d(8), nn.Conv2d(3, 8, 3), nn.ReLU(), nn.AdaptiveAvgPool2d(1),
                          nn.Flatten(), nn.Linear(8, num_classes))

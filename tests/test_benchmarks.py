@@ -175,7 +175,7 @@ def test_openood_suites_run_on_openood_layout(tmp_path, name):
     benchmark = OPENOOD_SUITES[name]
     trees.write_openood(tmp_path / "data", benchmark, per_list=3)
     suite = load_suite(SUITES / f"openood-v1.5-{name}.yaml", output=str(tmp_path / "r.db"),
-                       models=_tiny(10), batch_size=8)
+                       models=_tiny(10), batch_size=3)  # batches are padded to batch_size rows
     table = run_suite(suite, data_root=tmp_path / "data", progress=False).table()
     rows = table.xs(("tiny", "msp"), level=("model", "detector"))
     near = [p.label for p in suite.probes if p.group == "near"]
@@ -204,7 +204,7 @@ def test_openood_suites_run_on_openood_layout(tmp_path, name):
 def test_ninco_suite_runs_on_nincos_layout(tmp_path):
     trees.write_ninco(tmp_path / "data")
     suite = load_suite(SUITES / "ninco.yaml", output=str(tmp_path / "r.db"), models=_tiny(1000),
-                       detectors=["msp"])
+                       detectors=["msp"], batch_size=2)  # batches are padded to batch_size rows
     table = run_suite(suite, data_root=tmp_path / "data", progress=False).table()
     classes = [p.label for p in suite.probes if p.group == "ninco"]
     units = [p.label for p in suite.probes if p.group == "unit-tests"]
@@ -235,3 +235,46 @@ def test_group_and_full_spectrum_are_validated():
         parse_suite({**base, "probes": [{"dataset": "uniform-noise", "group": "Near OOD"}]})
     suite = parse_suite({**base, "probes": [{"dataset": "unit-blobs"}]})
     assert suite.probes[0].group == "unit-tests"  # a unit test joins its group by default
+
+
+@pytest.mark.slow
+def test_group_rows_in_every_layout_show_and_leaderboard_with_intervals(tmp_path):
+    """On the quickstart's digits: `near`/`far` groups reach show, the report layouts (with a
+    bootstrap interval of the mean that covers it) and a leaderboard board."""
+    from click.testing import CliRunner
+
+    from oodbench.cli import main
+    from oodbench.leaderboard import Leaderboard, submit
+    from oodbench.report import render
+    from oodbench.report.data import load_run, with_intervals
+
+    probes = [{"name": "digits 5-9", "dataset": "digits", "group": "near",
+               "options": {"classes": [5, 6, 7, 8, 9]}},
+              {"name": "uniform noise", "dataset": "uniform-noise", "n": 300, "group": "far"},
+              {"name": "smoothed noise", "dataset": "smoothed-noise", "n": 300, "group": "far"}]
+    store = tmp_path / "r.db"
+    suite = load_suite(SUITES / "quickstart.yaml", output=str(store), probes=probes,
+                       metrics=["test-error", "mmc", "auroc", "fpr95"])
+    run_suite(suite, progress=False)
+    shown = CliRunner().invoke(main, ["show", str(store)])
+    assert shown.exit_code == 0 and "far (mean)" in shown.output and "near (mean)" in shown.output
+    for layout in ("hein2019-table1", "ratio-summary", "detectors"):
+        assert "far (mean)" in render(store, fmt="md", layout=layout)
+    with ResultStore(store, readonly=True) as s:
+        run = with_intervals(s, load_run(s, None), 0.95, n_resamples=200)
+    model = "digits-plain · energy"
+    mean = run.value(model, "far (mean)", "auroc")
+    low, high = run.interval(model, "far (mean)", "auroc")
+    assert low <= mean <= high and high - low > 0
+    assert mean == pytest.approx(np.mean([run.value(model, p, "auroc")
+                                          for p in ("uniform noise", "smoothed noise")]))
+    board = tmp_path / "board.db"
+    submit(ROOT / "model_zoo" / "digits-plain.safetensors", suite=suite, name="plain",
+           arch="digits-net", arch_options={"num_classes": 5}, leaderboard=board,
+           results=tmp_path / "board-results.db", progress=False)
+    with Leaderboard(board, create=False) as lb:
+        (entry,) = lb.entries()
+    assert ("far (mean) · energy", "auroc") in entry["metrics"]
+    from oodbench.leaderboard import verify_entries
+
+    assert verify_entries(board) == {entry["id"]: []}
