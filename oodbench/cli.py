@@ -203,6 +203,7 @@ def show(results: Path, run_id: Optional[int]) -> None:
     checks' flags of its jobs (gradient masking and the like). Exit 1 if the run is incomplete (interrupted, failed, or rows missing), 2 if there is no such run."""
     from oodbench.report.data import ReportError, completeness_problems, find_run
     from oodbench.runner import format_table, wide_table
+    from oodbench.score.groups import probe_groups
     from oodbench.store import ResultStore
 
     with ResultStore(results, readonly=True) as store:
@@ -212,7 +213,7 @@ def show(results: Path, run_id: Optional[int]) -> None:
             click.echo(f"error: {err}", err=True)
             sys.exit(2)
         problems = completeness_problems(store, run.id)
-        table = wide_table(store.metrics_frame(run.id))
+        table = wide_table(store.metrics_frame(run.id), groups=probe_groups(run.suite))
     if not table.empty:
         click.echo(format_table(table))
     _echo_flags(results, run.id)

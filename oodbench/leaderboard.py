@@ -82,7 +82,7 @@ def _board_fields(suite: Suite) -> set[str]:
 
 def board_hash(suite: Suite) -> str:
     """sha256 of the canonical JSON of the suite without its models (see the module doc)."""
-    payload = suite.model_dump(mode="json", exclude=_board_fields(suite))
+    payload = suite.hashed_dump(_board_fields(suite))
     return hashlib.sha256(json.dumps(payload, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
 
 
@@ -273,8 +273,9 @@ def submit(checkpoint: Union[str, Path], *, suite: Suite, name: str, arch: str,
         "results_store": str(Path(result.store_path).resolve()), "run_id": result.run_id,
     }
     from oodbench.runner import fold_detectors
+    from oodbench.score.groups import with_group_rows
 
-    long = fold_detectors(result.metrics, into="probe")
+    long = fold_detectors(with_group_rows(result.metrics, result.groups), into="probe")
     metrics = [(str(p), str(m), None if v != v else float(v))
                for p, m, v in zip(long["probe"], long["metric"], long["value"])]
     with Leaderboard(leaderboard) as lb:
@@ -395,6 +396,7 @@ def verify_entries(leaderboard: Union[str, Path]) -> dict[int, list[str]]:
     run's metrics of its model. A leaderboard is only as trustworthy as this check."""
     from oodbench.report.data import full_verification
     from oodbench.runner import fold_detectors
+    from oodbench.score.groups import probe_groups, with_group_rows
     from oodbench.store import ResultStore
 
     out: dict[int, list[str]] = {}
@@ -407,7 +409,10 @@ def verify_entries(leaderboard: Union[str, Path]) -> dict[int, list[str]]:
             continue
         with ResultStore(path, readonly=True) as store:
             problems = full_verification(store, entry["run_id"])
-            frame = fold_detectors(store.metrics_frame(entry["run_id"]), into="probe")
+            record = store.run_record(entry["run_id"])
+            groups = probe_groups(record.suite) if record is not None else {}
+            frame = fold_detectors(with_group_rows(store.metrics_frame(entry["run_id"]), groups),
+                                   into="probe")
         stored = {(r.probe, r.metric): r.value for r in frame.itertuples() if r.model == entry["name"]}
         for key in sorted(set(stored) | set(entry["metrics"]), key=str):
             a, b = entry["metrics"].get(key), stored.get(key)

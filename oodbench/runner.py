@@ -29,6 +29,7 @@ from oodbench.plan import JobKind, Plan, make_plan
 from oodbench.registry import executors
 from oodbench.score import ArrayKey, RowKind, score_row
 from oodbench.score.table import MissingArraysError, TableScorer
+from oodbench.score.groups import with_group_rows
 from oodbench.score.labels import folds, shown_model
 from oodbench.store import ResultStore
 from oodbench.suite import DEFAULT_METRICS, Suite
@@ -58,11 +59,15 @@ def fold_detectors(long: pd.DataFrame, into: str = "model") -> pd.DataFrame:
     return long.drop(columns="detector")
 
 
-def wide_table(long: pd.DataFrame, metric_order: Optional[Sequence[str]] = None) -> pd.DataFrame:
+def wide_table(long: pd.DataFrame, metric_order: Optional[Sequence[str]] = None,
+               groups: Optional[Mapping[str, str]] = None) -> pd.DataFrame:
     """models × (detectors ×) probes rows, one column per metric, in the order the suite lists
-    them; the detector level appears when a detector other than msp was asked."""
+    them; the detector level appears when a detector other than msp was asked. ``groups``
+    (``{probe label: group}``) adds each group's row after the per-set rows
+    (:func:`oodbench.score.groups.with_group_rows`)."""
     if long.empty:
         return pd.DataFrame()
+    long = with_group_rows(long, groups or {})
     levels = ["model", "detector", "probe"] if has_detector_axis(long) else ["model", "probe"]
     if "detector" in long.columns and len(levels) == 2:
         long = long.drop(columns="detector")
@@ -172,9 +177,11 @@ class RunResult:
     skipped: list[str] = field(default_factory=list)
     #: How many of ``cached`` are second uses of a job this run computed (not from the store).
     shared: int = 0
+    #: ``{probe label: group}`` of the suite: the group rows of :meth:`table`.
+    groups: dict[str, str] = field(default_factory=dict)
 
     def table(self) -> pd.DataFrame:
-        return wide_table(self.metrics, self.metric_order)
+        return wide_table(self.metrics, self.metric_order, self.groups)
 
 
 def _executor(choice: Union[str, Executor, None], suite: Suite, workspace: Workspace,
@@ -221,7 +228,8 @@ def score_plan(plan: Plan, store: ResultStore, suite: Suite) -> list[tuple[Any, 
     rows: list[tuple[Any, ...]] = []
     for row in plan.table:
         values = scorer.score(kind=row.kind, points=row.points, reference=row.reference,
-                              detector=row.detector_spec, fit=row.fit, versus=row.versus)
+                              detector=row.detector_spec, fit=row.fit, versus=row.versus,
+                              extra_references=row.extra_references)
         rows += [(row.model, row.detector, row.label, metric, value, row.points, row.recipe())
                  for metric, value in values.items()]
     return rows
@@ -248,7 +256,8 @@ def run_suite(suite: Suite, *, data_root: Union[str, Path, None] = None,
         done = execute(plan, store, _executor(executor, suite, ws, bars), ctx,
                        metrics=list(suite.metrics), progress=bars)
         result = RunResult(run_id, store_path, pd.DataFrame(), list(suite.metrics),
-                           skipped=list(plan.skipped))
+                           skipped=list(plan.skipped),
+                           groups={p.label: p.group for p in suite.probes if p.group})
         first_use: set[str] = set()
         for job in plan.jobs:
             computed = job.key in done.computed and job.key not in first_use

@@ -17,8 +17,8 @@ from pathlib import Path
 from typing import Annotated, Any, Optional, Union
 
 import yaml
-from pydantic import (AfterValidator, BaseModel, ConfigDict, Field, ValidationError, ValidationInfo,
-                      field_validator, model_validator)
+from pydantic import (AfterValidator, BaseModel, ConfigDict, Field, StringConstraints,
+                      ValidationError, ValidationInfo, field_validator, model_validator)
 
 from oodbench.attacks.base import AttackSpec
 from oodbench.checks.spec import ChecksSpec
@@ -68,6 +68,10 @@ class _LocatedError(ValueError):
         self.loc = loc
 
 
+#: A probe's ``group:``: near, far (OpenOOD's OOD groups), csid (covariate-shifted
+#: in-distribution), unit-tests (NINCO's), or any other lower-case name.
+GroupName = Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9-]{0,31}$")]
+
 # Checked per item, so an error points at `metrics[3]`, not at the whole list.
 MetricName = Annotated[str, AfterValidator(lambda v: _check_registered(metrics, v))]
 
@@ -93,6 +97,10 @@ class DataSpec(BaseModel):
     versus: Optional[Label] = Field(None, description="an attack on in-distribution points that "
                                     "lowers the detector's score: the label of the probe whose "
                                     "(clean or attacked) points are the OOD side of this row")
+    group: Optional[GroupName] = Field(None, description="the group whose mean row this probe "
+                                       "joins (near, far: OpenOOD's near/far-OOD means; "
+                                       "unit-tests: NINCO's failure count; csid: covariate-shifted "
+                                       "in-distribution, used by `full_spectrum`)")
 
     @field_validator("dataset")
     @classmethod
@@ -116,6 +124,15 @@ class DataSpec(BaseModel):
         if v is not None:
             _check_registered(attacks, v.name)
         return v
+
+    @model_validator(mode="after")
+    def _default_group(self) -> "DataSpec":
+        """A data set registered with a group (NINCO's unit tests) joins it unless told."""
+        if self.group is None and self.dataset is not None:
+            default = datasets.meta(self.dataset).get("group")
+            if default is not None:
+                self.group = str(default)
+        return self
 
     @model_validator(mode="after")
     def _source_given(self) -> "DataSpec":
@@ -251,6 +268,9 @@ class Suite(BaseModel):
                              "(executor: ray) before it is reported")
     ray_address: Optional[str] = Field(None, description="executor: ray — the cluster to join "
                                        "('auto': a running one); default: start a local one")
+    full_spectrum: bool = Field(False, description="OpenOOD's full-spectrum setting (fsood): the "
+                                "`group: csid` probes join the in-distribution side of every OOD "
+                                "row; without it they are not evaluated")
     in_distribution: DataSpec
     models: list[SuiteModel] = Field(min_length=1)
     probes: list[DataSpec] = Field(default_factory=list)
@@ -359,6 +379,30 @@ class Suite(BaseModel):
         return self
 
     @model_validator(mode="after")
+    def _csid_probes_are_clean(self) -> "Suite":
+        """A covariate-shifted in-distribution set joins the in-distribution side; it is
+        evaluated clean (an attack on it, or on other points with it, would need early-stop
+        thresholds over both sides), and `full_spectrum` needs one."""
+        csid = [i for i, p in enumerate(self.probes) if p.group == "csid"]
+        for i in csid:
+            if self.probes[i].attack is not None:
+                raise _LocatedError(("probes", i, "group"), f"{self.probes[i].label}: a `group: "
+                                    "csid` probe joins the in-distribution side and is evaluated "
+                                    "clean; remove its `attack` or its group")
+        if self.full_spectrum and not csid:
+            raise _LocatedError(("full_spectrum",), "`full_spectrum: true` adds the `group: csid` "
+                                "probes to the in-distribution side, and this suite has none")
+        if self.full_spectrum:
+            for i, p in enumerate(self.probes):
+                if p.attack is not None:
+                    raise _LocatedError(("probes", i, "attack"), f"{p.label}: attacks are not "
+                                        "supported with `full_spectrum: true` (their early stop "
+                                        "ranks against the in-distribution test set alone)")
+        if self.in_distribution.group is not None:
+            raise _LocatedError(("in_distribution", "group"), "`group` belongs to probes")
+        return self
+
+    @model_validator(mode="after")
     def _versus_names_a_probe(self) -> "Suite":
         """An attack that lowers in-distribution scores is scored against one OOD probe: check
         that ``versus`` names one (and that such an attack has it) before anything runs."""
@@ -388,6 +432,18 @@ class Suite(BaseModel):
         """The results store; relative paths are relative to the working directory."""
         return Path(override or self.output or f"results/{self.name}.db").expanduser()
 
+    def hashed_dump(self, exclude: set[str]) -> dict[str, Any]:
+        """``model_dump`` for a hash: fields added after hashes were first stored are left out
+        while they hold their defaults (``full_spectrum``, a probe's ``group``), so the hashes
+        of suites that do not use them stay what they were."""
+        payload = self.model_dump(mode="json", exclude=exclude)
+        if not self.full_spectrum:
+            payload.pop("full_spectrum", None)
+        for spec in [payload.get("in_distribution") or {}, *payload.get("probes", [])]:
+            if spec.get("group") is None:
+                spec.pop("group", None)
+        return payload
+
     def content_hash(self) -> str:
         """sha256 of the canonical JSON of everything that defines the suite's results."""
         excluded = {"output", "data_root", "description", "shard_size", "executor", "resources",
@@ -398,7 +454,7 @@ class Suite(BaseModel):
             excluded.add("fit")
         if self.checks.is_default:  # the default: hashes of suites from before checks hold
             excluded.add("checks")
-        payload = self.model_dump(mode="json", exclude=excluded)
+        payload = self.hashed_dump(excluded)
         for spec in [payload["in_distribution"], *payload["probes"]]:
             if spec.get("versus") is None:
                 spec.pop("versus", None)

@@ -537,10 +537,11 @@ def test_dataset_contract(tmp_path, name):
     declared = datasets.meta(name).get("shape")
     assert out.shape == (tuple(declared) if declared is not None else ref.shape)
     assert out.images.dtype == torch.float32 and out.images.ndim == 4 and len(out) == 64
-    assert 0.0 <= float(out.images.min()) and float(out.images.max()) <= 1.0
+    images = materialise(out.images)  # synthetic probes may stream (NINCO's unit tests)
+    assert 0.0 <= float(images.min()) and float(images.max()) <= 1.0
     assert out.labels is None or (out.labels.dtype == torch.int64 and len(out.labels) == 64)
     again = load_dataset(name, request(tmp_path, n=64, seed=0, reference=ref))
-    assert torch.equal(out.images, again.images)  # seeded
+    assert torch.equal(images, materialise(again.images))  # seeded
 
 
 @pytest.mark.parametrize("name", [n for n in datasets.names() if n not in embedded_or_synthetic()])

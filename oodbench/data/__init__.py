@@ -6,7 +6,9 @@ Importing this package registers the built-ins in :data:`oodbench.registry.datas
   image-folder (real files under a data root, read through torchvision);
 - ``tiny_images``: tiny-images, 80 Million Tiny Images memory-mapped from ``tiny_images.bin``;
 - ``digits``: scikit-learn's embedded 8×8 digits (no download);
-- ``noise``: uniform-noise and smoothed-noise (synthetic, shaped like the in-distribution).
+- ``noise``: uniform-noise and smoothed-noise (synthetic, shaped like the in-distribution);
+- ``image_list``: image-list, the images an OpenOOD ``benchmark_imglist`` file names;
+- ``unit_tests``: NINCO's 17 OOD unit tests, ``unit-gaussian`` … (synthetic, any shape).
 
 A dataset is a function ``load(request: DataRequest) -> ImageSet``; call it through
 :func:`load_dataset`, which also checks the output contract. Probes are converted to the
@@ -20,6 +22,7 @@ import torch
 
 from oodbench.data import digits, noise, torchvision_sets  # noqa: F401  (registers built-ins)
 from oodbench.data import tiny_images  # noqa: F401  (registers tiny-images)
+from oodbench.data import image_list, unit_tests  # noqa: F401  (registers image-list, unit-*)
 from typing import Any, Mapping
 
 from oodbench.data.base import DataRequest, DatasetError, DatasetNotFoundError, ImageSet

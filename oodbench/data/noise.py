@@ -50,8 +50,8 @@ KERNEL_RADIUS = 7  # 15×15 kernel, as in the authors' code (``size = 7`` → of
 SIGMA_RANGE = (1.0, 2.5)
 
 
-def _count(request: DataRequest) -> int:
-    n = DEFAULT_N if request.n is None else request.n
+def _count(request: DataRequest, default: int = DEFAULT_N) -> int:
+    n = default if request.n is None else request.n
     if isinstance(n, bool) or not isinstance(n, int) or n < 1:
         raise ValueError(f"n must be a positive integer or None, got {request.n!r}")
     return n

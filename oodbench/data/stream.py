@@ -304,6 +304,26 @@ class FolderSource(ImageSource):
         return out
 
 
+# --- generated images --------------------------------------------------------------------------
+
+
+class GeneratedSource(ImageSource):
+    """Images made on demand: row ``i`` is ``make(i)``, a float32 (C, H, W) tensor in [0, 1] that
+    depends on ``i`` alone (its own seeded generator), so a synthetic probe of any size streams
+    like a file-backed set and any batch of it has the same bits as the whole."""
+
+    def __init__(self, name: str, count: int, image_shape: Sequence[int],
+                 make: Callable[[int], torch.Tensor]):
+        self.make = make
+        super().__init__(name, count, image_shape)
+
+    def read(self, indices: np.ndarray) -> torch.Tensor:
+        out = torch.empty((len(indices), *self._image_shape), dtype=torch.float32)
+        for k, i in enumerate(np.asarray(indices, dtype=np.int64).tolist()):
+            out[k] = self.make(i)
+        return out
+
+
 # --- views -------------------------------------------------------------------------------------
 
 

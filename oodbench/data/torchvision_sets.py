@@ -385,11 +385,11 @@ MAX_SIZE = 4096
 """Largest side `size` may resize to: the benchmarks' images are 8–224 pixels wide."""
 
 
-def _parse_size(value: Any, field: str = "size") -> tuple[int, int] | None:
+def _parse_size(value: Any, field: str = "size", name: str = "image-folder") -> tuple[int, int] | None:
     if value is None:
         return None
     if isinstance(value, bool):
-        raise ValueError(f"image-folder: `{field}` must be an int or [height, width], got {value!r}")
+        raise ValueError(f"{name}: `{field}` must be an int or [height, width], got {value!r}")
     if isinstance(value, int):
         value = (value, value)
     if (
@@ -398,7 +398,7 @@ def _parse_size(value: Any, field: str = "size") -> tuple[int, int] | None:
         and all(isinstance(v, int) and not isinstance(v, bool) and 0 < v <= MAX_SIZE for v in value)
     ):
         return int(value[0]), int(value[1])
-    raise ValueError(f"image-folder: `{field}` must be a positive int or [height, width] (at most "
+    raise ValueError(f"{name}: `{field}` must be a positive int or [height, width] (at most "
                      f"{MAX_SIZE}), got {value!r}")
 
 
@@ -431,7 +431,7 @@ class FolderOptions:
     crop: tuple[int, int] | None = None
 
 
-def _read_image(file: str, opts: FolderOptions) -> torch.Tensor:
+def _read_image(file: str, opts: FolderOptions, name: str = "image-folder") -> torch.Tensor:
     from PIL import Image
 
     with Image.open(file) as img:
@@ -448,30 +448,44 @@ def _read_image(file: str, opts: FolderOptions) -> torch.Tensor:
 
         h, w = image.shape[-2:]
         if opts.crop[0] > h or opts.crop[1] > w:
-            raise DatasetError(f"dataset 'image-folder': {file} is {h}×{w} after resizing, smaller "
+            raise DatasetError(f"dataset {name!r}: {file} is {h}×{w} after resizing, smaller "
                              f"than `crop` {opts.crop[0]}×{opts.crop[1]}; set `resize` to at least "
                              "the crop size")
         image = center_crop(image, list(opts.crop))
     return image[0]
 
 
-def folder_options(options: Mapping[str, Any]) -> FolderOptions:
-    """The options of image-folder, or ``ValueError`` naming the bad one (also the registry's
-    ``check_options``)."""
-    options = check_option_names("image-folder", options, ("path", "size", "resize", "crop"))
-    path = options.get("path")
-    if not path or not isinstance(path, (str, os.PathLike)):
-        raise ValueError("dataset 'image-folder' needs the option `path` (a folder of images)")
+GEOMETRY_OPTIONS = ("size", "resize", "crop")
+
+
+def geometry_options(name: str, options: Mapping[str, Any]) -> tuple[
+        tuple[int, int] | None, int | None, tuple[int, int] | None]:
+    """``(size, resize, crop)`` of a data set read from image files (image-folder, image-list),
+    or ``ValueError`` naming the bad one."""
     resize = options.get("resize")
     if resize is not None and (isinstance(resize, bool) or not isinstance(resize, int)
                                or not 0 < resize <= MAX_SIZE):
-        raise ValueError(f"image-folder: `resize` (the shorter side) must be a positive int of at "
+        raise ValueError(f"{name}: `resize` (the shorter side) must be a positive int of at "
                          f"most {MAX_SIZE}, got {resize!r}")
-    size = _parse_size(options.get("size"))
+    size = _parse_size(options.get("size"), name=name)
     if size is not None and resize is not None:
-        raise ValueError("image-folder: give `size` (exact height and width) or `resize` (the "
+        raise ValueError(f"{name}: give `size` (exact height and width) or `resize` (the "
                          "shorter side), not both")
-    return FolderOptions(str(path), size, resize, _parse_size(options.get("crop"), "crop"))
+    return size, resize, _parse_size(options.get("crop"), "crop", name)
+
+
+def folder_options(options: Mapping[str, Any]) -> FolderOptions:
+    """The options of image-folder, or ``ValueError`` naming the bad one (also the registry's
+    ``check_options``)."""
+    options = check_option_names("image-folder", options, ("path", "hint", *GEOMETRY_OPTIONS))
+    hint = options.get("hint")
+    if hint is not None and (not isinstance(hint, str) or not hint.strip()):
+        raise ValueError(f"image-folder: `hint` (the download that provides the folder) must be a "
+                         f"non-empty string, got {hint!r}")
+    path = options.get("path")
+    if not path or not isinstance(path, (str, os.PathLike)):
+        raise ValueError("dataset 'image-folder' needs the option `path` (a folder of images)")
+    return FolderOptions(str(path), *geometry_options("image-folder", options))
 
 
 @datasets.register(
@@ -485,7 +499,8 @@ def folder_options(options: Mapping[str, Any]) -> FolderOptions:
 def image_folder(request: DataRequest) -> ImageSet:
     """A folder of images (LSUN classroom, ImageNet-, …), RGB, labels = sorted class folders.
 
-    Options: ``path`` (required; relative paths are resolved against ``request.root``),
+    Options: ``path`` (required; relative paths are resolved against ``request.root``), ``hint``
+    (the download that provides the folder, named when it is missing),
     ``size`` (an int or ``[height, width]``) to resize every image with the same antialiased
     bilinear resize as :func:`oodbench.data.transforms.to_shape`, or ``resize`` (shorter side,
     aspect kept) with ``crop`` (centre crop, int or ``[height, width]``): ``resize: 256, crop:
@@ -505,8 +520,9 @@ def image_folder(request: DataRequest) -> ImageSet:
         lambda: _folder_samples(path),
         expected=f"images under {path}",
         downloadable=False,
-        fix="point the option `path` at the folder (a relative `path` is resolved against the "
-        f"data root), or {FIX_ROOT}",
+        fix=(f"download {request.options['hint']} into the data root, or " if request.options.get("hint")
+             else "") + "point the option `path` at the folder (a relative `path` is resolved "
+        f"against the data root), or {FIX_ROOT}",
     )
     samples = take(samples, subsample_indices(len(samples), request.n, request.seed))
     files = [file for file, _ in samples]
@@ -523,7 +539,8 @@ def _resized(h: int, w: int, shorter: int) -> tuple[int, int]:
     return int(shorter * h / w), shorter
 
 
-def _folder_shape(files: list[str], opts: FolderOptions, path: Path) -> tuple[int, int, int]:
+def _folder_shape(files: list[str], opts: FolderOptions, path: Path,
+                  name: str = "image-folder") -> tuple[int, int, int]:
     """The (3, H, W) every image of the folder becomes: from ``size`` or ``crop`` when they fix
     it, else from the files' headers (PIL reads the size without decoding the pixels), which
     must then all agree."""
@@ -542,7 +559,7 @@ def _folder_shape(files: list[str], opts: FolderOptions, path: Path) -> tuple[in
             break
     if len(shapes) > 1:
         raise ValueError(
-            f"dataset 'image-folder': images in {path} have different sizes "
+            f"dataset {name!r}: images in {path} have different sizes "
             f"({', '.join(f'{h}×{w}' for h, w in sorted(shapes)[:4])}…); set the option `size`, "
             "or `resize` and `crop`"
         )

@@ -111,6 +111,8 @@ class Row:
     rows, the in-distribution points). ``reference``: the job with the clean in-distribution
     arrays this detector's OOD rows are ranked against. ``fit``: the detector's fit job.
     ``versus``: for an attacked in-distribution row, the job of its OOD side.
+    ``extra_references``: jobs whose points join ``reference`` on the in-distribution side of an
+    OOD row (OpenOOD's full-spectrum setting: the covariate-shifted in-distribution sets).
     """
 
     model: str
@@ -122,11 +124,15 @@ class Row:
     detector_spec: dict[str, Any]
     fit: Optional[str] = None
     versus: Optional[str] = None
+    extra_references: tuple[str, ...] = ()
 
     def recipe(self) -> dict[str, Any]:
         """What the store keeps with the row's metrics, so ``verify`` recomputes them alone."""
-        return {"kind": self.kind.value, "points": self.points, "reference": self.reference,
-                "detector": self.detector_spec, "fit": self.fit, "versus": self.versus}
+        recipe = {"kind": self.kind.value, "points": self.points, "reference": self.reference,
+                  "detector": self.detector_spec, "fit": self.fit, "versus": self.versus}
+        if self.extra_references:  # only full-spectrum rows: recipes stored before stay as they were
+            recipe["extra_references"] = list(self.extra_references)
+        return recipe
 
 
 @dataclass(frozen=True)

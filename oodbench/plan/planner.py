@@ -31,6 +31,7 @@ from oodbench.plan.cost import Cost
 from oodbench.plan.jobs import Job, JobKind, Plan, Row, Shard, ShardState
 from oodbench.plan.thresholds import Thresholds, points_to_reattack
 from oodbench.registry import attacks
+from oodbench.score.groups import CSID
 from oodbench.score.rows import RowKind
 from oodbench.scores import SCORE_DEFINITION
 from oodbench.store import ResultStore, canonical_hash
@@ -241,8 +242,12 @@ class _Planner:
             fit = self._fit(model_index, fp, d) if det.needs_fit else None
             pending.append((Row(spec.name, dspec.display, in_label, RowKind.IN_DISTRIBUTION,
                                 clean, reference, plain(dspec), fit), None))
+            # full spectrum: the covariate-shifted sets join the in-distribution side
+            extra = tuple(self._forward(model_index, fp, i, d if det.needs_model else None)
+                          for i, p in enumerate(self.suite.probes)
+                          if p.group == CSID and i in self.points)
             for probe_index, probe in enumerate(self.suite.probes):
-                if probe_index not in self.points:
+                if probe_index not in self.points or probe.group == CSID:
                     continue
                 attack = None if probe.attack is None else attacks.get(probe.attack.name)()
                 if not scores_row(det, attack):
@@ -256,7 +261,8 @@ class _Planner:
                 if probe.versus is None:
                     ood_points[(dspec.display, probe.label)] = points
                 pending.append((Row(spec.name, dspec.display, probe.label, kind, points, reference,
-                                    plain(dspec), fit), probe.versus))
+                                    plain(dspec), fit, extra_references=extra
+                                    if kind is RowKind.OOD else ()), probe.versus))
         for row, versus in pending:
             if versus is not None:
                 target = ood_points.get((row.detector, versus))
@@ -278,6 +284,8 @@ def make_plan(suite: Suite, store: ResultStore, data: PlannedData, *,
     skipped: list[str] = []
     points: dict[int, int] = {}
     for probe_index, probe in enumerate(suite.probes):
+        if probe.group == CSID and not suite.full_spectrum:
+            continue  # covariate-shifted in-distribution: only the full-spectrum setting uses it
         try:
             if probe.attack is None:
                 points[probe_index] = len(data.probe(probe))

@@ -18,6 +18,8 @@ Each table row (probe) gets a *kind*, from the run's suite (``runs.suite_json``)
 ``worst-case``       the ``worst-case`` attack on an OOD set (worst-case AUROC)
 ``robust``           an attack scored like the in-distribution row (AutoAttack: robust error)
 ``summary``          an attack's own quantities (α-scaling, counterfactuals)
+``group``            the mean over a ``group:`` of probes (near, far; :mod:`oodbench.score.groups`)
+``unit-tests``       how many of NINCO's OOD unit tests each model fails
 =================  =================================================================
 """
 
@@ -32,9 +34,11 @@ from typing import Any, Optional
 import pandas as pd
 
 from oodbench.core.errors import ReportError
+from oodbench.score.groups import UNIT_TESTS, group_label
 from oodbench.store import JobRecord, ResultStore, RunRecord
 
-KINDS = ("in-distribution", "ood", "noise", "adversarial", "worst-case", "robust", "summary")
+KINDS = ("in-distribution", "ood", "noise", "adversarial", "worst-case", "robust", "summary",
+         "group", "unit-tests")
 CLEAN_OOD = ("ood", "noise")
 
 
@@ -91,7 +95,8 @@ def expected_rows(run: RunRecord) -> list[tuple[str, str, str, Optional[str]]]:
     kinds: list[Optional[str]] = []
     names: list[Optional[str]] = []
     versus: list[Optional[str]] = []
-    for spec in run.suite.get("probes") or []:
+    specs = run.suite.get("probes") or []
+    for spec in specs:
         attack = (spec or {}).get("attack") if isinstance(spec, dict) else None
         names.append(str(attack.get("name", "")) if attack else None)
         kinds.append(_attack_row(str(attack.get("name", ""))) if attack else "probe")
@@ -102,10 +107,17 @@ def expected_rows(run: RunRecord) -> list[tuple[str, str, str, Optional[str]]]:
         for det_label, det in suite_detectors(run.suite):
             rows.append((model, det_label, in_label, "in"))
             rows += [(model, det_label, label, kind)
-                     for label, kind, name, target in zip(labels, kinds, names, versus)
+                     for label, kind, name, target, spec in zip(labels, kinds, names, versus, specs)
                      if label not in run.skipped and target not in run.skipped
-                     and _row_exists(det, name)]
+                     and _row_exists(det, name) and not _joins_in_distribution(spec)]
     return rows
+
+
+def _joins_in_distribution(spec: Any) -> bool:
+    """A covariate-shifted in-distribution probe (``group: csid``) makes no row of its own."""
+    from oodbench.score.groups import CSID
+
+    return isinstance(spec, dict) and spec.get("group") == CSID
 
 
 def completeness_problems(store: ResultStore, run_id: int) -> list[str]:
@@ -345,6 +357,8 @@ class RunData:
     intervals: dict[tuple[str, str, str], tuple[float, float]] = field(default_factory=dict)
     #: The trust checks' flags of the run's jobs (:func:`run_flags`).
     flags: list[RowFlag] = field(default_factory=list)
+    #: ``{probe label: group}`` of the suite (:mod:`oodbench.score.groups`).
+    groups: dict[str, str] = field(default_factory=dict)
     _values: dict[tuple[str, str, str], float] = field(default_factory=dict, repr=False)
 
     def __post_init__(self) -> None:
@@ -436,7 +450,10 @@ def load_run(store: ResultStore, run_id: Optional[int]) -> RunData:
     rid, suite = record.id, record.suite
     from oodbench.runner import fold_detectors
 
-    long = fold_detectors(store.metrics_frame(rid))
+    from oodbench.score.groups import probe_groups, with_group_rows
+
+    groups = probe_groups(suite)
+    long = fold_detectors(with_group_rows(store.metrics_frame(rid), groups))
     if long.empty:
         raise ReportError(f"{store.path}: run {rid} has no metrics"
                           + (" (it did not finish: interrupted, or it failed)"
@@ -446,9 +463,13 @@ def load_run(store: ResultStore, run_id: Optional[int]) -> RunData:
     metric_sets = long.groupby("probe")["metric"].agg(set).to_dict()
 
     probes = [Probe(in_label, "in-distribution")]
+    group_labels = {group_label(g): g for g in groups.values()}
     for label in probe_labels + [p for p in dict.fromkeys(long["probe"])
                                  if p not in probe_labels and p != in_label]:
-        if label in metric_sets:
+        if label in group_labels:
+            kind = UNIT_TESTS if group_labels[label] == UNIT_TESTS else "group"
+            probes.append(Probe(label, kind))
+        elif label in metric_sets:
             probes.append(Probe(label, probe_kind(specs.get(label), metric_sets[label]), specs.get(label)))
     kinds = {p.label: p.kind for p in probes}
     long = long.assign(kind=long["probe"].map(kinds))
@@ -456,7 +477,7 @@ def load_run(store: ResultStore, run_id: Optional[int]) -> RunData:
     model_names = [str(m.get("name")) for m in suite.get("models") or []]
     present = list(dict.fromkeys(long["model"]))
     models = [m for m in model_names if m in present] + [m for m in present if m not in model_names]
-    return RunData(run_id=rid, name=str(suite.get("name") or record.suite_name),
+    return RunData(run_id=rid, name=str(suite.get("name") or record.suite_name), groups=groups,
                    description=str(suite.get("description") or ""), in_label=in_label,
                    models=models, probes=probes, metrics=long,
                    declared=[in_label, *probe_labels], flags=run_flags(store, rid))
@@ -481,7 +502,9 @@ def with_intervals(store: ResultStore, run: RunData, level: float, *,
     model), each row scored by its own detector. Rows whose arrays are missing get none."""
     from oodbench.registry import UnknownNameError
     from oodbench.score.labels import folds, shown_model
-    from oodbench.score import bootstrap_intervals, row_of_job
+    from oodbench.score import RowKind, row_of_job
+    from oodbench.score.bootstrap import bootstrap_mean_intervals, bootstrap_samples, percentile_intervals
+    from oodbench.score.groups import group_members
     from oodbench.score.table import MissingArraysError, TableScorer
 
     record = store.run_record(run.run_id)
@@ -493,6 +516,7 @@ def with_intervals(store: ResultStore, run: RunData, level: float, *,
     clean = {m: h for m, d, p, h in rows if p == run.in_label}
     scorer = TableScorer(store, [], seed)
     intervals: dict[tuple[str, str, str], tuple[float, float]] = {}
+    member_samples: dict[tuple[str, str], dict[str, list[float]]] = {}
     for model, detector, probe, job_hash in rows:
         shown = shown_model(model, detector, folded)
         recipe = recipes[(model, detector, probe, job_hash)]
@@ -513,9 +537,20 @@ def with_intervals(store: ResultStore, run: RunData, level: float, *,
                 det = fit = versus = None
         except (MissingArraysError, UnknownNameError, KeyError, ValueError):
             continue
-        for metric, bounds in bootstrap_intervals(kind, arrays, clean_arrays, names, level=level,
-                                                  n_resamples=n_resamples, seed=seed, detector=det,
-                                                  fit=fit, versus=versus).items():
+        if kind is RowKind.SUMMARY:
+            continue
+        samples = bootstrap_samples(kind, arrays, clean_arrays, names, n_resamples=n_resamples,
+                                    seed=seed, detector=det, fit=fit, versus=versus)
+        member_samples[(shown, probe)] = samples
+        for metric, bounds in percentile_intervals(samples, level).items():
             intervals[(shown, probe, metric)] = bounds
+    models = dict.fromkeys(shown for shown, _ in member_samples)
+    for group, labels in group_members(run.groups, [p.label for p in run.probes]).items():
+        for shown in models:
+            members = [member_samples.get((shown, label)) for label in labels]
+            if any(m is None for m in members):
+                continue
+            for metric, bounds in bootstrap_mean_intervals(members, level=level).items():  # type: ignore[arg-type]
+                intervals[(shown, group_label(group), metric)] = bounds
     run.intervals = intervals
     return run

@@ -37,6 +37,7 @@ from pathlib import Path
 from typing import Callable, Optional
 
 from oodbench.report.data import CLEAN_OOD, ReportError, RunData
+from oodbench.score.groups import FAILED, UNIT_TESTS
 from oodbench.report.references import References
 
 LAYOUTS = ("hein2019-table1", "ratio-summary", "per-probe", "detectors")
@@ -200,7 +201,8 @@ def _groups(labels: list[str], span: int) -> list[Group]:
 # --------------------------------------------------------------------------- hein2019-table1
 
 _TABLE1 = (("mmc", "MMC"), ("auroc", "AUROC"), ("fpr95", "FPR@95"))
-_TABLE1_ORDER = {"in-distribution": 0, "ood": 1, "noise": 2, "adversarial": 3, "worst-case": 3}
+_TABLE1_ORDER = {"in-distribution": 0, "ood": 1, "noise": 2, "adversarial": 3, "worst-case": 3,
+                 "group": 4}
 
 
 def _te_header(run: RunData, refs: References, model: str) -> str:
@@ -281,6 +283,11 @@ def ratio_summary(runs: list[RunData], numbers: Numbers, refs: References) -> Ta
         specs.append(("Mean MMC on OOD", "mmc",
                       lambda m: _mean([run.value(m, p.label, "mmc") for p in clean]),
                       lambda m: refs.get(m, "summary", "mmc")))
+        for p in run.of_kind("group"):  # OpenOOD's near/far means (oodbench.score.groups)
+            for name, metric in (("AUROC", "auroc"), ("FPR@95", "fpr95")):
+                specs.append((f"{name}, {p.label}", metric,
+                              lambda m, p=p, metric=metric: run.value(m, p.label, metric),
+                              lambda m, p=p, metric=metric: refs.get(m, p.label, metric)))
         rows = []
         for label, metric, measured, reported in specs:
             values = [measured(m) for m in run.models]
@@ -351,12 +358,20 @@ def per_probe(runs: list[RunData], numbers: Numbers, refs: References) -> Table:
 # --------------------------------------------------------------------------- detectors
 
 
+def _detector_columns(kind: str) -> tuple[str, ...]:
+    """The metrics the detectors layout shows for a row of ``kind``: a group mean like a clean
+    set; the unit tests as the count of failed ones (:mod:`oodbench.score.groups`)."""
+    if kind == UNIT_TESTS:
+        return (FAILED,)
+    return ("auroc", "fpr95") if kind in CLEAN_OOD + ("group",) else ("auroc",)
+
+
 def detectors(runs: list[RunData], numbers: Numbers, refs: References) -> Table:
     blocks = []
     for run in runs:
-        probes = [p for p in run.probes if p.kind in CLEAN_OOD + ("adversarial", "worst-case")]
-        columns = [(p.label, metric) for p in probes
-                   for metric in (("auroc", "fpr95") if p.kind in CLEAN_OOD else ("auroc",))]
+        probes = [p for p in run.probes
+                  if p.kind in CLEAN_OOD + ("adversarial", "worst-case", "group", UNIT_TESTS)]
+        columns = [(p.label, metric) for p in probes for metric in _detector_columns(p.kind)]
         cells = {(m, col): make_cell(numbers, col[1], run.value(m, col[0], col[1]),
                                      refs.get(m, col[0], col[1]), run.interval(m, col[0], col[1]))
                  for m in run.models for col in columns}
@@ -366,11 +381,11 @@ def detectors(runs: list[RunData], numbers: Numbers, refs: References) -> Table:
         spans: list[Group] = []
         start = 2
         for p in probes:
-            span = 2 if p.kind in CLEAN_OOD else 1
+            span = len(_detector_columns(p.kind))
             spans.append(Group(p.label, span, start))
             start += span
         blocks.append(Block(stub=f"Trained on {run.in_label}",
-                            columns=[dict(_TABLE1)[metric] for _, metric in columns],
+                            columns=[dict(_TABLE1).get(metric, metric) for _, metric in columns],
                             rows=rows, groups=spans))
     legend = ("AUROC and FPR@95 per clean OOD set, AUROC under each attack on the detector's own "
               "score, per model · detector; best per column in bold")

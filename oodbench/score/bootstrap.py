@@ -46,6 +46,20 @@ def bootstrap_intervals(kind: RowKind, arrays: Mapping[str, np.ndarray],
     kind = RowKind(kind)
     if kind is RowKind.SUMMARY:
         return {}
+    return percentile_intervals(bootstrap_samples(
+        kind, arrays, clean, metric_names, n_resamples=n_resamples, seed=seed, detector=detector,
+        fit=fit, versus=versus), level)
+
+
+def bootstrap_samples(kind: RowKind, arrays: Mapping[str, np.ndarray],
+                      clean: Mapping[str, np.ndarray], metric_names: Sequence[str], *,
+                      n_resamples: int = DEFAULT_RESAMPLES, seed: int = 0,
+                      detector: Optional["Detector"] = None,
+                      fit: Optional[Mapping[str, np.ndarray]] = None,
+                      versus: Optional[Mapping[str, np.ndarray]] = None) -> dict[str, list[float]]:
+    """Each metric's value on each of ``n_resamples`` resamples of the row's points (NaN where
+    undefined on a resample), in the documented draw order."""
+    kind = RowKind(kind)
     rng = np.random.default_rng(seed)
     inside = arrays if kind in (RowKind.IN_DISTRIBUTION, RowKind.IN_ATTACKED) else clean
     outside = None if kind is RowKind.IN_DISTRIBUTION else versus if kind is RowKind.IN_ATTACKED else arrays
@@ -76,6 +90,27 @@ def bootstrap_intervals(kind: RowKind, arrays: Mapping[str, np.ndarray],
                               out_scores=None if out_scores is None else out_scores[j])
             for name, value in compute_metrics(list(metric_names), inp, row=row).items():
                 samples.setdefault(name, []).append(value)
+    return samples
+
+
+def bootstrap_mean_intervals(members: Sequence[Mapping[str, list[float]]], *, level: float = 0.95
+                             ) -> dict[str, tuple[float, float]]:
+    """The interval of a group row's mean (:mod:`oodbench.score.groups`): ``members`` are the
+    member rows' :func:`bootstrap_samples` (each set's points resampled); resample ``r`` of the
+    mean is the mean of the members' resample ``r``, for each metric every member has."""
+    if not members:
+        return {}
+    sizes = {len(values) for m in members for values in m.values()}
+    names = set.intersection(*(set(m) for m in members)) if len(sizes) == 1 else set()
+    means = {name: list(np.mean([np.asarray(m[name], dtype=np.float64) for m in members], axis=0))
+             for name in sorted(names)}
+    return percentile_intervals(means, level)
+    return percentile_intervals(samples, level)
+
+
+def percentile_intervals(samples: Mapping[str, Sequence[float]], level: float
+                         ) -> dict[str, tuple[float, float]]:
+    """The ``level`` percentile interval of each metric's resampled values (finite ones)."""
     tail = (1 - level) / 2 * 100
     intervals = {}
     for name, values in samples.items():

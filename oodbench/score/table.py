@@ -44,7 +44,7 @@ class TableScorer:
         self.store, self.metrics, self.seed = store, list(metrics), seed
         self._arrays: dict[str, Mapping[str, np.ndarray]] = {}
         self._detectors: dict[str, "Detector"] = {}
-        self._clean_scores: dict[tuple[str, str, Optional[str]], np.ndarray] = {}
+        self._clean_scores: dict[tuple[Optional[str], ...], np.ndarray] = {}
 
     def arrays(self, key: str) -> Mapping[str, np.ndarray]:
         if key not in self._arrays:
@@ -62,8 +62,18 @@ class TableScorer:
             self._detectors[name] = build_detector(spec["name"], spec.get("params") or {})
         return self._detectors[name]
 
+    def reference(self, reference: str, extra: Sequence[str] = ()) -> Mapping[str, np.ndarray]:
+        """The in-distribution side of a row: the ``reference`` job's arrays, with the points of
+        the ``extra`` jobs after them (full spectrum: the covariate-shifted sets)."""
+        if not extra:
+            return self.arrays(reference)
+        parts = [self.arrays(key) for key in (reference, *extra)]
+        shared = [k for k in parts[0] if all(k in p and np.ndim(p[k]) >= 1 for p in parts)]
+        return {k: np.concatenate([np.asarray(p[k]) for p in parts]) for k in shared}
+
     def inputs(self, *, kind: RowKind, points: str, reference: str, detector: Mapping[str, Any],
-               fit: Optional[str] = None, versus: Optional[str] = None) -> RowInputs:
+               fit: Optional[str] = None, versus: Optional[str] = None,
+               extra_references: Sequence[str] = ()) -> RowInputs:
         """Everything a row is scored from, read from the store (the fields are a
         :class:`~oodbench.plan.jobs.Row`'s, or the recipe stored beside its metrics)."""
         kind = RowKind(kind)
@@ -73,10 +83,10 @@ class TableScorer:
         if kind is RowKind.SUMMARY:
             record = self.store.job_record(points)
             _, attack = row_of_job(record.config if record is not None else {})
-        clean = self.arrays(reference)
+        clean = self.reference(reference, tuple(extra_references))
         clean_scores = None
         if kind is RowKind.OOD:
-            cache = (json.dumps(detector, sort_keys=True), reference, fit)
+            cache = (json.dumps(detector, sort_keys=True), reference, fit, *extra_references)
             if cache not in self._clean_scores:
                 self._clean_scores[cache] = det.scores(clean, fit_arrays)
             clean_scores = self._clean_scores[cache]
