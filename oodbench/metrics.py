@@ -28,7 +28,6 @@ from typing import Any, Callable, Optional, Sequence
 
 import numpy as np
 
-from oodbench.core.rows import METRIC_SCOPES, RowKind
 from oodbench.registry import metrics as metric_registry
 from oodbench.scores import msp_score
 
@@ -640,10 +639,9 @@ def fit_temperature(logits: Any, labels: Any, *, grid: Any = None, n_bins: int =
 # Part 2: registered metrics
 # --------------------------------------------------------------------------------------------
 
-SCOPES = tuple(METRIC_SCOPES)
+SCOPES = ("in", "probe", "both")
 """Where a metric applies: ``in`` = the model's in-distribution row of the results table,
-``probe`` = each OOD probe's row (needs OOD logits), ``both`` = both kinds of rows
-(:data:`~oodbench.core.rows.METRIC_SCOPES`)."""
+``probe`` = each OOD probe's row (needs OOD logits), ``both`` = both kinds of rows."""
 
 
 @dataclass(frozen=True, eq=False)
@@ -900,9 +898,7 @@ def _fpr95_ood_metric(inp: MetricInput) -> float:
     return fpr_at_tpr(-inp.out_score, -inp.in_score, tpr=0.95)
 
 
-# a row kind -> the metric scopes computed on it: {"in": ("in", "both"), "probe": ("probe", "both")}
-_ROW_SCOPES = {row.value: tuple(scope for scope, rows in METRIC_SCOPES.items() if row in rows)
-               for row in (RowKind.IN_DISTRIBUTION, RowKind.OOD)}
+_ROW_SCOPES = {"in": ("in", "both"), "probe": ("probe", "both")}
 
 
 def compute_metrics(names: list[str], inp: MetricInput, *, row: str) -> dict[str, float]:

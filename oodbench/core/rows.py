@@ -1,6 +1,5 @@
 """How a table row is scored: the kind every stage agrees on (attacks declare it, the planner
-plans by it, the scorer scores by it), and the rows a metric's scope covers (the metrics
-compute by it), in one vocabulary."""
+plans by it, the scorer scores by it)."""
 
 from __future__ import annotations
 
@@ -16,12 +15,4 @@ class RowKind(str, Enum):
     IN_ATTACKED = "in-attacked"   # attacked in-distribution points against a probe's OOD points
 
 
-#: A metric's ``scope`` -> the kinds of row it has a value on. The scopes are named by the row
-#: kinds they cover (``in``, ``probe``); ``both`` covers the two.
-METRIC_SCOPES: dict[str, frozenset[RowKind]] = {
-    RowKind.IN_DISTRIBUTION.value: frozenset({RowKind.IN_DISTRIBUTION}),
-    RowKind.OOD.value: frozenset({RowKind.OOD}),
-    "both": frozenset({RowKind.IN_DISTRIBUTION, RowKind.OOD}),
-}
-
-__all__ = ["METRIC_SCOPES", "RowKind"]
+__all__ = ["RowKind"]
