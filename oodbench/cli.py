@@ -200,8 +200,11 @@ def list_(family: Optional[str]) -> None:
 @click.option("--run", "run_id", type=int, default=None, help="Run id (default: the latest).")
 def show(results: Path, run_id: Optional[int]) -> None:
     """Print the metrics table of a run stored in RESULTS (opened read-only), then the trust
-    checks' flags of its jobs (gradient masking and the like). Exit 1 if the run is incomplete (interrupted, failed, or rows missing), 2 if there is no such run."""
-    from oodbench.report.data import ReportError, completeness_problems, find_run
+    checks' flags of its jobs (gradient masking and the like). Every printed value is recomputed
+    from the stored arrays and compared with the stored one: if any differs the table is not
+    printed. Exit 1 if the run does not verify (interrupted, failed, rows missing, a checksum or
+    a metric that does not recompute), 2 if there is no such run."""
+    from oodbench.report.data import ReportError, audit_run, find_run, recomputed_frame
     from oodbench.runner import format_table, wide_table
     from oodbench.score.groups import probe_groups
     from oodbench.store import ResultStore
@@ -212,31 +215,80 @@ def show(results: Path, run_id: Optional[int]) -> None:
         except ReportError as err:
             click.echo(f"error: {err}", err=True)
             sys.exit(2)
-        problems = completeness_problems(store, run.id)
-        table = wide_table(store.metrics_frame(run.id), groups=probe_groups(run.suite))
-    if not table.empty:
+        audit = audit_run(store, run.id)
+        table = (None if audit.mismatches
+                 else wide_table(recomputed_frame(store, run.id, audit.values),
+                                 groups=probe_groups(run.suite)))
+    if table is not None and not table.empty:
         click.echo(format_table(table))
     _echo_flags(results, run.id)
-    if problems:
-        click.echo(f"{results}: run {run.id} is incomplete ({len(problems)} problem(s)):\n"
-                   + "\n".join(f"  - {p}" for p in problems), err=True)
+    if audit.problems:
+        shown = "" if table is not None else "; its table is not shown"
+        click.echo(f"{results}: run {run.id} does not verify ({len(audit.problems)} problem(s)"
+                   f"{shown}):\n" + "\n".join(f"  - {p}" for p in audit.problems)
+                   + f"\nRun the suite again (stored jobs are reused) to recompute it, into a "
+                   "new store if this one was edited.", err=True)
         sys.exit(1)
+
+
+def _recompute_options(command: click.Command) -> click.Command:
+    """The options of a recomputation audit, shared by `verify` and `leaderboard verify`."""
+    from oodbench.recompute import DEFAULT_TOLERANCE
+
+    options = [
+        click.option("--recompute", "fraction", type=click.FloatRange(0, 1, min_open=True),
+                     default=None, metavar="FRACTION",
+                     help="Also re-execute this fraction (0-1] of the stored shards, a seeded "
+                          "random sample, and compare their arrays with the stored ones "
+                          "(catches arrays forged with recomputed checksums)."),
+        click.option("--tolerance", type=click.FloatRange(0), default=None,
+                     help="With --recompute: relative and absolute tolerance on float arrays. "
+                          "Default: bit-identical when this machine's stack (oodbench, torch, "
+                          f"numpy, Python, device) is the run's, else {DEFAULT_TOLERANCE:g}."),
+        click.option("--sample-seed", type=int, default=0, show_default=True,
+                     help="With --recompute: the seed that draws the shards."),
+        click.option("--suite-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
+                     help="With --recompute: the directory the run's suite file was in (its "
+                          "relative checkpoint and data paths resolve from it; default: here)."),
+        click.option("--data-root", type=click.Path(path_type=Path), default=None,
+                     help="With --recompute: where datasets live (as for `oodbench run`)."),
+        click.option("--device", default=None,
+                     help="With --recompute: cpu, cuda, … (default: the suite's)."),
+    ]
+    for option in reversed(options):
+        command = option(command)
+    return command
 
 
 @main.command()
 @click.argument("results", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option("--run", "run_id", type=int, default=None, help="Run id (default: the latest).")
-def verify(results: Path, run_id: Optional[int]) -> None:
+@_recompute_options
+def verify(results: Path, run_id: Optional[int], fraction: Optional[float],
+           tolerance: Optional[float], sample_seed: int, suite_dir: Optional[Path],
+           data_root: Optional[Path], device: Optional[str]) -> None:
     """Check a run of RESULTS (opened read-only): complete, jobs, checksums, and every metric
-    recomputed from the stored arrays. Exit 1 if anything differs or is missing."""
+    recomputed from the stored arrays; with --recompute, also re-execute a sample of the stored
+    shards. Exit 1 if anything differs or is missing."""
+    from oodbench.recompute import recompute_run
     from oodbench.report.data import full_verification
     from oodbench.store import ResultStore
 
+    summary = None
     with ResultStore(results, readonly=True) as store:
         run_id = store.latest_run_id() if run_id is None else run_id
         problems = full_verification(store, run_id) if run_id is not None else ["no runs stored"]
+        if fraction is not None and run_id is not None:
+            with _warnings_as_lines():
+                audit = recompute_run(store, run_id, fraction, seed=sample_seed,
+                                      tolerance=tolerance, suite_dir=suite_dir,
+                                      data_root=data_root, device=device)
+            problems += audit.problems
+            summary = audit.summary()
     for problem in problems:
         click.echo(f"  - {problem}")
+    if summary is not None:
+        click.echo(summary)
     click.echo(f"{results}: run {run_id} " + ("verifies" if not problems else
                                             f"does not verify ({len(problems)} problem(s))"))
     sys.exit(1 if problems else 0)
@@ -279,10 +331,11 @@ def report(results: Path, fmt: str, layout: str, run_ids: tuple[int, ...], preci
     from oodbench.report import render
     from oodbench.report.output import write_text
 
-    text = render(results, fmt=fmt, layout=layout, run_id=list(run_ids) or None,
-                  precision=precision, percent=percent, references=list(references),
-                  standalone=standalone, allow_unverified=allow_unverified, plots=plots_dir,
-                  link_from=None if out is None else out.parent, ci=ci, ci_style=ci_style)
+    with _warnings_as_lines():  # --allow-unverified: the problems, as one warning line
+        text = render(results, fmt=fmt, layout=layout, run_id=list(run_ids) or None,
+                      precision=precision, percent=percent, references=list(references),
+                      standalone=standalone, allow_unverified=allow_unverified, plots=plots_dir,
+                      link_from=None if out is None else out.parent, ci=ci, ci_style=ci_style)
     if out is not None:
         write_text(out, text)
     if out is None:
@@ -455,15 +508,35 @@ def leaderboard() -> None:
 @leaderboard.command("verify")
 @click.option("--leaderboard", "leaderboard_file", type=click.Path(path_type=Path),
               default=Path("leaderboard.db"), show_default=True, help="Leaderboard file (SQLite).")
-def leaderboard_verify(leaderboard_file: Path) -> None:
-    """Re-check every entry against its results store; exit 1 if any does not verify."""
-    from oodbench.leaderboard import verify_entries
+@_recompute_options
+def leaderboard_verify(leaderboard_file: Path, fraction: Optional[float],
+                       tolerance: Optional[float], sample_seed: int, suite_dir: Optional[Path],
+                       data_root: Optional[Path], device: Optional[str]) -> None:
+    """Re-check every entry against its results store; with --recompute, also re-execute a
+    sample of each entry's stored shards and record the result on the leaderboard (its page
+    shows it). Exit 1 if any entry does not verify."""
+    from oodbench.leaderboard import recompute_entries, verify_entries
 
     results = verify_entries(leaderboard_file)
+    audits = {}
+    if fraction is not None:
+        if suite_dir is not None:
+            raise click.UsageError("--suite-dir: a leaderboard entry's checkpoint path is absolute")
+        with _warnings_as_lines():
+            audits = recompute_entries(leaderboard_file, fraction, seed=sample_seed,
+                                       tolerance=tolerance, data_root=data_root, device=device)
     for entry_id, problems in results.items():
+        audit = audits.get(entry_id)
+        if isinstance(audit, str):
+            problems = problems + [audit]
+        elif audit is not None:
+            problems = problems + audit.problems
         click.echo(f"entry {entry_id}: " + ("ok" if not problems else f"{len(problems)} problem(s)"))
         for problem in problems:
             click.echo(f"  - {problem}")
+        if audit is not None and not isinstance(audit, str):
+            click.echo(f"  {audit.summary()}")
+        results[entry_id] = problems
     sys.exit(1 if any(results.values()) else 0)
 
 

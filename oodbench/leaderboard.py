@@ -18,6 +18,15 @@ Schema (version in ``meta.schema_version``):
   oodbench / torch / torchvision versions, device, environment JSON, submitted (UTC), and the
   results-store run it came from.
 - ``entry_metrics``: the full metrics of an entry in long format (probe, metric, value).
+- ``recomputations``: each recomputation audit of an entry (``oodbench leaderboard verify
+  --recompute``): when, the fraction, seed and tolerance, whether the stack was the run's, how
+  many shards were re-executed of how many, and the problems found (JSON; empty: all match).
+  Added within schema 1: a read-only reader treats a file without it as never audited.
+
+Rendering checks every entry first, as ``report`` checks a run: the entry's run must verify, its
+metrics must recompute from the stored arrays, and the leaderboard's copy must equal them; an
+entry that fails is a :class:`LeaderboardError` naming it (an entry whose results store is
+missing is rendered, and its page says its numbers could not be checked).
 
 A ``model_zoo`` card (:mod:`oodbench.zoo`) can be submitted by name (:func:`submit_card`): it
 supplies the checkpoint (downloaded and sha256-verified if remote), architecture, options,
@@ -41,6 +50,7 @@ from oodbench.suite import Suite, parse_suite
 
 if TYPE_CHECKING:  # pragma: no cover
     from oodbench.models import Normalization
+    from oodbench.recompute import Recomputation
     from oodbench.zoo import ZooCard
 
 SCHEMA_VERSION = 1
@@ -67,7 +77,14 @@ CREATE TABLE IF NOT EXISTS entry_metrics (
     entry_id INTEGER NOT NULL REFERENCES entries(id) ON DELETE CASCADE,
     probe TEXT NOT NULL, metric TEXT NOT NULL, value REAL,
     PRIMARY KEY (entry_id, probe, metric));
+CREATE TABLE IF NOT EXISTS recomputations (
+    entry_id INTEGER NOT NULL REFERENCES entries(id) ON DELETE CASCADE,
+    checked TEXT NOT NULL, fraction REAL NOT NULL, seed INTEGER NOT NULL, tolerance REAL NOT NULL,
+    same_stack INTEGER NOT NULL, shards_checked INTEGER NOT NULL, shards_total INTEGER NOT NULL,
+    problems_json TEXT NOT NULL);
 """
+OPTIONAL_TABLES = ("recomputations",)
+"""Tables a read-only reader does without (added within schema 1)."""
 
 
 class LeaderboardError(OodbenchError, ValueError):
@@ -126,7 +143,10 @@ class Leaderboard:
             raise MissingFileError(f"{self.path}: no such leaderboard")
         # create=False is for readers (render, verify): opened read-only, never written
         self._db = open_versioned_db(self.path, _SCHEMA, SCHEMA_VERSION, "leaderboard",
-                                     LeaderboardError, readonly=not create)
+                                     LeaderboardError, readonly=not create,
+                                     optional=OPTIONAL_TABLES)
+        self._audited = bool(self._db.execute(
+            "SELECT 1 FROM sqlite_master WHERE type='table' AND name='recomputations'").fetchone())
 
     def _errors(self) -> Any:
         """A locked, full or read-only file as a :class:`LeaderboardError`."""
@@ -167,6 +187,28 @@ class Leaderboard:
             self._db.executemany("INSERT OR REPLACE INTO entry_metrics VALUES (?,?,?,?)",
                                  [(entry_id, p, m, v) for p, m, v in metrics])
         return entry_id
+
+    def add_recomputation(self, entry_id: int, audit: "Recomputation") -> None:
+        """Record a recomputation audit of an entry (:func:`recompute_entries`)."""
+        with self._errors(), self._db:
+            self._db.execute("INSERT INTO recomputations VALUES (?,?,?,?,?,?,?,?,?)",
+                             (entry_id, _now(), audit.fraction, audit.seed, audit.tolerance,
+                              int(audit.same_stack), len(audit.checked), audit.total,
+                              json.dumps(audit.problems)))
+
+    def last_recomputation(self, entry_id: int) -> Optional[dict[str, Any]]:
+        """The latest recomputation audit of an entry, or None if it was never audited."""
+        if not self._audited:
+            return None
+        with self._errors():
+            cur = self._db.execute("SELECT * FROM recomputations WHERE entry_id=? "
+                                   "ORDER BY rowid DESC LIMIT 1", (entry_id,))
+            row = cur.fetchone()
+            if row is None:
+                return None
+            out = dict(zip([d[0] for d in cur.description], row))
+        out["problems"] = json.loads(out.pop("problems_json"))
+        return out
 
     def boards(self) -> list[dict[str, Any]]:
         with self._errors():
@@ -389,36 +431,70 @@ def flags_cell(flags: Optional[list[Any]]) -> str:
     return ", ".join(dict.fromkeys(f.code for f in flags)) or "none"
 
 
-def verify_entries(leaderboard: Union[str, Path]) -> dict[int, list[str]]:
-    """Problems per entry (empty list: it verifies) of re-checking every entry against its
-    results store: the run verifies and every metric recomputes from the stored arrays
-    (:func:`oodbench.report.data.full_verification`), and the entry's metrics are exactly the
-    run's metrics of its model. A leaderboard is only as trustworthy as this check."""
+def entry_problems(entry: dict[str, Any], leaderboard: Union[str, Path]) -> Optional[list[str]]:
+    """What is wrong with an entry (empty: nothing; None: its results store is missing, so it
+    cannot be checked): its run must verify and every metric recompute from the stored arrays
+    (:func:`oodbench.report.data.full_verification`), and the entry's metrics must be exactly
+    the run's metrics of its model."""
     from oodbench.report.data import full_verification
     from oodbench.runner import fold_detectors
     from oodbench.score.groups import probe_groups, with_group_rows
     from oodbench.store import ResultStore
 
-    out: dict[int, list[str]] = {}
+    path = entry_results_store(entry, leaderboard)
+    if path is None:
+        return None
+    with ResultStore(path, readonly=True) as store:
+        problems = full_verification(store, entry["run_id"])
+        record = store.run_record(entry["run_id"])
+        groups = probe_groups(record.suite) if record is not None else {}
+        frame = fold_detectors(with_group_rows(store.metrics_frame(entry["run_id"]), groups),
+                               into="probe")
+    stored = {(r.probe, r.metric): r.value for r in frame.itertuples() if r.model == entry["name"]}
+    for key in sorted(set(stored) | set(entry["metrics"]), key=str):
+        a, b = entry["metrics"].get(key), stored.get(key)
+        if not (a == b or (a is None or a != a) and (b is None or b != b)):  # NaN-safe equality
+            problems.append(f"{key[0]} / {key[1]}: leaderboard {a!r}, results store {b!r}")
+    return problems
+
+
+def verify_entries(leaderboard: Union[str, Path]) -> dict[int, list[str]]:
+    """Problems per entry (empty list: it verifies) of re-checking every entry against its
+    results store (:func:`entry_problems`). A leaderboard is only as trustworthy as this check."""
     with Leaderboard(leaderboard, create=False) as board:
         entries = board.entries()
+    out: dict[int, list[str]] = {}
+    for entry in entries:
+        problems = entry_problems(entry, leaderboard)
+        out[entry["id"]] = ([f"results store {entry['results_store']} is missing"]
+                            if problems is None else problems)
+    return out
+
+
+def recompute_entries(leaderboard: Union[str, Path], fraction: float, *, seed: int = 0,
+                      tolerance: Optional[float] = None, data_root: Union[str, Path, None] = None,
+                      device: Optional[str] = None) -> dict[int, Union["Recomputation", str]]:
+    """Re-execute a seeded sample of every entry's stored shards
+    (:func:`oodbench.recompute.recompute_run`) and record each audit on the leaderboard, so its
+    page says when the entry was last recomputed and with what result. An entry whose results
+    store is missing gets the reason instead (and no record)."""
+    from oodbench.recompute import recompute_run
+    from oodbench.store import ResultStore
+
+    with Leaderboard(leaderboard, create=False) as board:
+        entries = board.entries()
+    out: dict[int, Union["Recomputation", str]] = {}
     for entry in entries:
         path = entry_results_store(entry, leaderboard)
         if path is None:
-            out[entry["id"]] = [f"results store {entry['results_store']} is missing"]
+            out[entry["id"]] = f"results store {entry['results_store']} is missing"
             continue
         with ResultStore(path, readonly=True) as store:
-            problems = full_verification(store, entry["run_id"])
-            record = store.run_record(entry["run_id"])
-            groups = probe_groups(record.suite) if record is not None else {}
-            frame = fold_detectors(with_group_rows(store.metrics_frame(entry["run_id"]), groups),
-                                   into="probe")
-        stored = {(r.probe, r.metric): r.value for r in frame.itertuples() if r.model == entry["name"]}
-        for key in sorted(set(stored) | set(entry["metrics"]), key=str):
-            a, b = entry["metrics"].get(key), stored.get(key)
-            if not (a == b or (a is None or a != a) and (b is None or b != b)):  # NaN-safe equality
-                problems.append(f"{key[0]} / {key[1]}: leaderboard {a!r}, results store {b!r}")
-        out[entry["id"]] = problems
+            audit = recompute_run(store, entry["run_id"], fraction, seed=seed,
+                                  tolerance=tolerance, data_root=data_root, device=device)
+        with Leaderboard(leaderboard) as board:
+            board.add_recomputation(entry["id"], audit)
+        out[entry["id"]] = audit
     return out
 
 
@@ -450,7 +526,17 @@ def render_site(leaderboard: Union[str, Path], out: Union[str, Path]) -> list[Pa
                 paper = e["paper"] or ""
                 e["paper_href"] = paper if paper.lower().startswith(("https://", "http://")) else None
             cols = _columns(entries, board["metric_order"])
-            for e in entries:
+            for e in entries:  # no number is printed that does not recompute
+                problems = entry_problems(e, leaderboard)
+                if problems:
+                    raise LeaderboardError(
+                        f"{leaderboard}: entry {e['id']} ({e['name']}) does not verify, refusing "
+                        f"to render the site ({len(problems)} problem(s)):\n"
+                        + "\n".join(f"  - {p}" for p in problems)
+                        + "\n`oodbench leaderboard verify` lists every entry's problems; "
+                        "remove the entry or submit its checkpoint again to a new board file")
+                e["checked"] = problems is not None
+                e["recomputed"] = lb.last_recomputation(e["id"])
                 e["flags"] = entry_flags(e, leaderboard)
                 e["flags_cell"] = flags_cell(e["flags"])
             rows = [{"entry": e, "page": entry_page(e["id"]),

@@ -287,6 +287,10 @@ class RunRecord:
     started: str
     finished: Optional[str]
     skipped: list[str] = field(default_factory=list)
+    #: Versions and device the run recorded (:func:`oodbench.runner.environment`).
+    environment: dict[str, Any] = field(default_factory=dict)
+    #: The suite's content hash when it ran (:meth:`oodbench.suite.Suite.content_hash`).
+    suite_hash: str = ""
 
 
 @dataclass(frozen=True)
@@ -732,13 +736,13 @@ class ResultStore:
 
     def run_record(self, run_id: int) -> Optional[RunRecord]:
         """The run as stored (suite JSON parsed; ``{}`` if unreadable), or None if absent."""
-        rows = self._rows("SELECT id, suite_name, suite_json, started, finished, skipped_json "
-                          "FROM runs WHERE id=?", (run_id,))
+        rows = self._rows("SELECT id, suite_name, suite_json, started, finished, skipped_json, "
+                          "environment_json, suite_hash FROM runs WHERE id=?", (run_id,))
         if not rows:
             return None
-        rid, name, suite, started, finished, skipped = rows[0]
+        rid, name, suite, started, finished, skipped, env, suite_hash = rows[0]
         return RunRecord(int(rid), name, _json(suite, {}), started, finished,
-                         [str(s) for s in _json(skipped, [])])
+                         [str(s) for s in _json(skipped, [])], _json(env, {}), str(suite_hash))
 
     def metric_rows(self, run_id: int) -> list[MetricRow]:
         """Every metric value of a run with its job, in the order they were stored."""

@@ -249,3 +249,60 @@ def test_verify_catches_edited_values_in_leaderboard_and_results_store(board):
     assert bad.exit_code == 1 and "stored 0.999, but the stored arrays give" in bad.output, bad.output
     direct = runner.invoke(main, ["verify", str(store)])
     assert direct.exit_code == 1 and "uniform noise / auroc" in direct.output, direct.output
+
+
+def test_render_refuses_an_entry_whose_metrics_do_not_recompute(board, tmp_path):
+    """The site prints no number that differs from its recomputation (issue 20, item 1)."""
+    import sqlite3
+
+    from oodbench.leaderboard import default_results_store
+
+    runner, lb, _ = board
+    with sqlite3.connect(default_results_store(lb)) as db:
+        db.execute("UPDATE metrics SET value=0.999 WHERE probe='uniform noise' AND metric='auroc'")
+    with sqlite3.connect(lb) as db:  # the leaderboard's copy agrees with the edit
+        db.execute("UPDATE entry_metrics SET value=0.999 WHERE probe='uniform noise' AND metric='auroc'")
+    site = tmp_path / "site"
+    res = runner.invoke(main, ["leaderboard", "render", "--leaderboard", str(lb), "--out", str(site)])
+    assert res.exit_code == 2 and "entry 1" in res.output, res.output
+    assert "uniform noise / auroc: stored 0.999, but the stored arrays give" in res.output
+    assert "oodbench leaderboard verify" in res.output and not (site / "index.html").exists()
+
+
+def test_recompute_audit_is_recorded_and_shown_on_the_entry_page(board, tmp_path):
+    """`leaderboard verify --recompute` re-executes the entries' shards: an honest entry
+    matches, a shard forged with a recomputed checksum (and consistent metrics everywhere) is
+    named, and the entry page says when it was last recomputed and with what result."""
+    import sqlite3
+
+    from oodbench.leaderboard import default_results_store
+    from test_audit import forge_uniform_noise
+
+    runner, lb, _ = board
+
+    def page() -> str:
+        site = tmp_path / "site"
+        res = runner.invoke(main, ["leaderboard", "render", "--leaderboard", str(lb), "--out", str(site)])
+        assert res.exit_code == 0, res.output
+        return (site / "entry-1.html").read_text()
+
+    assert "Never recomputed" in page()
+    ok = runner.invoke(main, ["leaderboard", "verify", "--leaderboard", str(lb), "--recompute", "1"])
+    assert ok.exit_code == 0 and "entry 1: ok" in ok.output and "all match" in ok.output, ok.output
+    text = page()
+    assert "Last recomputed" in text and "bit-identical" in text and "<strong>all match</strong>" in text
+
+    store = default_results_store(lb)
+    job = forge_uniform_noise(store)
+    with sqlite3.connect(store) as db:
+        forged = db.execute("SELECT metric, value FROM metrics WHERE probe='uniform noise'").fetchall()
+    with sqlite3.connect(lb) as db:
+        db.executemany("UPDATE entry_metrics SET value=? WHERE probe='uniform noise' AND metric=?",
+                       [(v, m) for m, v in forged])
+    plain = runner.invoke(main, ["leaderboard", "verify", "--leaderboard", str(lb)])
+    assert plain.exit_code == 0, plain.output  # checksums and metrics agree: only recomputing tells
+    bad = runner.invoke(main, ["leaderboard", "verify", "--leaderboard", str(lb), "--recompute", "1"])
+    assert bad.exit_code == 1 and f"job {job[:12]}" in bad.output, bad.output
+    assert "array 'logits' differs from its recomputation" in bad.output
+    text = page()
+    assert "<strong>1 problem(s)</strong>" in text and f"job {job[:12]}" in text

@@ -9,6 +9,7 @@ import shlex
 import shutil
 import sqlite3
 import subprocess
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -18,8 +19,10 @@ from click.testing import CliRunner
 
 from oodbench.cli import main
 from oodbench.report import (ReportError, UnverifiedResultsError, UnverifiedResultsWarning,
-                             latex_escape, md_escape, render, verify_run)
+                             latex_escape, md_escape, verify_run)
+from oodbench.report import render as render_audited
 from oodbench.store import ResultStore
+from oodbench.suite import parse_suite
 
 ROOT = Path(__file__).resolve().parents[1]
 QUICKSTART_REPORTS = ROOT / "reports" / "quickstart"
@@ -63,6 +66,16 @@ VALUES = {
 }
 
 
+def render(path: Path, **options) -> str:
+    """A report of a synthetic store (:func:`make_store`): its values are hand-picked to
+    exercise the layouts (ties, bold, references), not computed from its placeholder arrays, so
+    the audit refuses them (``test_a_synthetic_store_does_not_recompute``); the layout tests
+    report its stored values as unverified, on purpose. Honest runs use ``render_audited``."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UnverifiedResultsWarning)
+        return render_audited(path, allow_unverified=True, **options)
+
+
 def make_store(path: Path, values=VALUES, models=("Plain", "OE"), name="synthetic",
                description="two models, every kind of row", in_spec=IN, probes=PROBES) -> Path:
     """A results store with exactly ``values``, each (model, probe) backed by a stored job; its
@@ -73,7 +86,8 @@ def make_store(path: Path, values=VALUES, models=("Plain", "OE"), name="syntheti
     in_label = in_spec["name"]
     with ResultStore(path) as store:
         store._db.execute("PRAGMA synchronous=OFF")  # a throwaway test file: no fsync per job
-        run = store.start_run(suite_name=name, suite_hash="0" * 64, suite_json=suite, environment={})
+        run = store.start_run(suite_name=name, suite_hash=parse_suite(suite).content_hash(),
+                              suite_json=suite, environment={})
         rows = []
         for (model, probe), metrics in values.items():
             job = hashlib.sha256(f"{model}|{probe}".encode()).hexdigest()
@@ -368,10 +382,10 @@ def test_untampered_store_verifies(store_path):
 def test_tampered_store_is_refused(store_path, tamper, message):
     _tamper(store_path, *tamper)
     with pytest.raises(UnverifiedResultsError, match=message) as err:
-        render(store_path, fmt="md")
+        render_audited(store_path, fmt="md")
     assert "refusing to report it" in str(err.value) and "--allow-unverified" in str(err.value)
     with pytest.warns(UnverifiedResultsWarning, match="does not verify"):
-        assert "SVHN" in render(store_path, fmt="md", allow_unverified=True)
+        assert "SVHN" in render_audited(store_path, fmt="md", allow_unverified=True)
     res = CliRunner().invoke(main, ["report", str(store_path), "--format", "md"])
     assert res.exit_code == 2 and "does not verify" in res.output and "Traceback" not in res.output
 
@@ -379,14 +393,24 @@ def test_tampered_store_is_refused(store_path, tamper, message):
 # --------------------------------------------------------------------------- CLI and a real run
 
 
+def test_a_synthetic_store_does_not_recompute(store_path):
+    """The layout tests' store holds hand-picked values over placeholder arrays: a report,
+    plot or show of it is refused, naming the rows (only --allow-unverified prints it)."""
+    with pytest.raises(UnverifiedResultsError, match="Plain / SVHN: its metrics cannot be recomputed"):
+        render_audited(store_path, fmt="md")
+    shown = CliRunner().invoke(main, ["show", str(store_path)])
+    assert shown.exit_code == 1 and "its table is not shown" in shown.output
+    assert "0.950" not in shown.output  # a hand-picked AUROC
+
+
 def test_cli_prints_and_writes(store_path, tmp_path):
     runner = CliRunner()
-    res = runner.invoke(main, ["report", str(store_path), "--format", "md"])
+    res = runner.invoke(main, ["report", str(store_path), "--format", "md", "--allow-unverified"])
     assert res.exit_code == 0, res.output
-    assert res.output == render(store_path, fmt="md")
+    assert res.stdout == render(store_path, fmt="md") and "does not verify" in res.stderr
     out = tmp_path / "sub" / "t.tex"
     res = runner.invoke(main, ["report", str(store_path), "--format", "latex", "--layout", "per-probe",
-                               "--percent", "--precision", "1", "--out", str(out)])
+                               "--percent", "--precision", "1", "--out", str(out), "--allow-unverified"])
     assert res.exit_code == 0, res.output
     assert out.read_text() == render(store_path, fmt="latex", layout="per-probe", percent=True, precision=1)
     res = runner.invoke(main, ["report", str(store_path), "--format", "md", "--run", "4"])
@@ -405,6 +429,7 @@ def test_end_to_end_from_a_real_run(tmp_path):
     result = oodbench.run_suite(suite, output=tmp_path / "run.db", progress=False)
     with ResultStore(result.store_path) as store:
         assert verify_run(store, result.run_id) == []
+    render = render_audited  # an honest run: every value recomputes, no opt-in needed
     rows = md_rows(render(result.store_path, fmt="md"))
     assert list(rows)[1:] == ["digits 0-4", "digits 5-9", "uniform noise", "smoothed noise"]
     te = result.metrics.query("probe == 'digits 0-4' and metric == 'test-error'")["value"].item()
@@ -463,9 +488,8 @@ def test_html_figures_of_several_runs_do_not_overwrite(tmp_path):
 def test_refused_or_non_html_report_draws_no_figures(store_path, tmp_path):
     with pytest.raises(ReportError, match="only from html"):
         render(store_path, fmt="latex", plots=tmp_path / "f")
-    _tamper(store_path, "UPDATE metrics SET job_hash=NULL WHERE model='OE' AND metric='ece'")
     with pytest.raises(UnverifiedResultsError):
-        render(store_path, fmt="html", plots=tmp_path / "f")
+        render_audited(store_path, fmt="html", plots=tmp_path / "f")
     assert not (tmp_path / "f").exists()
 
 

@@ -71,6 +71,16 @@ class Executed:
     flagged: int = 0
 
 
+def shard_task(job: Job, start: int, stop: int, ctx: RunContext, **kw: object) -> ShardTask:
+    """The task of points ``[start, stop)`` of ``job``; ``kw``: what an attack or check task
+    carries besides (threshold, clean logits, fit arrays). A run and a recomputation audit
+    (:mod:`oodbench.recompute`) describe a shard the same way."""
+    return ShardTask(job_key=job.key, kind=job.kind, label=job.label, start=start, stop=stop,
+                     context=ctx, model_index=job.model_index, probe_index=job.probe_index,
+                     attack=job.attack, detector=job.detector, features=job.features,
+                     **kw)  # type: ignore[arg-type]
+
+
 class _Driver:
     def __init__(self, plan: Plan, store: ResultStore, executor: Executor, ctx: RunContext,
                  metrics: list[str], progress: RunProgress):
@@ -93,10 +103,7 @@ class _Driver:
         self.checks: dict[str, Job] = {c.key: c for c in plan.checks if not c.cached}
 
     def _base_task(self, job: Job, start: int, stop: int, **kw: object) -> ShardTask:
-        return ShardTask(job_key=job.key, kind=job.kind, label=job.label, start=start, stop=stop,
-                         context=self.ctx, model_index=job.model_index, probe_index=job.probe_index,
-                         attack=job.attack, detector=job.detector, features=job.features,
-                         **kw)  # type: ignore[arg-type]
+        return shard_task(job, start, stop, self.ctx, **kw)
 
     def _tasks(self, job: Job) -> list[ShardTask]:
         if job.kind is not JobKind.ATTACK:

@@ -7,8 +7,10 @@
 
 Formats: ``latex`` (booktabs), ``html`` (self-contained page), ``md`` (GitHub Markdown), ``csv``
 (long metric table). Layouts: ``hein2019-table1``, ``ratio-summary``, ``per-probe``
-(:mod:`oodbench.report.layouts`). A run is verified against its stored jobs before it is
-reported (:func:`verify_run`). ``oodbench report`` is the command-line face of :func:`render`.
+(:mod:`oodbench.report.layouts`). A run is audited before it is reported
+(:func:`~oodbench.report.data.audit_run`: verified against its stored jobs, and every metric
+recomputed from the stored arrays; the table prints the recomputed values).
+``oodbench report`` is the command-line face of :func:`render`.
 """
 
 from oodbench.report.data import ReportError, UnverifiedResultsError, load_run, verify_run

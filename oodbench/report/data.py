@@ -6,7 +6,10 @@ every row its stored suite asks for), those ties (against the run's own record o
 used under which names) and the checksums of the jobs' arrays — read-only, unlike
 :meth:`ResultStore.get_job` on a writable store, which deletes a corrupt job so that the next
 run recomputes it — so that an edited, damaged or unfinished results file is never silently
-turned into a table. Everything is read through :class:`ResultStore`'s public read API.
+turned into a table. :func:`audit_run` adds :func:`recompute_metrics` (every metric recomputed
+from the stored arrays by the one scorer): ``verify``, ``report``, ``show``, ``plot`` and the
+leaderboard print only recomputed values, and only when they equal the stored ones.
+Everything is read through :class:`ResultStore`'s public read API.
 
 Each table row (probe) gets a *kind*, from the run's suite (``runs.suite_json``):
 
@@ -27,6 +30,7 @@ from __future__ import annotations
 
 import json
 import math
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
@@ -50,8 +54,10 @@ class UnverifiedResultsError(ReportError):
         listing = "\n".join(f"  - {p}" for p in problems)
         super().__init__(f"{path}: run {run_id} does not verify, refusing to report it "
                          f"({len(problems)} problem(s)):\n{listing}\n"
-                         "Re-run the suite to recompute it, or pass allow_unverified=True "
-                         "(--allow-unverified) to report it anyway.")
+                         f"`oodbench verify {path}` lists every problem; re-run the suite to "
+                         "recompute it (into a new store if this one was edited), or pass "
+                         "allow_unverified=True (--allow-unverified) to report its stored "
+                         "values anyway.")
 
 
 def _names(names: set[tuple[str, Optional[str]]], in_label: str) -> set[tuple[str, str]]:
@@ -157,6 +163,27 @@ def completeness_problems(store: ResultStore, run_id: int) -> list[str]:
     return problems
 
 
+def suite_hash_problems(store: ResultStore, run_id: int) -> list[str]:
+    """Whether the run's stored suite still hashes to the suite hash recorded when it ran (a
+    suite whose metric or probe list was cut, together with the rows it no longer asks for,
+    is otherwise a complete run of a smaller suite). A suite that does not validate here (an
+    older or plugin-using oodbench) cannot be checked and is not reported."""
+    from oodbench.suite import SuiteError, parse_suite
+
+    run = store.run_record(run_id)
+    if run is None or not run.suite:
+        return []
+    try:
+        actual = parse_suite(run.suite).content_hash()
+    except (SuiteError, ValueError, TypeError, LookupError):
+        return []
+    if actual == run.suite_hash:
+        return []
+    return [f"run {run_id}'s stored suite hashes to {actual[:12]}, but the run recorded suite "
+            f"{run.suite_hash[:12]} when it ran: its stored suite (runs.suite_json) was "
+            "edited, so its table may be shorter than the run's plan"]
+
+
 def verify_run(store: ResultStore, run_id: int) -> list[str]:
     """Problems with run ``run_id`` of ``store`` (empty when it verifies). Reads, never writes.
 
@@ -165,10 +192,10 @@ def verify_run(store: ResultStore, run_id: int) -> list[str]:
     ``jobs``, that the run recorded using under the row's model and probe names (names belong to
     the run, not to the content-addressed job), and whose arrays pass
     :meth:`ResultStore.array_problems` (checksums over key, dtype, shape and bytes). A metric
-    value edited in place is caught only by the slower :func:`recomputed_metric_problems`
-    (``oodbench verify``), which recomputes every value.
+    value edited in place is caught by :func:`recompute_metrics`, which :func:`audit_run` adds:
+    every command that prints a number runs both.
     """
-    problems = completeness_problems(store, run_id)
+    problems = completeness_problems(store, run_id) + suite_hash_problems(store, run_id)
     run = store.run_record(run_id)
     if run is None:
         return problems
@@ -212,19 +239,28 @@ def _same_value(stored: Optional[float], computed: Optional[float]) -> bool:
                                                and float(stored) == float(computed))
 
 
-def recomputed_metric_problems(store: ResultStore, run_id: int) -> list[str]:
-    """Metric values of a run that differ from the same metrics recomputed from its stored arrays.
+MetricKey = tuple[str, str, str, str]
+"""A stored metric value's place: (model, detector, probe, metric)."""
+
+
+def _where(model: str, detector: str, probe: str, several: bool) -> str:
+    return f"{model} / {detector} / {probe}" if several or detector != "msp" else f"{model} / {probe}"
+
+
+def recompute_metrics(store: ResultStore, run_id: int) -> tuple[dict[MetricKey, Optional[float]], list[str]]:
+    """Every metric value of a run recomputed from its stored arrays, and the values that differ
+    from the stored ones (or cannot be recomputed here).
 
     Uses the run's own scorer (:class:`oodbench.score.table.TableScorer` on the row recipes
     stored beside the metrics; :func:`oodbench.score.score_row` for rows stored before recipes
-    existed), with the run's seed, so an honest file reproduces every value bit for bit. Call it
-    only after :func:`verify_run` found nothing: it reads the arrays through the store, which
-    drops a job whose checksum fails. Rows whose attack is not registered here are reported as
-    not recomputable.
+    existed), with the run's seed, so an honest file reproduces every value bit for bit. Reads
+    the arrays through the store (a corrupt job, which :func:`verify_run` names, is missing
+    here). Rows whose attack is not registered here are reported as not recomputable.
     """
     from oodbench.registry import UnknownNameError
     from oodbench.score import row_of_job, score_row
     from oodbench.score.table import MissingArraysError, TableScorer
+    from oodbench.store import CorruptEntryWarning
 
     run = store.run_record(run_id)
     suite = run.suite if run is not None else {}
@@ -236,41 +272,87 @@ def recomputed_metric_problems(store: ResultStore, run_id: int) -> list[str]:
         key = (row.model, row.detector, row.probe, row.job_hash)
         by_row.setdefault(key, {})[row.metric] = row.value
         recipes[key] = row.recipe
-    clean = {model: job_hash for model, _, probe, job_hash in by_row if probe == in_label}
-    clean_arrays_of = {model: store.get_job(job_hash) for model, job_hash in clean.items()
-                       if job_hash is not None}
+    several = len({detector for _, detector, _, _ in by_row}) > 1
+    values: dict[MetricKey, Optional[float]] = {}
     problems: list[str] = []
-    scorers: dict[tuple[str, ...], TableScorer] = {}
-    for (model, detector, probe, job_hash), stored in by_row.items():
-        where = f"{model} / {probe}" if detector == "msp" else f"{model} / {detector} / {probe}"
-        names = list(suite.get("metrics") or stored)  # as the run computed them
-        recipe = recipes[(model, detector, probe, job_hash)]
-        try:
-            if recipe is not None:
-                scorer = scorers.setdefault(tuple(names), TableScorer(store, names, seed))
-                computed = scorer.score(**recipe)
-            else:
-                arrays = (clean_arrays_of.get(model) if job_hash == clean.get(model)
-                          else None if job_hash is None else store.get_job(job_hash))
-                clean_arrays = clean_arrays_of.get(model)
-                if arrays is None or clean_arrays is None:
-                    raise MissingArraysError(where)
-                job = store.job_record(job_hash) if job_hash else None
-                kind, attack = row_of_job(job.config if job is not None else {})
-                computed = score_row(kind, arrays, clean_arrays, names, seed=seed, attack=attack)
-        except MissingArraysError:
-            problems.append(f"{where}: its arrays (or its model's clean pass) are missing")
-            continue
-        except (UnknownNameError, KeyError, TypeError) as err:
-            problems.append(f"{where}: its metrics cannot be recomputed here ({err})")
-            continue
-        for metric, value in stored.items():
-            if not _same_value(value, computed.get(metric)):
-                problems.append(f"{where} / {metric}: stored {value!r}, but the stored "
-                                f"arrays give {computed.get(metric)!r} (edited in place?)")
-        problems += [f"{where} / {metric}: missing (the stored arrays give {value!r})"
-                     for metric, value in computed.items() if metric not in stored]
-    return problems
+    with warnings.catch_warnings():  # a corrupt job is verify_run's to name
+        warnings.simplefilter("ignore", CorruptEntryWarning)
+        clean = {model: job_hash for model, _, probe, job_hash in by_row if probe == in_label}
+        clean_arrays_of = {model: store.get_job(job_hash) for model, job_hash in clean.items()
+                           if job_hash is not None}
+        scorers: dict[tuple[str, ...], TableScorer] = {}
+        for (model, detector, probe, job_hash), stored in by_row.items():
+            where = _where(model, detector, probe, several)
+            names = list(suite.get("metrics") or stored)  # as the run computed them
+            recipe = recipes[(model, detector, probe, job_hash)]
+            try:
+                if recipe is not None:
+                    scorer = scorers.setdefault(tuple(names), TableScorer(store, names, seed))
+                    computed = scorer.score(**recipe)
+                else:
+                    arrays = (clean_arrays_of.get(model) if job_hash == clean.get(model)
+                              else None if job_hash is None else store.get_job(job_hash))
+                    clean_arrays = clean_arrays_of.get(model)
+                    if arrays is None or clean_arrays is None:
+                        raise MissingArraysError(where)
+                    job = store.job_record(job_hash) if job_hash else None
+                    kind, attack = row_of_job(job.config if job is not None else {})
+                    computed = score_row(kind, arrays, clean_arrays, names, seed=seed, attack=attack)
+            except MissingArraysError:
+                problems.append(f"{where}: its arrays (or its model's clean pass) are missing, so "
+                                "its metrics cannot be recomputed")
+                continue
+            except (UnknownNameError, KeyError, TypeError, ValueError) as err:
+                problems.append(f"{where}: its metrics cannot be recomputed here ({err})")
+                continue
+            for metric, value in stored.items():
+                values[(model, detector, probe, metric)] = computed.get(metric)
+                if metric not in computed and metric not in names:
+                    problems.append(f"{where} / {metric}: stored {value!r}, but the run's suite "
+                                    "does not ask for this metric (its stored suite was edited?)")
+                elif not _same_value(value, computed.get(metric)):
+                    problems.append(f"{where} / {metric}: stored {value!r}, but the stored "
+                                    f"arrays give {computed.get(metric)!r} (edited in place?)")
+            problems += [f"{where} / {metric}: missing (the stored arrays give {value!r})"
+                         for metric, value in computed.items() if metric not in stored]
+    return values, problems
+
+
+def recomputed_metric_problems(store: ResultStore, run_id: int) -> list[str]:
+    """Metric values of a run that differ from the same metrics recomputed from its stored
+    arrays (:func:`recompute_metrics`)."""
+    return recompute_metrics(store, run_id)[1]
+
+
+@dataclass(frozen=True)
+class Audit:
+    """A run checked as every command checks it before it prints a number: ``problems`` (those
+    of :func:`verify_run`, then of recomputation; empty: the run may be printed), ``mismatches``
+    (stored values that differ from their recomputation, or cannot be recomputed) and the
+    recomputed ``values`` the products print."""
+
+    problems: list[str]
+    mismatches: list[str]
+    values: dict[MetricKey, Optional[float]]
+
+
+def audit_run(store: ResultStore, run_id: int) -> Audit:
+    """:func:`verify_run` and :func:`recompute_metrics` of run ``run_id``: what ``verify``,
+    ``report``, ``show``, ``plot`` and the leaderboard check (one scoring path for all)."""
+    problems = verify_run(store, run_id)
+    values, mismatches = recompute_metrics(store, run_id)
+    return Audit(problems + mismatches, mismatches, values)
+
+
+def recomputed_frame(store: ResultStore, run_id: int,
+                     values: dict[MetricKey, Optional[float]]) -> pd.DataFrame:
+    """:meth:`ResultStore.metrics_frame` of the run with every value replaced by its
+    recomputation (``values`` of a run whose :class:`Audit` has no mismatches: the same
+    numbers, now taken from the arrays rather than from the ``metrics`` table)."""
+    frame = store.metrics_frame(run_id)
+    keys = zip(frame["model"], frame["detector"], frame["probe"], frame["metric"])
+    recomputed = [values[key] for key in keys]
+    return frame.assign(value=[math.nan if v is None else float(v) for v in recomputed])
 
 
 # --------------------------------------------------------------------------- a run, classified
@@ -444,16 +526,19 @@ def find_run(store: ResultStore, run_id: Optional[int]) -> RunRecord:
     return record
 
 
-def load_run(store: ResultStore, run_id: Optional[int]) -> RunData:
-    """Run ``run_id`` (default: the latest) with every row classified, in-distribution first."""
+def load_run(store: ResultStore, run_id: Optional[int],
+             values: Optional[dict[MetricKey, Optional[float]]] = None) -> RunData:
+    """Run ``run_id`` (default: the latest) with every row classified, in-distribution first;
+    ``values``: the recomputed values of an :class:`Audit` without mismatches, printed instead
+    of the stored ones (None: the stored values, as an unverified report prints them)."""
     record = find_run(store, run_id)
     rid, suite = record.id, record.suite
     from oodbench.runner import fold_detectors
-
     from oodbench.score.groups import probe_groups, with_group_rows
 
     groups = probe_groups(suite)
-    long = fold_detectors(with_group_rows(store.metrics_frame(rid), groups))
+    frame = store.metrics_frame(rid) if values is None else recomputed_frame(store, rid, values)
+    long = fold_detectors(with_group_rows(frame, groups))
     if long.empty:
         raise ReportError(f"{store.path}: run {rid} has no metrics"
                           + (" (it did not finish: interrupted, or it failed)"
@@ -484,8 +569,8 @@ def load_run(store: ResultStore, run_id: Optional[int]) -> RunData:
 
 
 def full_verification(store: ResultStore, run_id: int) -> list[str]:
-    """:func:`verify_run`, then (if it passed) every metric recomputed from the stored arrays."""
-    return verify_run(store, run_id) or recomputed_metric_problems(store, run_id)
+    """The problems of :func:`verify_run` and of every metric recomputed from the stored arrays."""
+    return audit_run(store, run_id).problems
 
 
 def run_ci_level(store: ResultStore, run_id: int) -> Optional[float]:

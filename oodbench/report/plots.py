@@ -34,7 +34,8 @@ import numpy as np
 
 from oodbench.core.arrays import ArrayKey
 from oodbench.errors import MissingFileError
-from oodbench.report.data import ReportError, RunData, load_run
+from oodbench.report.data import (ReportError, RunData, UnverifiedResultsError, audit_run,
+                                  find_run, load_run)
 from oodbench.report.output import writing
 from oodbench.score.labels import folds, shown_model
 from oodbench.store import ResultStore
@@ -413,8 +414,13 @@ def _draw_radius(plt: Any, data: PlotData, g: RadiusGroup, out: Path, formats: S
 
 
 def write_figures(results: str | Path, out_dir: str | Path, *, run_id: Optional[int] = None,
-                  formats: Sequence[str] = FORMATS) -> list[Figure]:
+                  formats: Sequence[str] = FORMATS, allow_unverified: bool = False) -> list[Figure]:
     """Write the figures of a stored run and describe them (for a report to link).
+
+    The run is audited first, as a report audits it (:func:`~oodbench.report.data.audit_run`):
+    a run that does not verify, or whose stored metrics differ from their recomputation, is an
+    :class:`~oodbench.report.data.UnverifiedResultsError` and nothing is drawn, unless
+    ``allow_unverified`` (a report that was told to print it anyway).
 
     Per model ``roc-<model>`` (one curve per OOD row, AUROC in the legend, equal to the stored
     ``auroc`` metric) and ``hist-<model>`` (step histograms of the in-distribution set and every
@@ -429,7 +435,11 @@ def write_figures(results: str | Path, out_dir: str | Path, *, run_id: Optional[
     if not results.is_file():
         raise MissingFileError(f"{results}: no such results store")
     with ResultStore(results, readonly=True) as store:
-        data = plot_data(store, run_id)
+        record = find_run(store, run_id)
+        problems = audit_run(store, record.id).problems
+        if problems and not allow_unverified:
+            raise UnverifiedResultsError(results, record.id, problems)
+        data = plot_data(store, record.id)
 
     import matplotlib
 

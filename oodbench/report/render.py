@@ -20,8 +20,8 @@ import jinja2
 import pandas as pd
 
 from oodbench.errors import MissingFileError
-from oodbench.report.data import (RunData, ReportError, UnverifiedResultsError, load_run, verify_run,
-                                  run_ci_level, with_intervals)
+from oodbench.report.data import (RunData, ReportError, UnverifiedResultsError, audit_run, find_run,
+                                  load_run, run_ci_level, with_intervals)
 from oodbench.report.escape import latex_escape, latex_label, md_escape
 from oodbench.report.layouts import BUILDERS, LAYOUTS, Numbers, Table
 from oodbench.report.references import ReferenceCard, References, load_references
@@ -122,7 +122,7 @@ def relative_href(path: Path, start: Path) -> str:
 
 
 def figure_sections(store_path: Path, runs: list[RunData], plots: Path,
-                    link_from: Path) -> list[FigureSection]:
+                    link_from: Path, allow_unverified: bool = False) -> list[FigureSection]:
     """Draw every run's figures into ``plots`` (one ``run-<id>`` folder each when there are
     several runs, so their files do not overwrite each other) and group their links by section."""
     from oodbench.report.plots import FORMATS, write_figures
@@ -131,7 +131,8 @@ def figure_sections(store_path: Path, runs: list[RunData], plots: Path,
     for run in runs:
         out = plots if len(runs) == 1 else plots / f"run-{run.run_id}"
         prefix = "" if len(runs) == 1 else f"{run.name} (run {run.run_id}): "
-        for fig in write_figures(store_path, out, run_id=run.run_id, formats=FORMATS):
+        for fig in write_figures(store_path, out, run_id=run.run_id, formats=FORMATS,
+                                 allow_unverified=allow_unverified):
             files = tuple((p.suffix.lstrip("."), relative_href(p, link_from)) for p in fig.paths)
             image = next((href for fmt, href in files if fmt == "png"), None)
             sections.setdefault(prefix + fig.section, []).append(FigureLink(fig.title, image, files))
@@ -158,8 +159,10 @@ def render(store_path: Union[str, Path], *, fmt: str, layout: str = "hein2019-ta
     apply). layout: ``hein2019-table1``, ``ratio-summary`` or ``per-probe`` (see
     :mod:`oodbench.report.layouts`). run_id: a run, several runs (one block each), or None for
     the latest. references: reference cards (YAML paths) putting the paper's numbers beside the
-    measured ones. Each run is verified first (:func:`verify_run`);
-    :class:`UnverifiedResultsError` lists the problems unless ``allow_unverified``.
+    measured ones. Each run is audited first (:func:`~oodbench.report.data.audit_run`: verified,
+    and every metric recomputed from the stored arrays by the scorer) and the table prints the
+    recomputed values; :class:`UnverifiedResultsError` lists the problems unless
+    ``allow_unverified`` (then the stored values are printed, with a warning).
     plots (``html`` only): draw the runs' figures into this directory (as ``oodbench plot``:
     ROC curves, confidence histograms, mean confidence vs attack radius) and link them from the
     page by paths relative to ``link_from``, the directory the page is written to (default: the
@@ -188,14 +191,16 @@ def render(store_path: Union[str, Path], *, fmt: str, layout: str = "hein2019-ta
     with ResultStore(path, readonly=True) as store:
         runs = []
         for rid in ids:
-            run = load_run(store, rid)
-            problems = verify_run(store, run.run_id)
-            if problems and not allow_unverified:
-                raise UnverifiedResultsError(path, run.run_id, problems)
-            if problems:
-                warnings.warn(f"{path}: run {run.run_id} does not verify ({'; '.join(problems)}); "
-                              "reporting it anyway (allow_unverified)", UnverifiedResultsWarning,
-                              stacklevel=2)
+            record = find_run(store, rid)
+            audit = audit_run(store, record.id)
+            if audit.problems and not allow_unverified:
+                raise UnverifiedResultsError(path, record.id, audit.problems)
+            if audit.problems:
+                warnings.warn(f"{path}: run {record.id} does not verify "
+                              f"({'; '.join(audit.problems)}); reporting its stored values anyway "
+                              "(allow_unverified)", UnverifiedResultsWarning, stacklevel=2)
+            # every printed value is the scorer's, compared above with the stored one
+            run = load_run(store, record.id, None if audit.problems else audit.values)
             level = ci if ci is not None else run_ci_level(store, run.run_id)
             runs.append(run if level is None else with_intervals(store, run, level))
     models = list(dict.fromkeys(m for r in runs for m in r.models))
@@ -209,7 +214,8 @@ def render(store_path: Union[str, Path], *, fmt: str, layout: str = "hein2019-ta
     table = build_table(runs, layout, numbers, refs)
     # drawn last, once the run verified and the table built: a refused report writes no files
     figures = [] if plots is None else figure_sections(
-        path, runs, Path(plots), Path.cwd() if link_from is None else Path(link_from))
+        path, runs, Path(plots), Path.cwd() if link_from is None else Path(link_from),
+        allow_unverified)
     template = {"latex": "table.tex.j2", "html": "table.html.j2", "md": "table.md.j2"}[fmt]
     return environment(fmt).get_template(template).render(
         table=table, standalone=standalone, label=latex_label(table.label), layout=layout,
