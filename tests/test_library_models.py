@@ -278,7 +278,7 @@ def test_timm_vit_and_hf_convnext_run_a_suite_clean_and_attacked(tmp_path) -> No
     digits = materialise(load_dataset("digits", DataRequest(
         root=tmp_path, options={"classes": [0, 1, 2, 3, 4]}, seed=0)).images)
     expected = timm_reference(vit, digits.expand(-1, 3, -1, -1))
-    torch.testing.assert_close(torch.as_tensor(stored), expected, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(torch.from_numpy(stored.copy()), expected, rtol=1e-5, atol=1e-5)
 
 
 @pytest.mark.parametrize("field, value, message", [
