@@ -470,11 +470,11 @@ _UPGRADES: dict[int, Callable[[sqlite3.Connection, Path], None]] = {1: _migrate_
 def _old_version(db: sqlite3.Connection) -> Optional[int]:
     """The schema version of an older results store that :func:`migrate` upgrades, else None
     (current, newer, not ours, not SQLite: :func:`open_versioned_db` says what it is)."""
-    try:
-        row = db.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
+    try:  # fetchall: no statement stays open (and holds a read lock) in autocommit mode
+        rows = db.execute("SELECT value FROM meta WHERE key='schema_version'").fetchall()
     except sqlite3.DatabaseError:
         return None
-    label = str(row[0]) if row is not None else ""
+    label = str(rows[0][0]) if rows else ""
     return int(label) if label in {str(v) for v in _UPGRADES} else None
 
 

@@ -41,7 +41,7 @@ from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError,
 from oodbench.errors import OodbenchError
 from oodbench.models.spec import Normalization
 from oodbench.registry import UnknownNameError, architectures
-from oodbench.validation import read_yaml
+from oodbench.validation import format_loc, read_yaml
 
 if TYPE_CHECKING:  # pragma: no cover
     from oodbench.report.references import ReferenceCard
@@ -257,15 +257,13 @@ def parse_card(data: Any, *, source: Optional[Path] = None,
     try:
         card = ZooCard.model_validate(data)
     except ValidationError as err:
-        from oodbench.suite import _format_loc
-
         lines = []
         for e in err.errors():
             msg = e["msg"].removeprefix("Value error, ")
             if e["type"] == "extra_forbidden":
                 msg = "unknown field (remove it or check its spelling)"
             lines.append(f"{_where(source, node, tuple(e['loc']))}: field "
-                         f"`{_format_loc(tuple(e['loc'])) or 'card'}`: {msg}")
+                         f"`{format_loc(tuple(e['loc'])) or 'card'}`: {msg}")
         raise ZooError("invalid model card\n  " + "\n  ".join(lines)) from None
     card.source, card._node = source, node
     if card.paper is not None:
@@ -276,9 +274,7 @@ def parse_card(data: Any, *, source: Optional[Path] = None,
 def load_card(path: Union[str, Path]) -> ZooCard:
     """Read and validate one card file."""
     path = Path(path)
-    if not path.is_file():
-        raise ZooError(f"{path}: no such model card")
-    data, node = read_yaml(path, ZooError)
+    data, node = read_yaml(path, ZooError, "model card")
     return parse_card(data, source=path, node=node)
 
 

@@ -13,7 +13,7 @@ from click.testing import CliRunner
 from oodbench.cli import main
 from oodbench.store import SCHEMA_VERSION, ResultStore, StoreError, migrate
 
-from test_integrity import sql
+from test_integrity import sql, write
 
 METRIC_V2 = ("CREATE TABLE metrics (run_id INTEGER NOT NULL REFERENCES runs(id), model TEXT "
              "NOT NULL, probe TEXT NOT NULL, metric TEXT NOT NULL, value REAL, job_hash TEXT, "
@@ -42,7 +42,7 @@ def _table_names(path: Path) -> set[str]:
 
 
 @pytest.mark.parametrize("command", ["upgrade", "run"])
-def test_a_mislabelled_schema_3_store_is_refused_and_left_unchanged(tmp_path, write_suite, command):
+def test_a_mislabelled_schema_3_store_is_refused_and_left_unchanged(tmp_path, command):
     """The reported case: schema_version set back to 2 on a schema-3 store with two detectors.
     Upgrading it would merge the detectors' rows (the UNIQUE failure seen before) — it is
     refused before anything changes, naming why, and every retry says the same."""
@@ -51,7 +51,7 @@ def test_a_mislabelled_schema_3_store_is_refused_and_left_unchanged(tmp_path, wr
     sql(path, "UPDATE meta SET value='2' WHERE key='schema_version'")
     before = _digest(path)
     args = (["upgrade", str(path)] if command == "upgrade" else
-            ["run", str(write_suite()), "-o", str(path), "-q"])
+            ["run", str(write(tmp_path)), "-o", str(path), "-q"])
     for _ in range(2):  # retried: the same clear refusal, never "metrics_v2 already exists"
         res = CliRunner().invoke(main, args)
         assert res.exit_code == 2 and "Traceback" not in res.output, res.output

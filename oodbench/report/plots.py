@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import json
 import math
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional, Sequence
@@ -33,6 +32,7 @@ from typing import Any, Optional, Sequence
 import numpy as np
 
 from oodbench.errors import MissingFileError
+from oodbench.filenames import slugify
 from oodbench.report.data import ReportError, RunData, load_run
 from oodbench.report.output import writing
 from oodbench.score.labels import folds, shown_model
@@ -70,12 +70,6 @@ def roc_points(conf_in: Any, conf_out: Any) -> tuple[np.ndarray, np.ndarray]:
     tpr = np.concatenate([[0.0], tp / cin.size])
     fpr = np.concatenate([[0.0], fp / cout.size])
     return fpr, tpr
-
-
-def slugify(name: str) -> str:
-    """A file-name-safe form of a model name: letters, digits, ``.``, ``_`` and ``-`` only."""
-    slug = re.sub(r"[^A-Za-z0-9._-]+", "-", str(name)).strip("-.")
-    return slug or "model"
 
 
 @dataclass
