@@ -149,8 +149,9 @@ def plan_(suite_file: Path, data_root: Optional[Path], output: Optional[Path],
 @main.command()
 @click.argument("results", type=click.Path(dir_okay=False, path_type=Path))
 def upgrade(results: Path) -> None:
-    """Upgrade RESULTS, a results store of an older oodbench, in place (every job whose
-    checksum holds is kept; the file is left as it is if it is already current)."""
+    """Upgrade RESULTS, a results store of an older oodbench, in place and in one transaction
+    (every job whose checksum holds is kept; on any failure, or if it is already current, the
+    file is left as it is)."""
     from oodbench.errors import MissingFileError
     from oodbench.store import ResultStore, migrate, storage_errors
 

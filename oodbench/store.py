@@ -56,7 +56,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Iterator, Optional, Sequence
+from typing import Any, Callable, Iterator, Optional, Sequence
 from urllib.parse import quote
 
 import numpy as np
@@ -70,7 +70,7 @@ SCHEMA_VERSION = 3
 """3: ``metrics`` gain ``detector`` (part of the key) and ``recipe_json``.
 2: jobs stored as shards (``shards``, ``jobs.n_points``); checksums cover key, dtype and shape;
 ``shards.array_keys``; ``runs.skipped_json``; ``run_jobs`` keyed by name too. Older files are
-upgraded in place when they are opened for writing (:func:`migrate_v1`, :func:`migrate_v2`)."""
+upgraded in place, in one transaction, when they are opened for writing (:func:`migrate`)."""
 
 LOCK_TIMEOUT_S = 30.0
 """How long to wait for another process's lock on a store before giving up with a clear error."""
@@ -241,6 +241,7 @@ def open_versioned_db(path: Path, schema: str, version: int, what: str,
     path = Path(path)
     if readonly and not path.is_file():
         raise error(f"{path}: no such {what}")
+    existed = path.exists()
     if not readonly:
         path.parent.mkdir(parents=True, exist_ok=True)
     with storage_errors(path, what, error):
@@ -248,9 +249,13 @@ def open_versioned_db(path: Path, schema: str, version: int, what: str,
     try:
         with storage_errors(path, what, error):
             present = {n for (n,) in db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
-            if present and "meta" not in present or readonly and not present:
-                raise error(f"{path}: not a {what} (an SQLite file without oodbench's tables)"
-                            if present else f"{path}: not a {what} (an empty file)")
+            # only a file this call creates becomes a new store: an existing empty file (a
+            # placeholder, a failed copy) is not one, and writing into it would hide that
+            if present and "meta" not in present or existed and not present:
+                kind = ("an SQLite file without oodbench's tables" if present else "an empty file"
+                        if path.stat().st_size == 0 else "an SQLite file without tables")
+                fix = "" if readonly else "; give a new path, or delete the file first"
+                raise error(f"{path}: not a {what} ({kind}){fix}")
             row = (db.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
                    if "meta" in present else None)
             if row is not None and not str(row[0]).strip().isdigit():
@@ -343,97 +348,179 @@ def _json(text: Optional[str], default: Any) -> Any:
     return value if isinstance(value, type(default)) else default
 
 
+_STORED_SUITE_TYPES: dict[str, tuple[type, ...]] = {
+    "name": (str,), "description": (str,), "seed": (int,), "ci": (int, float, type(None)),
+    "in_distribution": (dict,), "fit": (dict,), "checks": (dict,),
+    "models": (list,), "probes": (list,), "metrics": (list,), "detectors": (list,)}
+"""The types the readers of a stored suite rely on (as ``Suite.model_dump`` writes them)."""
+_STORED_ITEM_TYPES: dict[str, tuple[type, ...]] = {
+    "models": (dict,), "probes": (dict,), "metrics": (str,), "detectors": (str, dict)}
+_STORED_ENTRY_TYPES: dict[str, tuple[type, ...]] = {
+    "name": (str, type(None)), "dataset": (str, type(None)), "attack": (dict, type(None)),
+    "versus": (str, type(None))}
+"""Fields of a model, in-distribution or probe entry that the readers label rows with."""
+
+
+_TYPE_NAMES = {dict: "a mapping", list: "a list", str: "a string", type(None): "null",
+               bool: "a boolean", int: "an integer", float: "a number"}
+
+
+def _wrong(where: str, value: Any, allowed: tuple[type, ...]) -> Optional[str]:
+    """``"`where` is an integer, not a list"``, or None when ``value`` has an allowed type."""
+    if isinstance(value, allowed) and not (isinstance(value, bool) and bool not in allowed):
+        return None
+    return (f"`{where}` is {_TYPE_NAMES.get(type(value), type(value).__name__)}, not "
+            + " or ".join(_TYPE_NAMES[t] for t in allowed))
+
+
+def stored_suite_problems(suite: dict[str, Any]) -> list[str]:
+    """Why a run's stored suite cannot be read (empty when it can): a field of the wrong type —
+    ``probes: 5`` — that ``show``, ``verify`` and ``report`` would otherwise trip over."""
+    problems = [p for key, allowed in _STORED_SUITE_TYPES.items() if key in suite
+                and (p := _wrong(key, suite[key], allowed))]
+    entries = [("in_distribution", suite.get("in_distribution"))]
+    for key, allowed in _STORED_ITEM_TYPES.items():
+        items = suite.get(key)
+        if isinstance(items, list):
+            problems += [p for i, item in enumerate(items) if (p := _wrong(f"{key}[{i}]", item, allowed))]
+            if key in ("models", "probes"):
+                entries += [(f"{key}[{i}]", item) for i, item in enumerate(items)]
+    for where, entry in entries:
+        if isinstance(entry, dict):
+            problems += [p for field_, allowed in _STORED_ENTRY_TYPES.items() if field_ in entry
+                         and (p := _wrong(f"{where}.{field_}", entry[field_], allowed))]
+            attack = entry.get("attack")
+            if isinstance(attack, dict) and "name" in attack:
+                problems += [p for p in [_wrong(f"{where}.attack.name", attack["name"], (str,))] if p]
+    return problems
+
+
 def _points_of_blob(dtype: str, shape: str) -> Optional[int]:
     dims = json.loads(shape)
     return int(dims[0]) if dims else None
 
 
-@contextmanager
-def _at_version(path: Path, version: str) -> Iterator[Optional[sqlite3.Connection]]:
-    """A connection to ``path`` if it is a results store of schema ``version``, else None (not
-    ours, not SQLite, or another version: :func:`open_versioned_db` says what it is)."""
-    if not path.is_file() or path.stat().st_size == 0:
-        yield None
-        return
-    db = sqlite3.connect(path)
-    try:
-        try:
-            row = db.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
-        except sqlite3.DatabaseError:
-            row = None
-        yield db if row is not None and row[0] == version else None
-    finally:
-        db.close()
+def _columns(db: sqlite3.Connection, table: str) -> set[str]:
+    return {row[1] for row in db.execute(f"PRAGMA table_info({table})")}
 
 
-def migrate_v1(path: Path) -> bool:
-    """Upgrade a schema-1 results store in place (one transaction): each job becomes one shard
-    covering all its points, so every stored run still shows, verifies and is reused. Returns
-    whether it migrated. Checksums are verified with the old rule before they are carried over,
-    so a damaged entry is not laundered into a valid one (it is left out and recomputed)."""
-    with _at_version(path, "1") as db:
-        if db is None:
-            return False
-        with db:
-            db.execute("ALTER TABLE jobs ADD COLUMN n_points INTEGER NOT NULL DEFAULT 0")
-            db.execute("ALTER TABLE runs ADD COLUMN skipped_json TEXT")
-            db.execute("ALTER TABLE arrays RENAME TO arrays_v1")
-            db.execute("ALTER TABLE run_jobs RENAME TO run_jobs_v1")
-            for statement in _SCHEMA.split(";"):  # not executescript: it would commit midway
-                if statement.strip():
-                    db.execute(statement)
-            db.execute("INSERT INTO run_jobs SELECT * FROM run_jobs_v1")
-            db.execute("DROP TABLE run_jobs_v1")
-            # a finished schema-1 run computed every row it did not skip; it did not record those
-            db.execute("UPDATE runs SET skipped_json='[]' WHERE finished IS NOT NULL")
-            for job_hash, seconds, created, config in db.execute(
-                    "SELECT hash, seconds, created, config_json FROM jobs").fetchall():
-                rows = db.execute("SELECT key, dtype, shape, data, sha256 FROM arrays_v1 WHERE "
-                                  "job_hash=?", (job_hash,)).fetchall()
-                # schema 1 checksummed the bytes only: check that, then store today's checksum
-                if any(hashlib.sha256(d).hexdigest() != h for _, _, _, d, h in rows) or not rows:
-                    db.execute("DELETE FROM jobs WHERE hash=?", (job_hash,))
-                    continue
-                sizes = {k: _points_of_blob(t, sh) for k, t, sh, _, _ in rows}
-                n = sizes.get(ArrayKey.LOGITS.value) or max((v for v in sizes.values() if v), default=1)
-                db.execute("UPDATE jobs SET n_points=? WHERE hash=?", (n, job_hash))
-                try:  # schema 1 kept an attack's early-stop threshold in its config
-                    stop_above = json.loads(config).get("stop_above")
-                except (json.JSONDecodeError, AttributeError):
-                    stop_above = None
-                db.execute("INSERT INTO shards VALUES (?,?,?,?,?,?,?)",
-                           (job_hash, 0, n, stop_above, created, seconds,
-                            json.dumps(sorted(k for k, *_ in rows))))
-                db.executemany("INSERT INTO arrays VALUES (?,?,?,?,?,?,?,?)",
-                               [(job_hash, 0, n, k, t, sh, d, array_checksum(k, t, sh, d))
-                                for k, t, sh, d, _ in rows])
-            db.execute("DROP TABLE arrays_v1")
-            db.execute("UPDATE meta SET value='2' WHERE key='schema_version'")
-        return True
+def _mislabelled(path: Path, version: int, problem: str) -> StoreError:
+    return StoreError(f"{path}: says results store schema {version}, but {problem}: its version "
+                      "label does not match its tables (the file was edited or damaged). It was "
+                      "not upgraded and is unchanged; use a new file, or restore a copy")
 
 
-def migrate_v2(path: Path) -> bool:
-    """Upgrade a schema-2 results store in place: every stored metric is the msp detector's
-    (the only one there was), its recipe unknown (``verify`` recomputes it the old way)."""
-    with _at_version(path, "2") as db:
-        if db is None:
-            return False
-        with db:
-            db.execute("ALTER TABLE metrics RENAME TO metrics_v2")
-            for statement in _SCHEMA.split(";"):
-                if statement.strip():
-                    db.execute(statement)
-            db.execute("INSERT INTO metrics (run_id, model, probe, metric, value, job_hash) "
-                       "SELECT run_id, model, probe, metric, value, job_hash FROM metrics_v2")
-            db.execute("DROP TABLE metrics_v2")
-            db.execute("UPDATE meta SET value='3' WHERE key='schema_version'")
-        return True
+def _migrate_v1(db: sqlite3.Connection, path: Path) -> None:
+    """Schema 1 → 2: each job becomes one shard covering all its points, so every stored run
+    still shows, verifies and is reused. Checksums are verified with the old rule before they
+    are carried over, so a damaged entry is not laundered into a valid one (it is left out and
+    recomputed)."""
+    if "n_points" in _columns(db, "jobs") or "shards" in {
+            n for (n,) in db.execute("SELECT name FROM sqlite_master WHERE type='table'")}:
+        raise _mislabelled(path, 1, "it already has the shards of schema 2")
+    db.execute("ALTER TABLE jobs ADD COLUMN n_points INTEGER NOT NULL DEFAULT 0")
+    db.execute("ALTER TABLE runs ADD COLUMN skipped_json TEXT")
+    db.execute("ALTER TABLE arrays RENAME TO arrays_v1")
+    db.execute("ALTER TABLE run_jobs RENAME TO run_jobs_v1")
+    for statement in _SCHEMA.split(";"):  # not executescript: it would commit midway
+        if statement.strip():
+            db.execute(statement)
+    db.execute("INSERT INTO run_jobs SELECT * FROM run_jobs_v1")
+    db.execute("DROP TABLE run_jobs_v1")
+    # a finished schema-1 run computed every row it did not skip; it did not record those
+    db.execute("UPDATE runs SET skipped_json='[]' WHERE finished IS NOT NULL")
+    for job_hash, seconds, created, config in db.execute(
+            "SELECT hash, seconds, created, config_json FROM jobs").fetchall():
+        rows = db.execute("SELECT key, dtype, shape, data, sha256 FROM arrays_v1 WHERE "
+                          "job_hash=?", (job_hash,)).fetchall()
+        # schema 1 checksummed the bytes only: check that, then store today's checksum
+        if any(hashlib.sha256(d).hexdigest() != h for _, _, _, d, h in rows) or not rows:
+            db.execute("DELETE FROM jobs WHERE hash=?", (job_hash,))
+            continue
+        sizes = {k: _points_of_blob(t, sh) for k, t, sh, _, _ in rows}
+        n = sizes.get(ArrayKey.LOGITS.value) or max((v for v in sizes.values() if v), default=1)
+        db.execute("UPDATE jobs SET n_points=? WHERE hash=?", (n, job_hash))
+        try:  # schema 1 kept an attack's early-stop threshold in its config
+            stop_above = json.loads(config).get("stop_above")
+        except (json.JSONDecodeError, AttributeError):
+            stop_above = None
+        db.execute("INSERT INTO shards VALUES (?,?,?,?,?,?,?)",
+                   (job_hash, 0, n, stop_above, created, seconds,
+                    json.dumps(sorted(k for k, *_ in rows))))
+        db.executemany("INSERT INTO arrays VALUES (?,?,?,?,?,?,?,?)",
+                       [(job_hash, 0, n, k, t, sh, d, array_checksum(k, t, sh, d))
+                        for k, t, sh, d, _ in rows])
+    db.execute("DROP TABLE arrays_v1")
+
+
+def _migrate_v2(db: sqlite3.Connection, path: Path) -> None:
+    """Schema 2 → 3: every stored metric is the msp detector's (the only one there was), its
+    recipe unknown (``verify`` recomputes it the old way)."""
+    if "detector" in _columns(db, "metrics"):  # a schema-3 table: copying it would merge detectors
+        raise _mislabelled(path, 2, "its metrics table already has the detector column of schema 3")
+    db.execute("ALTER TABLE metrics RENAME TO metrics_v2")
+    for statement in _SCHEMA.split(";"):
+        if statement.strip():
+            db.execute(statement)
+    db.execute("INSERT INTO metrics (run_id, model, probe, metric, value, job_hash) "
+               "SELECT run_id, model, probe, metric, value, job_hash FROM metrics_v2")
+    db.execute("DROP TABLE metrics_v2")
+
+
+_UPGRADES: dict[int, Callable[[sqlite3.Connection, Path], None]] = {1: _migrate_v1, 2: _migrate_v2}
+"""The step from each old schema version to the next."""
+
+
+def _old_version(db: sqlite3.Connection) -> Optional[int]:
+    """The schema version of an older results store that :func:`migrate` upgrades, else None
+    (current, newer, not ours, not SQLite: :func:`open_versioned_db` says what it is)."""
+    try:  # fetchall: no statement stays open (and holds a read lock) in autocommit mode
+        rows = db.execute("SELECT value FROM meta WHERE key='schema_version'").fetchall()
+    except sqlite3.DatabaseError:
+        return None
+    label = str(rows[0][0]) if rows else ""
+    return int(label) if label in {str(v) for v in _UPGRADES} else None
 
 
 def migrate(path: Path) -> bool:
-    """Bring a results store of any older schema to this one (in place); whether it changed."""
-    first = migrate_v1(path)
-    return migrate_v2(path) or first
+    """Bring a results store of any older schema to this one, in place; whether it changed.
+
+    Every step runs in one SQLite transaction (DDL is transactional in SQLite; the connection is
+    in autocommit mode so that Python's sqlite3 issues no implicit BEGIN/COMMIT around it): the
+    upgrade either completes or leaves the file exactly as it was, so a failed upgrade can be
+    retried. A file whose tables contradict its version label is refused before anything is
+    changed; any other failure is a :class:`StoreError` naming the step and the reason."""
+    if not path.is_file() or path.stat().st_size == 0:
+        return False  # nothing to upgrade: open_versioned_db says what the file is
+    db = sqlite3.connect(path, timeout=LOCK_TIMEOUT_S, isolation_level=None)
+    try:
+        if _old_version(db) is None:
+            return False
+        db.execute("BEGIN IMMEDIATE")  # the write lock: no other writer sees a half step
+        start = _old_version(db)  # again under the lock: another process may have upgraded it
+        if start is None:
+            db.execute("ROLLBACK")
+            return False
+        version = start
+        try:
+            while version < SCHEMA_VERSION:
+                _UPGRADES[version](db, path)
+                version += 1
+            db.execute("UPDATE meta SET value=? WHERE key='schema_version'", (str(version),))
+            db.execute("COMMIT")
+        except BaseException as err:
+            db.execute("ROLLBACK")
+            if isinstance(err, (StoreError, KeyboardInterrupt, SystemExit)):
+                raise
+            if isinstance(err, sqlite3.DatabaseError) and any(
+                    w in str(err) for w in ("locked", "busy", "full", "readonly", "read-only")):
+                raise  # storage_errors says what to do about those
+            raise StoreError(f"{path}: upgrading the results store from schema {start} to "
+                             f"{SCHEMA_VERSION} failed at the step from schema {version} "
+                             f"({type(err).__name__}: {err}); the file is unchanged") from err
+        return True
+    finally:
+        db.close()
 
 
 class ResultStore:
@@ -741,7 +828,13 @@ class ResultStore:
         if not rows:
             return None
         rid, name, suite, started, finished, skipped, env, suite_hash = rows[0]
-        return RunRecord(int(rid), name, _json(suite, {}), started, finished,
+        suite = _json(suite, {})
+        problems = stored_suite_problems(suite)
+        if problems:
+            raise StoreError(f"{self.path}: run {rid}: its stored suite is damaged ("
+                             + "; ".join(problems) + "), so its rows cannot be told apart; it "
+                             "cannot be shown, verified or reported (run the suite again)")
+        return RunRecord(int(rid), name, suite, started, finished,
                          [str(s) for s in _json(skipped, [])], _json(env, {}), str(suite_hash))
 
     def metric_rows(self, run_id: int) -> list[MetricRow]:

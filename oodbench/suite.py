@@ -27,12 +27,14 @@ from oodbench.detectors.base import Need
 from oodbench.score.rows import RowKind
 from oodbench.devices import check_device_name
 from oodbench.errors import OodbenchError
+from oodbench.filenames import slugify
 from oodbench.metrics import early_stop_is_exact
 from oodbench.models.files import SHA256_RE
+from oodbench.models.entry_checks import arch_options_problem, missing_model_field
 from oodbench.models.spec import ModelSpec
 from oodbench.registry import (architectures, attacks, datasets, detectors,
                                executors, metrics, models)
-from oodbench.validation import (BatchSize, Count, JsonDict, Label, Seed, Text, cube_radius,
+from oodbench.validation import (BatchSize, Count, JsonDict, Label, PathText, Seed, cube_radius,
                                  read_yaml)
 from oodbench.validation import check_registered as _check_registered
 
@@ -116,6 +118,17 @@ class DataSpec(BaseModel):
         dataset = info.data.get("dataset")
         if dataset is not None:
             check_dataset_options(dataset, v)
+        return v
+
+    @field_validator("split")
+    @classmethod
+    def _split_exists(cls, v: str, info: ValidationInfo) -> str:
+        """A split the data set does not have (``validation``) fails only when it loads."""
+        from oodbench.data import check_dataset_split
+
+        dataset = info.data.get("dataset")
+        if dataset is not None and dataset in datasets:
+            check_dataset_split(dataset, v)
         return v
 
     @field_validator("attack")
@@ -253,10 +266,11 @@ class Suite(BaseModel):
     batch_size: BatchSize = 256
     device: Annotated[str, AfterValidator(check_device_name)] = Field(
         "auto", description="'auto' (CUDA if available), 'cpu', 'cuda', 'cuda:1', 'mps'")
-    data_root: Optional[Text] = Field(None, description=f"overridden by --data-root and ${DATA_ROOT_ENV}")
+    data_root: Optional[PathText] = Field(None, description=f"overridden by --data-root and ${DATA_ROOT_ENV}")
     download: bool = Field(True, description="download missing datasets (torchvision) into data_root")
     skip_missing: bool = Field(False, description="skip probes whose data is missing, with a warning")
-    output: Optional[Text] = Field(None, description="results store; default results/<name>.db")
+    output: Optional[PathText] = Field(None, description="results store; default results/<name>.db "
+                                  "(the name made a safe file name)")
     ci: Optional[float] = Field(None, gt=0, lt=1, description="report every value with its "
                                 "bootstrap interval at this level (e.g. 0.95) unless --ci says otherwise")
     shard_size: int = Field(1000, gt=0, description="points per stored shard: the unit that is "
@@ -274,7 +288,9 @@ class Suite(BaseModel):
     in_distribution: DataSpec
     models: list[SuiteModel] = Field(min_length=1)
     probes: list[DataSpec] = Field(default_factory=list)
-    metrics: list[MetricName] = Field(default_factory=lambda: list(DEFAULT_METRICS))
+    metrics: list[MetricName] = Field(default_factory=lambda: list(DEFAULT_METRICS), min_length=1,
+                                      description="at least one: a run without metrics computes "
+                                      "for nothing")
     detectors: list[DetectorSpec] = Field(
         default_factory=lambda: [DetectorSpec(name="msp")], min_length=1,
         description="OOD scores to evaluate (`oodbench list detectors`); default: msp")
@@ -308,7 +324,8 @@ class Suite(BaseModel):
                     spec = attacks.get(probe.attack.name)().resolve(
                         probe.attack, self.in_distribution.dataset or "")
                 except (ValueError, TypeError) as err:
-                    raise _LocatedError(("probes", i, "attack"), f"{probe.label}: {err}") from None
+                    raise _LocatedError(("probes", i, "attack", *getattr(err, "loc", ())),
+                                        f"{probe.label}: {err}") from None
                 radius = cube_radius(spec.threat.norm, dim) if spec.threat is not None else None
                 if radius is not None and spec.threat.eps >= radius:
                     raise _LocatedError(
@@ -317,6 +334,34 @@ class Suite(BaseModel):
                         f"contains the whole image cube [0, 1]^{dim or 'd'} (from radius "
                         f"{radius:g} on), so the attack is unconstrained; use an eps below "
                         f"{radius:g}")
+        return self
+
+    @model_validator(mode="after")
+    def _fit_split_exists(self) -> "Suite":
+        """The detectors' training points come from ``fit.split`` of the in-distribution set."""
+        from oodbench.data import check_dataset_split
+
+        if self.in_distribution.dataset is not None:
+            try:
+                check_dataset_split(self.in_distribution.dataset, self.fit.split)
+            except ValueError as err:
+                raise _LocatedError(("fit", "split"), str(err)) from None
+        return self
+
+    @model_validator(mode="after")
+    def _models_can_be_built(self) -> "Suite":
+        """What a model's adapter would refuse for a missing field, and what its architecture
+        would refuse for its options, is refused now, not after the cached jobs of a run: each
+        adapter's declared ``required`` fields, and the architecture built on PyTorch's meta
+        device (shapes only: no memory, no weights; well under a second even for a ResNet-50)."""
+        for i, model in enumerate(self.models):
+            problem = missing_model_field(model)
+            if problem is not None:
+                raise _LocatedError(("models", i, problem[0]), f"{model.name}: {problem[1]}")
+            problem = arch_options_problem(model)
+            if problem is not None:
+                raise _LocatedError(("models", i, "arch_options", *problem[0]),
+                                    f"{model.name}: {problem[1]}")
         return self
 
     @model_validator(mode="after")
@@ -429,8 +474,11 @@ class Suite(BaseModel):
         return resolve_data_root(self.data_root, self.base_dir, override)
 
     def resolve_output(self, override: Union[str, Path, None] = None) -> Path:
-        """The results store; relative paths are relative to the working directory."""
-        return Path(override or self.output or f"results/{self.name}.db").expanduser()
+        """The results store; relative paths are relative to the working directory. The default
+        is named after the suite through :func:`slugify`: a name is not a path, and one like
+        ``../../x`` must not write outside ``results/``."""
+        return Path(override or self.output
+                    or f"results/{slugify(self.name, fallback='suite')}.db").expanduser()
 
     def hashed_dump(self, exclude: set[str]) -> dict[str, Any]:
         """``model_dump`` for a hash: fields added after hashes were first stored are left out
@@ -475,9 +523,7 @@ def _deep_merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any
 
 
 def _read_yaml(path: Path, seen: tuple[Path, ...] = ()) -> tuple[dict[str, Any], Optional[yaml.Node]]:
-    if not path.is_file():
-        raise SuiteError(f"{path}: no such suite file")
-    data, node = read_yaml(path, SuiteError)
+    data, node = read_yaml(path, SuiteError, "suite file")
     data = {} if data is None else data
     if not isinstance(data, dict):
         raise SuiteError(f"{path}:{_node_line(node, ()) or 1}: a suite must be a YAML mapping "

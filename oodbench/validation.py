@@ -18,6 +18,7 @@ from typing import Annotated, Any, Callable, Optional
 import yaml
 from pydantic import AfterValidator, BeforeValidator, Field
 
+from oodbench.core.yaml_location import format_loc
 from oodbench.registry import UnknownNameError
 
 MAX_SEED = 2**63 - 1
@@ -69,6 +70,9 @@ Text = Annotated[str, AfterValidator(_printable)]
 """A string without control characters (paths, URLs, names)."""
 Label = Annotated[str, AfterValidator(_printable), AfterValidator(_not_blank)]
 """A name shown in tables and used as a key (and file name): non-empty, printable."""
+PathText = Annotated[str, AfterValidator(_printable), AfterValidator(_not_blank)]
+"""A path a user names (a results store, a data root): printable and not empty — an empty path
+would silently mean the working directory or the suite's folder."""
 JsonDict = Annotated[dict[str, Any], AfterValidator(_json_compatible)]
 Seed = Annotated[int, BeforeValidator(_not_bool), Field(ge=0, le=MAX_SEED)]
 Count = Annotated[int, BeforeValidator(_not_bool), Field(gt=0, le=MAX_COUNT)]
@@ -86,13 +90,46 @@ def _named(text: str, path: Path) -> io.StringIO:
     return stream
 
 
-def read_yaml(path: Path, error: Callable[[str], Exception]) -> tuple[Any, Optional[yaml.Node]]:
+_MERGE_TAG = "tag:yaml.org,2002:merge"
+
+
+def _repeated_key(root: Optional[yaml.Node]) -> Optional[tuple[tuple[Any, ...], int, int]]:
+    """(location, line, line of the first) of the first key a mapping gives twice, else None.
+    PyYAML keeps the last value silently, so a repeated ``eps:`` would run another experiment
+    than the one the reader of the file sees first. (Iterative: the tree may be deep.)"""
+    stack: list[tuple[yaml.Node, tuple[Any, ...]]] = [(root, ())] if root is not None else []
+    while stack:
+        node, loc = stack.pop()
+        if isinstance(node, yaml.MappingNode):
+            seen: dict[tuple[str, str], int] = {}
+            for key, value in node.value:
+                if not isinstance(key, yaml.ScalarNode) or key.tag == _MERGE_TAG:
+                    continue
+                line = key.start_mark.line + 1
+                if (key.tag, key.value) in seen:
+                    return loc + (key.value,), line, seen[(key.tag, key.value)]
+                seen[(key.tag, key.value)] = line
+                stack.append((value, loc + (key.value,)))
+        elif isinstance(node, yaml.SequenceNode):
+            stack += [(item, loc + (i,)) for i, item in enumerate(node.value)]
+    return None
+
+
+def read_yaml(path: Path, error: Callable[[str], Exception],
+              kind: str = "YAML file") -> tuple[Any, Optional[yaml.Node]]:
     """The data and the node tree (for line numbers) of a YAML file a user wrote.
 
     Every way such a file can be unreadable becomes ``error("PATH:LINE: …")``: bytes that are not
-    UTF-8 (the line of the first bad byte), YAML syntax errors, and nesting so deep that the
-    parser would overflow Python's recursion limit.
+    UTF-8 (the line of the first bad byte), YAML syntax errors, nesting so deep that the parser
+    would overflow Python's recursion limit, and a key given twice in one mapping (YAML loaders
+    keep the last one silently). Only a regular file is read: a directory or a device
+    (``/dev/zero`` never ends) is refused before any byte is read.
     """
+    if not path.exists():
+        raise error(f"{path}: no such {kind}")
+    if not path.is_file():
+        what = "a directory" if path.is_dir() else "not a regular file but a device, pipe or socket"
+        raise error(f"{path}: not a {kind} ({what}); give the path of a .yaml file")
     raw = path.read_bytes()
     try:
         text = raw.decode("utf-8")
@@ -101,7 +138,13 @@ def read_yaml(path: Path, error: Callable[[str], Exception]) -> tuple[Any, Optio
         raise error(f"{path}:{line}: not UTF-8 text (byte 0x{raw[err.start]:02x} at offset "
                     f"{err.start}); save the file as UTF-8") from None
     try:
-        return yaml.safe_load(_named(text, path)), yaml.compose(_named(text, path))
+        node = yaml.compose(_named(text, path))
+        repeated = _repeated_key(node)
+        if repeated is not None:
+            loc, line, first = repeated
+            raise error(f"{path}:{line}: field `{format_loc(loc)}`: given twice (first on line "
+                        f"{first}); YAML would silently keep this one: remove one of them")
+        return yaml.safe_load(_named(text, path)), node
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None) or getattr(err, "context_mark", None)
         line = f"{mark.line + 1}" if mark is not None else "1"
@@ -123,7 +166,7 @@ def cube_radius(norm: str, dim: int | None) -> float | None:
 
 __all__ = ["MAX_SEED", "MAX_COUNT", "MAX_BATCH_SIZE", "MAX_STEPS", "MAX_RESTARTS", "Label", "Text",
            "JsonDict", "Seed", "Count", "BatchSize", "Steps", "Restarts", "FiniteFloat",
-           "PositiveFloat", "cube_radius", "read_yaml"]
+           "PositiveFloat", "PathText", "cube_radius", "format_loc", "read_yaml"]
 
 
 def check_registered(registry: Any, name: str) -> str:

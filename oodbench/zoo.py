@@ -264,9 +264,7 @@ def parse_card(data: Any, *, source: Optional[Path] = None,
 def load_card(path: Union[str, Path]) -> ZooCard:
     """Read and validate one card file."""
     path = Path(path)
-    if not path.is_file():
-        raise ZooError(f"{path}: no such model card")
-    data, node = read_yaml(path, ZooError)
+    data, node = read_yaml(path, ZooError, "model card")
     return parse_card(data, source=path, node=node)
 
 

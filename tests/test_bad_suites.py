@@ -73,6 +73,40 @@ CASES = [
      "must not be empty"),
     ("nan in options", lambda s: s["probes"][0].update(options={"x": float("nan")}),
      "probes[0].options", "NaN"),
+    # issue 20 item 6: suites that validated but meant nothing
+    ("metrics []", lambda s: s.update(metrics=[]), "metrics", "at least 1"),
+    ("unknown attack option", lambda s: _attack(s).update(options={"bogus": 1}),
+     "probes[1].attack.options", "unknown option(s) bogus; it takes no options"),
+    ("unknown autoattack option", lambda s: s["probes"].append(
+        {"name": "aa", "attack": {"name": "autoattack", "options": {"bogus": 1}}}),
+     "probes[2].attack.options", "unknown option(s) bogus; known: version"),
+    ("unknown attack objective", lambda s: _attack(s).update(objective="max-conf"),
+     "probes[1].attack.objective", "unknown objectives 'max-conf'"),
+    ("unknown architecture option", lambda s: s["models"][0]["arch_options"].update(bogus=1),
+     "models[0].arch_options", "unexpected keyword argument 'bogus'"),
+    ("odd image_size", lambda s: s["models"][0]["arch_options"].update(image_size=7),
+     "models[0].arch_options", "even image size"),
+    ("num_classes 0", lambda s: s["models"][0]["arch_options"].update(num_classes=0),
+     "models[0].arch_options.num_classes", "positive integer"),
+    ("num_classes -1", lambda s: s["models"][0]["arch_options"].update(num_classes=-1),
+     "models[0].arch_options.num_classes", "positive integer"),
+    ("model without path", lambda s: s["models"][0].pop("path"), "models[0].path",
+     "adapter 'safetensors' needs `path`"),
+    ("model without arch", lambda s: s["models"][0].pop("arch"), "models[0].arch",
+     "adapter 'safetensors' needs `arch`"),
+    ("checkpoint without arch", lambda s: s["models"][0].update(adapter="checkpoint", arch=None),
+     "models[0].arch", "adapter 'checkpoint' needs `arch`"),
+    ("python adapter without trust_code", lambda s: s["models"][0].update(
+        adapter="python", factory="nets.py:build", path=None, arch=None, arch_options={}),
+     "models[0].trust_code", "needs `trust_code: true`"),
+    ("split validation", lambda s: s["in_distribution"].update(split="validation"),
+     "in_distribution.split", "dataset 'digits' has no split 'validation'; choose one of train, test"),
+    ("fit split validation", lambda s: s.update(fit={"split": "validation"}),
+     "fit.split", "has no split 'validation'"),
+    ("output ''", lambda s: s.update(output=""), "output", "must not be empty"),
+    ("data_root ''", lambda s: s.update(data_root=" "), "data_root", "must not be empty"),
+    ("eps 1e-300", lambda s: _attack(s).update(threat={"norm": "Linf", "eps": 1e-300}),
+     "probes[1].attack.threat.eps", "below 3.92e-06 (1/255/1000"),
 ]
 
 
@@ -97,6 +131,63 @@ def test_the_base_suite_is_valid(tmp_path):
     path.write_text(yaml.safe_dump(BASE, sort_keys=False))
     res = _validate(path)
     assert res.exit_code == 0, res.output
+
+
+@pytest.mark.parametrize("change", [
+    lambda s: s["models"][0].update(adapter="checkpoint", arch=None, path="m.pt", trust_code=True),
+    lambda s: s["models"][0].update(adapter="torchscript", arch=None, arch_options={}),
+    lambda s: _attack(s).update(threat={"norm": "Linf", "eps": 1 / 255 / 1000}),
+    lambda s: s["in_distribution"].update(split="train"),
+    lambda s: s["probes"][0].update(split="any name: noise has no splits"),
+], ids=["trusted pickle needs no arch", "torchscript needs no arch", "eps at the floor",
+        "split train", "noise ignores the split"])
+def test_near_misses_of_the_new_refusals_are_accepted(tmp_path, change):
+    path = tmp_path / "suite.yaml"
+    path.write_text(yaml.safe_dump(mutate(change), sort_keys=False))
+    res = _validate(path)
+    assert res.exit_code == 0, res.output
+
+
+def test_a_key_given_twice_is_refused_at_the_second(tmp_path):
+    """YAML keeps the later value silently: the reader sees 5 steps, the run would use 2."""
+    path = tmp_path / "suite.yaml"
+    text = yaml.safe_dump(BASE, sort_keys=False)
+    path.write_text(text.replace("  attack:\n", "  attack:\n    steps: 5\n", 1))
+    line = path.read_text().splitlines().index("    steps: 2") + 1
+    first = path.read_text().splitlines().index("    steps: 5") + 1
+    res = _validate(path)
+    assert res.exit_code == 2 and "Traceback" not in res.output, res.output
+    assert (f"{path}:{line}: field `probes[1].attack.steps`: given twice (first on line {first})"
+            in res.output), res.output
+    path.write_text("name: a\nname: b\n")
+    assert f"{path}:2: field `name`: given twice (first on line 1)" in _validate(path).output
+
+
+def test_yaml_merge_keys_are_not_repeated_keys(tmp_path):
+    path = tmp_path / "suite.yaml"
+    text = yaml.safe_dump(BASE, sort_keys=False)
+    path.write_text("x-model: &m {adapter: safetensors, arch: digits-net}\n"
+                    + text.replace("- name: m\n", "- <<: *m\n  name: m\n"))
+    res = _validate(path)
+    assert "given twice" not in res.output
+
+
+@pytest.mark.parametrize("target, words", [
+    ("dir", "(a directory)"), ("/dev/null", "(not a regular file"),
+    ("/dev/zero", "(not a regular file"), ("missing.yaml", "no such suite file")])
+def test_a_suite_path_that_is_not_a_file(tmp_path, target, words):
+    """/dev/zero is refused before a byte is read (reading it would never end)."""
+    path = Path(target) if target.startswith("/") else tmp_path / target
+    if target == "dir":
+        path.mkdir()
+    if target.startswith("/") and not path.exists():
+        pytest.skip(f"{target} does not exist on this system")
+    res = _validate(path)
+    assert res.exit_code == 2 and "Traceback" not in res.output, res.output
+    expected = "no such suite file" if target == "missing.yaml" else "not a suite file " + words
+    assert res.output.startswith(f"error: {path}: {expected}"), res.output
+    if target != "missing.yaml":
+        assert "no such" not in res.output
 
 
 def test_eps_inside_the_cube_is_accepted(tmp_path):

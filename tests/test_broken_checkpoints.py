@@ -41,6 +41,13 @@ def _safetensors_cast(dtype: torch.dtype) -> Callable[[Path], None]:
     return write
 
 
+def _with_fc2(change: Callable[[torch.Tensor], torch.Tensor]) -> dict[str, torch.Tensor]:
+    """The digits-net state with one weight replaced (a meta or sparse tensor: issue 20 item 5,
+    which crashed ``load_state_dict`` with a bare RuntimeError)."""
+    state = _state()
+    return {**state, "fc2.weight": change(state["fc2.weight"])}
+
+
 def _wrong_keys(path: Path) -> None:
     torch.save({"encoder.weight": torch.zeros(3, 3)}, path)
 
@@ -72,6 +79,15 @@ CASES: list[tuple[str, str, Callable[[Path], None], str, str]] = [
      "integer or boolean tensor(s)"),
     ("torch.save of int64", ".pt", lambda p: torch.save({k: v.long() for k, v in _state().items()}, p),
      "checkpoint", "integer or boolean tensor(s)"),
+    ("torch.save of complex64", ".pt",
+     lambda p: torch.save({k: v.to(torch.complex64) for k, v in _state().items()}, p),
+     "checkpoint", "complex tensor(s)"),
+    ("safetensors of complex64", ".safetensors", _safetensors_cast(torch.complex64), "safetensors",
+     "complex tensor(s)"),
+    ("meta tensors", ".pt", lambda p: torch.save(_with_fc2(lambda t: torch.empty(t.shape, device="meta")), p),
+     "checkpoint", "fc2.weight (meta: a shape without values)"),
+    ("sparse tensors", ".pt", lambda p: torch.save(_with_fc2(lambda t: t.to_sparse()), p),
+     "checkpoint", "fc2.weight (sparse_coo)"),
     ("wrong keys", ".pt", _wrong_keys, "checkpoint", "missing keys"),
     ("wrong shapes", ".pt", _wrong_shapes, "checkpoint", "shape mismatches"),
     ("pickle needing code", ".pt", _pickled_module, "checkpoint", "needs code to unpickle"),

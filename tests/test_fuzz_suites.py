@@ -1,9 +1,12 @@
-"""Fuzzing `oodbench validate` with broken suites (issue 13 item 3).
+"""Fuzzing `oodbench validate` with broken suites (issue 13 item 3, issue 20 item 6).
 
 Hypothesis mutates a valid suite — a value replaced by a wrong type, an out-of-range, huge or
 non-finite number, an empty string or a deeply nested value; an unknown key added; a key
 removed; a value wrapped in or unwrapped from a list; or the file's bytes damaged (non-UTF-8
-bytes, truncation). Every result must be either accepted (exit 0, "ok") or refused by the
+bytes, truncation, a line repeated so that a key is given twice). Since issue 20 the values
+and keys include the suites that used to validate but mean nothing: empty lists (``metrics:
+[]``), unknown option, objective and split names, tiny ``eps``, non-positive ``num_classes``,
+odd ``image_size``, dropped ``path``/``arch``. Every result must be either accepted (exit 0, "ok") or refused by the
 ``OodbenchError`` handler of the CLI: exit 2, an ``error:`` message that names the file and a
 line, and the field whenever the file could be parsed — never a traceback.
 
@@ -40,7 +43,8 @@ BAD_VALUES = st.one_of(
                      0, -1, 1, 2**31, 2**63, 2**64, 10**30, -10**30,
                      0.0, -0.0, 1e-300, 1e9, 1e308, -1e308,
                      float("nan"), float("inf"), float("-inf"),
-                     "cuda:99", "quantum", "../../etc/passwd", "é" * 3, "a" * 5000]),
+                     "cuda:99", "quantum", "../../etc/passwd", "é" * 3, "a" * 5000,
+                     "validation", "max-conf", 7, 1e-7, {"bogus": 1}]),
     st.integers(),
     st.floats(allow_nan=True, allow_infinity=True),
     st.text(max_size=20),
@@ -90,7 +94,9 @@ def broken_suites(draw: st.DrawFn) -> bytes:
         if kind == "replace":
             parent[key] = draw(BAD_VALUES)
         elif kind == "add-key" and isinstance(parent[key], dict):
-            parent[key][draw(st.sampled_from(["extra", "nme", "n", "eps", "1", ""]))] = draw(BAD_VALUES)
+            parent[key][draw(st.sampled_from(["extra", "nme", "n", "eps", "1", "", "bogus", "objective",
+                                              "split", "num_classes", "image_size", "options",
+                                              "output"]))] = draw(BAD_VALUES)
         elif kind == "drop":
             del parent[key]
         elif kind == "wrap":
@@ -101,12 +107,16 @@ def broken_suites(draw: st.DrawFn) -> bytes:
         data = yaml.safe_dump(suite, sort_keys=False, allow_unicode=True).encode("utf-8")
     except RecursionError:  # too deep for the dumper itself: write the nesting as flow text
         data = b"name: x\ndescription: " + b"[" * 5000 + b"]" * 5000 + b"\n"
-    damage = draw(st.sampled_from(["none"] * 6 + ["bytes", "truncate"]))
+    damage = draw(st.sampled_from(["none"] * 6 + ["bytes", "truncate", "repeat-line"]))
     if damage == "bytes":
         at = draw(st.integers(0, len(data)))
         data = data[:at] + draw(st.sampled_from([b"\xff", b"\xc3\x28", b"\x80\x80", b"\xed\xa0\x80"])) + data[at:]
     elif damage == "truncate":
         data = data[:draw(st.integers(0, len(data)))]
+    elif damage == "repeat-line":  # a key given twice (or a list item: both are YAML)
+        lines = data.split(b"\n")
+        at = draw(st.integers(0, len(lines) - 1))
+        data = b"\n".join(lines[:at + 1] + lines[at:])
     return data
 
 
@@ -138,10 +148,12 @@ def test_fuzzed_suites_are_accepted_or_refused_clearly(tmp_path: Path) -> None:
             # … and the field, unless the file as a whole could not be read
             assert text.startswith("field `") or any(p in text for p in FILE_LEVEL), res.output
         outcomes["refused"] += 1
+        outcomes["refused: a key given twice"] += "given twice" in res.output
 
     check()
-    total = sum(outcomes.values())
-    print(f"\nfuzzed {total} suites: {outcomes['refused']} refused clearly, "
+    total = outcomes["refused"] + outcomes["accepted"]
+    print(f"\nfuzzed {total} suites: {outcomes['refused']} refused clearly "
+          f"({outcomes['refused: a key given twice']} for a key given twice), "
           f"{outcomes['accepted']} accepted")
     assert total >= min(EXAMPLES, 300) * 0.9  # hypothesis ran (almost) every example asked
     assert outcomes["refused"] > total / 2 and outcomes["accepted"] > 0  # mutations bite, not all

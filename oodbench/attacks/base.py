@@ -20,12 +20,13 @@ from typing import Any, Callable, ClassVar, Literal, Mapping, Optional
 
 import numpy as np
 import torch
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 from torch import nn
 
 from oodbench.attacks.threats import ThreatModel
 from oodbench.core.cost import Cost
 from oodbench.core.rows import RowKind
+from oodbench.registry import UnknownNameError, objectives
 from oodbench.validation import (MAX_RESTARTS, MAX_STEPS, FiniteFloat, JsonDict, PositiveFloat, Restarts,
                                  Steps)
 
@@ -50,6 +51,17 @@ class AttackSpec(BaseModel):
         "the 95%-TPR threshold for FPR@95); 'auto' does it whenever that is exact, i.e. unless "
         "a metric such as MMC or AUPR-out needs every score as it is")
     options: JsonDict = Field(default_factory=dict, description="attack-specific settings")
+
+    @field_validator("objective")
+    @classmethod
+    def _known_objective(cls, v: Optional[str]) -> Optional[str]:
+        """An unknown objective would otherwise be found only when the attack runs."""
+        if v is not None:
+            try:
+                objectives.entry(v)
+            except UnknownNameError as err:
+                raise ValueError(str(err)) from None
+        return v
 
 
 @dataclass
@@ -95,13 +107,23 @@ class GradientObjective:
     config: Any
 
 
+class AttackFieldError(ValueError):
+    """A :meth:`Attack.resolve` error about one field of the ``attack:`` entry (``loc``, e.g.
+    ``("options",)``), so a suite error points at that line."""
+
+    def __init__(self, loc: tuple[Any, ...], message: str):
+        super().__init__(message)
+        self.loc = loc
+
+
 def merge_options(attack: str, given: Mapping[str, Any], defaults: Mapping[str, Any]) -> dict[str, Any]:
     """An attack's ``options`` over its defaults; an unknown key is an error naming the known ones
     (a typo would otherwise silently fall back to the default)."""
     unknown = sorted(set(given) - set(defaults))
     if unknown:
-        raise ValueError(f"{attack}: unknown option(s) {', '.join(unknown)}; known: "
-                         f"{', '.join(defaults)}")
+        raise AttackFieldError(("options",), f"{attack}: unknown option(s) {', '.join(unknown)}; "
+                               + (f"known: {', '.join(defaults)}" if defaults else
+                                  "it takes no options (its settings are the fields of `attack:`)"))
     return {**defaults, **given}
 
 
@@ -148,6 +170,9 @@ class Attack:
     def resolve(self, spec: AttackSpec, in_dataset: str) -> AttackSpec:
         """The spec with every unset field filled from :meth:`defaults` (part of the cache key)."""
         defaults = self.defaults(in_dataset)
+        # the options an attack declares are its defaults' keys: any other is a typo that would
+        # otherwise be ignored while the attack runs for minutes with its default settings
+        merge_options(spec.name, spec.options, defaults.get("options", {}))
         given = {k: v for k, v in spec.model_dump(exclude_unset=True).items() if v is not None}
         values = {**defaults, **given,
                   "options": {**defaults.get("options", {}), **given.get("options", {})}}

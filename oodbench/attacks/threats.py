@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Literal, Sequence, Union
 
 import torch
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, field_validator
 
 from oodbench.validation import PositiveFloat
 
@@ -44,6 +44,13 @@ def _project_l1_ball(delta: torch.Tensor, eps: float) -> torch.Tensor:
     return out.view_as(delta)
 
 
+MIN_EPS = 1 / 255 / 1000
+"""The smallest radius a suite may ask for: a thousandth of one 8-bit grey level. Below it a
+ball changes no stored image and next to nothing in float32 (whose spacing near 1 is 6e-8), so
+the attack cannot move any score — yet it still runs its full budget, for minutes, as no point
+ever crosses an early-stop threshold. Such an ``eps`` (``1e-300``) is a typo, not an experiment."""
+
+
 class ThreatModel(BaseModel):
     """An lp ball of radius ``eps`` (in [0,1] pixel units) intersected with the image box."""
 
@@ -51,6 +58,15 @@ class ThreatModel(BaseModel):
 
     norm: Norm
     eps: PositiveFloat
+
+    @field_validator("eps")
+    @classmethod
+    def _not_vanishing(cls, v: float) -> float:
+        if v < MIN_EPS:
+            raise ValueError(f"{v:g} is below {MIN_EPS:.3g} (1/255/1000, a thousandth of a grey "
+                             "level): a ball that small changes no image, so the attack would run "
+                             "its whole budget for nothing; check the value (8/255 is 0.0314)")
+        return v
 
     def __str__(self) -> str:
         return f"{self.norm} ε={self.eps:g}"

@@ -26,6 +26,7 @@ from oodbench.data import image_list, unit_tests  # noqa: F401  (registers image
 from typing import Any, Mapping
 
 from oodbench.data.base import DataRequest, DatasetError, DatasetNotFoundError, ImageSet
+from oodbench.data.common import require_split
 from oodbench.data.stream import ImageSource, materialise, take_rows
 from oodbench.data.transforms import describe_conversion, to_shape
 from oodbench.registry import datasets
@@ -35,6 +36,7 @@ __all__ = [
     "DatasetError",
     "DatasetNotFoundError",
     "check_dataset_options",
+    "check_dataset_split",
     "ImageSet",
     "ImageSource",
     "check_imageset",
@@ -116,6 +118,16 @@ def check_dataset_options(name: str, options: Mapping[str, Any]) -> None:
     check = datasets.meta(name).get("check_options")
     if check is not None:
         check(options)
+
+
+def check_dataset_split(name: str, split: str) -> None:
+    """``ValueError`` naming the choices if the registered dataset ``name`` declares its
+    ``splits`` (registry entry) and ``split`` is not one of them, so a suite asking for
+    ``validation`` is refused before any data is read. Datasets that ignore the split (noise,
+    folders) declare none."""
+    splits = datasets.meta(name).get("splits")
+    if splits is not None:
+        require_split(name, split, splits)
 
 
 def num_classes(name: str, options: Mapping[str, Any]) -> int | None:

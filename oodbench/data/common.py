@@ -45,14 +45,17 @@ def no_options(name: str) -> Callable[[Mapping[str, Any]], dict[str, Any]]:
     return partial(check_option_names, name, allowed=())
 
 
+def require_split(name: str, split: str, splits: Iterable[str] = SPLITS) -> str:
+    """Return ``split`` if it is one of ``splits``, else raise ``ValueError`` naming the choices."""
+    splits = tuple(splits)
+    if split not in splits:
+        raise ValueError(f"dataset {name!r} has no split {split!r}; choose one of {', '.join(splits)}")
+    return split
+
+
 def check_split(name: str, request: DataRequest, splits: Iterable[str] = SPLITS) -> str:
     """Return ``request.split`` if the dataset has it, else raise ``ValueError`` naming the choices."""
-    splits = tuple(splits)
-    if request.split not in splits:
-        raise ValueError(
-            f"dataset {name!r} has no split {request.split!r}; choose one of {', '.join(splits)}"
-        )
-    return request.split
+    return require_split(name, request.split, splits)
 
 
 def subsample_indices(total: int, n: int | None, seed: int) -> torch.Tensor | None:

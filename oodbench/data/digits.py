@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from oodbench.data.base import DataRequest, ImageSet
-from oodbench.data.common import check_option_names, check_split, subsample_indices, take
+from oodbench.data.common import SPLITS, check_option_names, check_split, subsample_indices, take
 from oodbench.registry import datasets
 
 SPLIT_SEED = 0
@@ -83,6 +83,7 @@ def parse_options(options: Mapping[str, Any]) -> tuple[list[int] | None, bool]:
     shape=(1, 8, 8),
     num_classes=10,
     kind="real",
+    splits=SPLITS,
     check_options=parse_options,
     source="scikit-learn load_digits (UCI optical recognition of handwritten digits; embedded)",
 )

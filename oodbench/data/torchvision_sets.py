@@ -39,6 +39,7 @@ import torch
 from oodbench.data.array_cache import cached_uint8
 from oodbench.data.base import DataRequest, DatasetError, DatasetNotFoundError, ImageSet
 from oodbench.data.common import (
+    SPLITS,
     check_option_names,
     check_options,
     check_split,
@@ -272,6 +273,7 @@ def _load_svhn(file: Path) -> tuple[np.ndarray, np.ndarray]:
     shape=(1, 28, 28),
     num_classes=10,
     kind="real",
+    splits=SPLITS,
     source="http://yann.lecun.com/exdb/mnist/ (torchvision.datasets.MNIST)",
     check_options=no_options("mnist"),
 )
@@ -285,6 +287,7 @@ def mnist(request: DataRequest) -> ImageSet:
     shape=(1, 28, 28),
     num_classes=10,
     kind="real",
+    splits=SPLITS,
     source="https://github.com/zalandoresearch/fashion-mnist (torchvision.datasets.FashionMNIST)",
     check_options=no_options("fashion-mnist"),
 )
@@ -298,6 +301,7 @@ def fashion_mnist(request: DataRequest) -> ImageSet:
     shape=(1, 28, 28),
     num_classes=10,
     kind="real",
+    splits=SPLITS,
     source="https://github.com/rois-codh/kmnist (torchvision.datasets.KMNIST)",
     check_options=no_options("kmnist"),
 )
@@ -311,6 +315,7 @@ def kmnist(request: DataRequest) -> ImageSet:
     shape=(1, 28, 28),
     num_classes=26,
     kind="real",
+    splits=SPLITS,
     source="https://www.nist.gov/itl/products-and-services/emnist-dataset "
     "(torchvision.datasets.EMNIST, split='letters')",
     check_options=no_options("emnist-letters"),
@@ -331,6 +336,7 @@ def emnist_letters(request: DataRequest) -> ImageSet:
     shape=(3, 32, 32),
     num_classes=10,
     kind="real",
+    splits=SPLITS,
     source="https://www.cs.toronto.edu/~kriz/cifar.html (torchvision.datasets.CIFAR10)",
     check_options=no_options("cifar10"),
 )
@@ -344,6 +350,7 @@ def cifar10(request: DataRequest) -> ImageSet:
     shape=(3, 32, 32),
     num_classes=100,
     kind="real",
+    splits=SPLITS,
     source="https://www.cs.toronto.edu/~kriz/cifar.html (torchvision.datasets.CIFAR100)",
     check_options=no_options("cifar100"),
 )
@@ -357,6 +364,7 @@ def cifar100(request: DataRequest) -> ImageSet:
     shape=(3, 32, 32),
     num_classes=10,
     kind="real",
+    splits=SPLITS,
     source="http://ufldl.stanford.edu/housenumbers/ (torchvision.datasets.SVHN, cropped digits)",
     check_options=no_options("svhn"),
 )

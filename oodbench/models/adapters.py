@@ -3,7 +3,10 @@
 An adapter is ``adapter(spec, base_dir) -> nn.Module``, registered in ``oodbench.registry.models``
 with metadata:
 
-* ``required``: the spec fields it needs (shown by ``oodbench list models``);
+* ``required``: the spec fields it needs (shown by ``oodbench list models``); a suite entry
+  without one (for a flag such as ``trust_code``: without it true) is refused at validation
+  (:mod:`oodbench.models.entry_checks`), and ``trusted_without`` lists those a ``trust_code``
+  entry may leave out;
 * ``file``: ``(spec, base_dir) -> Path | None``, the file whose bytes determine the weights; its
   sha256 goes into :func:`oodbench.models.model_fingerprint` without loading anything;
 * ``defaults``: values the adapter substitutes for unset spec fields (part of the fingerprint).
@@ -142,15 +145,27 @@ def load_state_into(net: nn.Module, state: Any, spec: ModelSpec, source: Path, *
     unexpected = [k for k in state if k not in expected]
     mismatched = [f"{k} {tuple(state[k].shape)} vs {tuple(v.shape)}"
                   for k, v in expected.items() if k in state and state[k].shape != v.shape]
-    # load_state_dict would cast silently: integer or boolean weights are not trained weights
-    mistyped = [f"{k} {str(state[k].dtype).removeprefix('torch.')}" for k, v in expected.items()
-                if k in state and v.is_floating_point() and not state[k].is_floating_point()]
-    if mistyped:
+    # load_state_dict cannot copy these (a bare RuntimeError): refuse them by name
+    no_values = [f"{k} ({'meta: a shape without values' if t.is_meta else str(t.layout).removeprefix('torch.')})"
+                 for k, t in state.items() if t.is_meta or t.layout != torch.strided]
+    if no_values:
         raise spec_error(
-            spec.name, "path", f"{source} holds {len(mistyped)} integer or boolean tensor(s) where "
-            f"{spec.arch!r} has floating-point weights ({_few(mistyped, 3)})",
-            "save the trained float weights (`model.state_dict()`); this file is not a trained "
-            "checkpoint of that architecture")
+            spec.name, "path", f"{source} holds {len(no_values)} tensor(s) that are not dense "
+            f"tensors with values ({_few(no_values, 3)})",
+            "save the trained weights as ordinary tensors (`model.state_dict()` of the model on "
+            "the CPU, after `.to_dense()` for sparse ones)")
+    # load_state_dict would cast silently: integer, boolean or complex weights are not trained
+    # real-valued weights
+    for what, wrong in (("complex", torch.Tensor.is_complex),
+                        ("integer or boolean", lambda t: not t.is_floating_point() and not t.is_complex())):
+        mistyped = [f"{k} {str(state[k].dtype).removeprefix('torch.')}" for k, v in expected.items()
+                    if k in state and v.is_floating_point() and wrong(state[k])]
+        if mistyped:
+            raise spec_error(
+                spec.name, "path", f"{source} holds {len(mistyped)} {what} tensor(s) where "
+                f"{spec.arch!r} has real floating-point weights ({_few(mistyped, 3)})",
+                "save the trained float weights (`model.state_dict()`); this file is not a "
+                "trained checkpoint of that architecture")
     if missing or unexpected or mismatched:
         parts = []
         if missing:
@@ -226,7 +241,7 @@ def torch_load(spec: ModelSpec, path: Path) -> Any:
 # checkpoint
 
 
-@models.register("checkpoint", required=("path", "arch"), file=spec_path)
+@models.register("checkpoint", required=("path", "arch"), trusted_without=("arch",), file=spec_path)
 def load_checkpoint(spec: ModelSpec, base_dir: Path) -> nn.Module:
     """A torch.save'd state dict (optionally wrapped, `module.`-prefixed) loaded into `arch`."""
     path = _require_path(spec, base_dir)

@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import json
 import math
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional, Sequence
@@ -34,6 +33,7 @@ import numpy as np
 
 from oodbench.core.arrays import ArrayKey
 from oodbench.errors import MissingFileError
+from oodbench.filenames import slugify
 from oodbench.report.data import (ReportError, RunData, UnverifiedResultsError, audit_run,
                                   find_run, load_run)
 from oodbench.report.output import writing
@@ -72,12 +72,6 @@ def roc_points(conf_in: Any, conf_out: Any) -> tuple[np.ndarray, np.ndarray]:
     tpr = np.concatenate([[0.0], tp / cin.size])
     fpr = np.concatenate([[0.0], fp / cout.size])
     return fpr, tpr
-
-
-def slugify(name: str) -> str:
-    """A file-name-safe form of a model name: letters, digits, ``.``, ``_`` and ``-`` only."""
-    slug = re.sub(r"[^A-Za-z0-9._-]+", "-", str(name)).strip("-.")
-    return slug or "model"
 
 
 @dataclass

@@ -105,7 +105,6 @@ def bootstrap_mean_intervals(members: Sequence[Mapping[str, list[float]]], *, le
     means = {name: list(np.mean([np.asarray(m[name], dtype=np.float64) for m in members], axis=0))
              for name in sorted(names)}
     return percentile_intervals(means, level)
-    return percentile_intervals(samples, level)
 
 
 def percentile_intervals(samples: Mapping[str, Sequence[float]], level: float

@@ -259,9 +259,7 @@ class Recipe(BaseModel):
 
 def load_recipe(path: Union[str, Path]) -> Recipe:
     path = Path(path)
-    if not path.is_file():
-        raise RecipeError(f"{path}: no such recipe file")
-    data = read_yaml(path, RecipeError)[0] or {}
+    data = read_yaml(path, RecipeError, "recipe file")[0] or {}
     if not isinstance(data, dict):
         raise RecipeError(f"{path}:1: a recipe must be a YAML mapping (name:, arch:, dataset:, …)")
     try:
