@@ -26,7 +26,7 @@ PACKAGE = Path(__file__).resolve().parent.parent / "oodbench"
 LAYERS: list[tuple[str, tuple[str, ...]]] = [
     # shared types: import nothing above them (core/ imports only core/)
     ("shared", ("oodbench.core", "oodbench.errors", "oodbench.registry", "oodbench.validation",
-                "oodbench.devices")),
+                "oodbench.devices", "oodbench.filenames")),
     ("components", ("oodbench.data", "oodbench.models", "oodbench.metrics", "oodbench.scores")),
     ("detectors", ("oodbench.detectors",)),
     ("attacks/checks", ("oodbench.attacks", "oodbench.checks")),
