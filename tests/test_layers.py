@@ -36,7 +36,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     # specs) and is what the planner expands, so it sits above them, beside the planner
     ("suite/plan", ("oodbench.suite", "oodbench.plan")),
     ("execute", ("oodbench.execute",)),
-    ("run", ("oodbench.runner",)),
+    ("run", ("oodbench.runner", "oodbench.recompute")),
     ("products", ("oodbench.report", "oodbench.zoo", "oodbench.leaderboard", "oodbench.train")),
     # the CLI, and the package's face, oodbench/__init__.py (its public API re-exports
     # run/suite/models lazily)
