@@ -120,7 +120,6 @@ def test_a_stored_suite_of_wrong_types_is_one_error_line(finished_store, tmp_pat
     (lambda t: torch.empty(t.shape, device="meta"), "fc2.weight (meta: a shape without values)"),
     (lambda t: t.to_sparse(), "fc2.weight (sparse_coo)"),
     (lambda t: t.to(torch.complex64), "1 complex tensor(s)")])
-@pytest.mark.filterwarnings("ignore:Validating sparse tensor invariants")
 def test_run_on_a_checkpoint_of_unusable_tensors_is_an_error_line(tmp_path, change, words):
     state = architectures.get("digits-net")(num_classes=5).state_dict()
     torch.save({**state, "fc2.weight": change(state["fc2.weight"])}, tmp_path / "w.pt")

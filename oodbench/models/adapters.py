@@ -210,7 +210,9 @@ def torch_load(spec: ModelSpec, path: Path) -> Any:
     """``torch.load`` with ``weights_only=True``; ``weights_only=False`` only with trust_code."""
     refuse_wrong_format(spec, path, torch_file_problem(path))
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():  # torch's note on sparse tensors: they are refused anyway
+            warnings.filterwarnings("ignore", message="Validating sparse tensor invariants")
+            return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as err:
         needs_code, reason = _unpickling_reason(err)
         if not spec.trust_code:
