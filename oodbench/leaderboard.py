@@ -518,6 +518,17 @@ def render_site(leaderboard: Union[str, Path], out: Union[str, Path]) -> list[Pa
         written.append(path)
 
     with Leaderboard(leaderboard, create=False) as lb:
+        checked = {}  # every entry first: no number is printed that does not recompute
+        for e in lb.entries():
+            problems = entry_problems(e, leaderboard)
+            if problems:
+                raise LeaderboardError(
+                    f"{leaderboard}: entry {e['id']} ({e['name']}) does not verify, refusing "
+                    f"to render the site ({len(problems)} problem(s)):\n"
+                    + "\n".join(f"  - {p}" for p in problems)
+                    + "\n`oodbench leaderboard verify` lists every entry's problems; "
+                    "remove the entry or submit its checkpoint again to a new leaderboard file")
+            checked[e["id"]] = problems is not None
         boards = lb.boards()
         for board in boards:
             board["page"] = board_page(board["hash"])
@@ -526,16 +537,8 @@ def render_site(leaderboard: Union[str, Path], out: Union[str, Path]) -> list[Pa
                 paper = e["paper"] or ""
                 e["paper_href"] = paper if paper.lower().startswith(("https://", "http://")) else None
             cols = _columns(entries, board["metric_order"])
-            for e in entries:  # no number is printed that does not recompute
-                problems = entry_problems(e, leaderboard)
-                if problems:
-                    raise LeaderboardError(
-                        f"{leaderboard}: entry {e['id']} ({e['name']}) does not verify, refusing "
-                        f"to render the site ({len(problems)} problem(s)):\n"
-                        + "\n".join(f"  - {p}" for p in problems)
-                        + "\n`oodbench leaderboard verify` lists every entry's problems; "
-                        "remove the entry or submit its checkpoint again to a new board file")
-                e["checked"] = problems is not None
+            for e in entries:
+                e["checked"] = checked[e["id"]]
                 e["recomputed"] = lb.last_recomputation(e["id"])
                 e["flags"] = entry_flags(e, leaderboard)
                 e["flags_cell"] = flags_cell(e["flags"])

@@ -155,7 +155,9 @@ def recompute_run(store: "ResultStore", run_id: int, fraction: float, *, seed: i
         raise RecomputeError(f"{store.path}: no run {run_id} to recompute")
     base = Path(suite_dir) if suite_dir is not None else Path.cwd()
     try:
-        suite = parse_suite(run.suite, source=base / f"{run.suite_name}.yaml")
+        # only the file's folder is used (relative paths); the name is not the suite's, which
+        # may be anything
+        suite = parse_suite(run.suite, source=base / "stored-suite.yaml")
     except SuiteError as err:
         raise RecomputeError(f"{store.path}: run {run_id}'s stored suite cannot be run here "
                              f"({err})") from None
