@@ -22,11 +22,7 @@ from oodbench.execute.ray_executor import RayExecutor
 from oodbench.runner import plan_suite, run_suite
 from oodbench.store import ResultStore
 from oodbench.suite import load_suite
-
-try:
-    from tests.stored import assert_same_arrays, run_arrays
-except ImportError:  # tests/ is not a package: pytest put tests/ itself on sys.path
-    from stored import assert_same_arrays, run_arrays  # type: ignore[no-redef]
+from stored import assert_same_arrays, run_arrays  # tests/stored.py (pytest puts tests/ on sys.path)
 
 import ray  # a test dependency (the `test` extra): never skipped
 from ray.cluster_utils import Cluster
@@ -142,15 +138,6 @@ def local(digits_weights, tmp_path_factory):
     finally:
         torch.set_num_threads(before)
     return folder / "local.db", result
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Two workers share this machine's cores with the driver: no intra-op threads."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def _suite(tmp_path: Path, name: str, model: str, executor: str):

@@ -12,11 +12,7 @@ from oodbench.plan import ShardState
 from oodbench.runner import plan_suite, run_suite
 from oodbench.store import ResultStore
 from oodbench.suite import load_suite
-
-try:
-    from tests.stored import assert_same_arrays, run_arrays
-except ImportError:  # tests/ is not a package: pytest put tests/ itself on sys.path
-    from stored import assert_same_arrays, run_arrays  # type: ignore[no-redef]
+from stored import assert_same_arrays, run_arrays  # tests/stored.py (pytest puts tests/ on sys.path)
 
 import ray  # a test dependency (the `test` extra): never skipped
 
@@ -83,7 +79,9 @@ FACTORY = textwrap.dedent('''
 
 @pytest.fixture(scope="module")
 def cluster():
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
+    # A small object store: Ray's default is 30% of the machine's memory, and shards are small.
+    ray.init(num_cpus=2, object_store_memory=100 * 2**20, include_dashboard=False,
+             log_to_driver=False, configure_logging=False)
     yield
     ray.shutdown()
 
