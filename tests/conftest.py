@@ -47,7 +47,7 @@ def pytest_terminal_summary(terminalreporter):
     terminalreporter.write_line(f"run peak: this process {self_peak / mib:.0f} MiB, "
                                 f"largest child {children_peak / mib:.0f} MiB")
     for growth, own, children, nodeid in sorted(_RSS_GROWTH, reverse=True)[:_RSS_TOP]:
-        if growth <= 0:
+        if growth < mib:  # the peak barely moved: noise, not a cause
             break
         terminalreporter.write_line(f"+{growth / mib:7.0f} MiB  (self {own / mib:.0f}, "
                                     f"children {children / mib:.0f})  {nodeid}")
