@@ -1,11 +1,56 @@
-"""Shared fixtures: a small digits model trained by the project's own training code."""
+"""Shared fixtures (a small digits model trained by the project's own training code) and an
+opt-in report of each test's peak-memory growth.
+
+``OODBENCH_RSS_REPORT=N python -m pytest ...`` lists, after the run, the N tests that raised the
+peak resident set the most (of this process, and of waited-for child processes such as CLI
+runs): the way to find the test behind a memory peak without changing normal output.
+"""
 
 from __future__ import annotations
 
+import os
+import resource
 from pathlib import Path
 from typing import Any
 
 import pytest
+
+_RSS_TOP = int(os.environ.get("OODBENCH_RSS_REPORT", "0") or 0)
+_RSS_GROWTH: list[tuple[int, int, int, str]] = []  # (growth KiB, self peak, children peak, test id)
+
+
+def _peaks() -> tuple[int, int]:
+    """Peak resident sets so far in KiB (Linux's ru_maxrss unit): this process, its children."""
+    return (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,
+            resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_protocol(item, nextitem):
+    """Setup, call and teardown of one test: by how much did it raise either peak?"""
+    if not _RSS_TOP:
+        yield
+        return
+    before = _peaks()
+    yield
+    after = _peaks()
+    growth = max(after[0] - before[0], after[1] - before[1])
+    _RSS_GROWTH.append((growth, after[0], after[1], item.nodeid))
+
+
+def pytest_terminal_summary(terminalreporter):
+    if not _RSS_TOP or not _RSS_GROWTH:
+        return
+    mib = 1024
+    self_peak, children_peak = _peaks()
+    terminalreporter.section(f"peak RSS growth, top {_RSS_TOP} (OODBENCH_RSS_REPORT)")
+    terminalreporter.write_line(f"run peak: this process {self_peak / mib:.0f} MiB, "
+                                f"largest child {children_peak / mib:.0f} MiB")
+    for growth, own, children, nodeid in sorted(_RSS_GROWTH, reverse=True)[:_RSS_TOP]:
+        if growth < mib:  # the peak barely moved: noise, not a cause
+            break
+        terminalreporter.write_line(f"+{growth / mib:7.0f} MiB  (self {own / mib:.0f}, "
+                                    f"children {children / mib:.0f})  {nodeid}")
 
 
 @pytest.fixture(scope="session")

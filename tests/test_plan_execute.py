@@ -19,6 +19,7 @@ from oodbench.store import ResultStore, StoredShard, tile
 from oodbench.suite import load_suite
 
 from conftest import SUITE_HEADER  # noqa: E402
+from stored import assert_same_arrays  # noqa: E402
 
 SHARDED = "name: sharded\nshard_size: {shard}\n" + SUITE_HEADER + """\
 probes:
@@ -42,14 +43,6 @@ def _arrays(db: Path, result) -> dict[str, dict[str, np.ndarray]]:
 
 def _metrics(result) -> dict:
     return {(r.model, r.probe, r.metric): r.value for r in result.metrics.itertuples()}
-
-
-def _same(a: dict, b: dict) -> None:
-    assert a.keys() == b.keys()
-    for row in a:
-        assert a[row].keys() == b[row].keys(), row
-        for key in a[row]:
-            np.testing.assert_array_equal(a[row][key], b[row][key], err_msg=f"{row} / {key}")
 
 
 def test_plan_names_every_job_with_costs_before_anything_runs(write_suite, tmp_path):
@@ -110,7 +103,7 @@ def test_sharded_unsharded_and_killed_then_resumed_runs_store_identical_arrays(w
                       progress=False)
     sharded_suite = _suite(write_suite, shard=30, name="b.yaml")
     sharded = run_suite(sharded_suite, output=tmp_path / "sharded.db", progress=False)
-    _same(_arrays(tmp_path / "whole.db", whole), _arrays(tmp_path / "sharded.db", sharded))
+    assert_same_arrays(_arrays(tmp_path / "whole.db", whole), _arrays(tmp_path / "sharded.db", sharded))
     assert _metrics(whole) == _metrics(sharded)
 
     db = tmp_path / "killed.db"
@@ -123,7 +116,7 @@ def test_sharded_unsharded_and_killed_then_resumed_runs_store_identical_arrays(w
     plan = plan_suite(sharded_suite, output=db)
     assert sum(s.state is ShardState.CACHED for j in plan.jobs for s in j.shards) == 9
     resumed = run_suite(sharded_suite, output=db, progress=False)
-    _same(_arrays(tmp_path / "whole.db", whole), _arrays(db, resumed))
+    assert_same_arrays(_arrays(tmp_path / "whole.db", whole), _arrays(db, resumed))
     assert _metrics(whole) == _metrics(resumed)
 
 
@@ -160,7 +153,7 @@ def test_any_executor_behind_the_protocol_gives_identical_results(write_suite, t
     reference = run_suite(suite, output=tmp_path / "local.db", progress=False)
     other = run_suite(suite, output=tmp_path / "other.db", progress=False,
                       executor=_executor_of(suite, tmp_path / "other.db", factory))
-    _same(_arrays(tmp_path / "local.db", reference), _arrays(tmp_path / "other.db", other))
+    assert_same_arrays(_arrays(tmp_path / "local.db", reference), _arrays(tmp_path / "other.db", other))
     assert _metrics(reference) == _metrics(other)
 
 
@@ -311,7 +304,7 @@ def test_sigkill_mid_run_loses_only_the_shards_in_flight(write_suite, tmp_path):
     resumed = run_suite(suite, output=db, progress=False)
     assert resumed.computed == ["plain / adv. noise"]
     fresh = run_suite(suite, output=tmp_path / "fresh.db", progress=False)
-    _same(_arrays(db, resumed), _arrays(tmp_path / "fresh.db", fresh))
+    assert_same_arrays(_arrays(db, resumed), _arrays(tmp_path / "fresh.db", fresh))
 
 
 def test_read_only_commands_name_the_upgrade_of_a_schema_1_store(tmp_path):

@@ -5,7 +5,6 @@ from __future__ import annotations
 import textwrap
 from pathlib import Path
 
-import numpy as np
 import pytest
 from safetensors.torch import load_file, save_file
 
@@ -13,6 +12,7 @@ from oodbench.plan import ShardState
 from oodbench.runner import plan_suite, run_suite
 from oodbench.store import ResultStore
 from oodbench.suite import load_suite
+from stored import assert_same_arrays, run_arrays  # tests/stored.py (pytest puts tests/ on sys.path)
 
 import ray  # a test dependency (the `test` extra): never skipped
 
@@ -79,7 +79,9 @@ FACTORY = textwrap.dedent('''
 
 @pytest.fixture(scope="module")
 def cluster():
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
+    # A small object store: Ray's default is 30% of the machine's memory, and shards are small.
+    ray.init(num_cpus=2, object_store_memory=100 * 2**20, include_dashboard=False,
+             log_to_driver=False, configure_logging=False)
     yield
     ray.shutdown()
 
@@ -100,26 +102,13 @@ def _write(tmp_path, name, models, *, executor="local", shard=40, retries=2) -> 
     return path
 
 
-def _stored(db: Path, result) -> dict:
-    with ResultStore(db) as store:
-        return {(j.model, str(j.probe)): store.get_job(j.job_hash)
-                for j in store.run_jobs(result.run_id).itertuples()}
-
-
-def _same_arrays(a: dict, b: dict) -> None:
-    assert a.keys() == b.keys()
-    for row in a:
-        for key in a[row]:
-            np.testing.assert_array_equal(a[row][key], b[row][key], err_msg=f"{row} / {key}")
-
-
 def test_ray_executor_gives_the_local_executors_arrays_and_table(cluster, weights, tmp_path):
     models = [PLAIN.format(name="plain", path=weights[0]), PLAIN.format(name="sharp", path=weights[1])]
     local = run_suite(load_suite(_write(tmp_path, "local.yaml", models)),
                       output=tmp_path / "local.db", progress=False)
     distributed = run_suite(load_suite(_write(tmp_path, "ray.yaml", models, executor="ray")),
                             output=tmp_path / "ray.db", progress=False)
-    _same_arrays(_stored(tmp_path / "local.db", local), _stored(tmp_path / "ray.db", distributed))
+    assert_same_arrays(run_arrays(tmp_path / "local.db", local), run_arrays(tmp_path / "ray.db", distributed))
     assert local.table().equals(distributed.table())
     assert len(distributed.computed) == 12
 
@@ -134,7 +123,7 @@ def test_a_killed_worker_is_retried_and_the_results_are_identical(cluster, weigh
     result = run_suite(load_suite(_write(tmp_path, "ray.yaml", [wrapped], executor="ray")),
                        output=tmp_path / "ray.db", progress=False)
     assert marker.read_text() == "died once"  # a worker really died during the run
-    _same_arrays(_stored(tmp_path / "local.db", reference), _stored(tmp_path / "ray.db", result))
+    assert_same_arrays(run_arrays(tmp_path / "local.db", reference), run_arrays(tmp_path / "ray.db", result))
 
 
 def test_a_shard_that_always_fails_is_named_and_every_other_shard_is_stored(cluster, weights, tmp_path):
@@ -164,6 +153,6 @@ def test_ray_executor_runs_detectors_fits_and_their_attacks_like_local(cluster, 
         keys = set(a.run_jobs(local.run_id)["job_hash"])
         assert keys == set(b.run_jobs(distributed.run_id)["job_hash"])
         for key in keys:
-            _same_arrays({key: a.get_job(key)}, {key: b.get_job(key)})
+            assert_same_arrays({key: a.get_job(key)}, {key: b.get_job(key)})
     assert local.table().equals(distributed.table())
     assert "knn" in set(distributed.metrics["detector"])

@@ -28,8 +28,9 @@ _WORKSPACES: OrderedDict[str, Workspace] = OrderedDict()
 _KEEP = 4  # runs whose models and data a long-lived worker keeps
 
 
-def _run_in_worker(task: ShardTask) -> tuple[dict[str, np.ndarray], float]:
-    """The body of every Ray task: the shard's arrays and its wall time in the worker."""
+def _run_in_worker(task: ShardTask) -> tuple[dict[str, np.ndarray], float, str]:
+    """The body of every Ray task: the shard's arrays, its wall time in the worker and the id
+    of the Ray node that ran it."""
     ws = _WORKSPACES.get(task.context.key)
     if ws is None:
         ws = _WORKSPACES[task.context.key] = Workspace.of(task.context)
@@ -38,7 +39,7 @@ def _run_in_worker(task: ShardTask) -> tuple[dict[str, np.ndarray], float]:
     _WORKSPACES.move_to_end(task.context.key)
     start = time.perf_counter()
     arrays = run_shard(ws, task)
-    return arrays, time.perf_counter() - start
+    return arrays, time.perf_counter() - start, _import_ray().get_runtime_context().get_node_id()
 
 
 def _import_ray() -> Any:
@@ -81,6 +82,9 @@ class RayExecutor:
             num_cpus=res.cpus_per_task, num_gpus=res.gpus_per_task,
             max_retries=suite.max_retries, retry_exceptions=True)
         self._pending: dict[Any, ShardTask] = {}
+        #: Which Ray node computed each finished shard (shard id → node id; a retried shard:
+        #: the node of the attempt that succeeded), to see how a run spread over a cluster.
+        self.ran_on: dict[str, str] = {}
 
     def submit(self, task: ShardTask) -> None:
         self._pending[self._remote.remote(task)] = task
@@ -91,10 +95,11 @@ class RayExecutor:
             for ref in done:
                 task = self._pending.pop(ref)
                 try:
-                    arrays, seconds = self.ray.get(ref)
+                    arrays, seconds, node = self.ray.get(ref)
                 except Exception as err:  # the task's error (after retries), or a lost worker
                     yield ShardOutcome(task, error=_cause(err))
                     continue
+                self.ran_on[task.id] = node
                 yield ShardOutcome(task, arrays, seconds)
 
     def close(self) -> None:
