@@ -195,6 +195,16 @@ def list_(family: Optional[str]) -> None:
         click.echo(f"{entry.name:<{width}}  {describe() if describe else entry.doc}")
 
 
+def _member_lines(store: Any, run_id: int, problems: list[str]) -> list[str]:
+    """One line per ensemble row of a complete run (``show``)."""
+    if problems:
+        return []
+    from oodbench.score.members import member_summaries
+    from oodbench.score.table import TableScorer
+
+    return [m.line() for m in member_summaries(store, run_id, TableScorer(store, [], 0))]
+
+
 @main.command()
 @click.argument("results", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option("--run", "run_id", type=int, default=None, help="Run id (default: the latest).")
@@ -213,8 +223,12 @@ def show(results: Path, run_id: Optional[int]) -> None:
             sys.exit(2)
         problems = completeness_problems(store, run.id)
         table = wide_table(store.metrics_frame(run.id))
+        members = _member_lines(store, run.id, problems)
     if not table.empty:
         click.echo(format_table(table))
+    if members:
+        click.echo("Attack ensembles (AUROC after each member, as AutoAttack prints robust "
+                   "accuracy after each attack):\n" + "\n".join(f"  {m}" for m in members))
     _echo_flags(results, run.id)
     if problems:
         click.echo(f"{results}: run {run.id} is incomplete ({len(problems)} problem(s)):\n"
