@@ -29,6 +29,8 @@ from oodbench.plan.cost import Cost
 from oodbench.registry import attacks
 from oodbench.score import ArrayKey
 
+from conftest import SUITE_HEADER  # noqa: E402  (tests/ is on sys.path under pytest)
+
 CPU = torch.device("cpu")
 LINF = ThreatModel(norm="Linf", eps=0.3)
 SMALL = (MemberSpec(name="apgd", steps=10, restarts=2), MemberSpec(name="apgd-surrogate", steps=10),
@@ -280,3 +282,48 @@ def test_plan_cost_per_version():
         Cost(forward=n * (1 + 2 + 2 + 2 + 5002), gradient=n * (1000 + 500 + 600))
     assert attack.estimate_cost(_resolve(name="adversarial-noise", version="fast"), n) == \
         Cost(forward=n * 5, gradient=n * 200)
+
+
+# --------------------------------------------------------------------------------------------
+# 4. through the pipeline: stored arrays, `show`'s per-member AUROC, `plan`'s version and cost
+# --------------------------------------------------------------------------------------------
+
+ENSEMBLE_SUITE = "name: ensemble\n" + SUITE_HEADER + """\
+detectors: [msp, energy]
+probes:
+  - {{name: adv, dataset: uniform-noise, n: 12, attack: {{name: adversarial-noise, version: custom,
+     members: [{{name: apgd, steps: 6}}, {{name: square, steps: 30}}]}}}}
+metrics: [test-error, auroc]
+checks: {{enabled: false}}
+"""
+
+
+def test_show_prints_the_auroc_after_each_member_and_plan_the_version(write_suite, tmp_path):
+    from click.testing import CliRunner
+
+    from oodbench.cli import main
+    from oodbench.runner import run_suite
+    from oodbench.store import ResultStore
+    from oodbench.suite import load_suite
+
+    path = write_suite(ENSEMBLE_SUITE)
+    plan = CliRunner().invoke(main, ["plan", str(path), "-o", str(tmp_path / "r.db")])
+    assert plan.exit_code == 0, plan.output
+    # clean 1 + apgd (2 forward, 6 gradient) + square (30 + 2 forward) per point
+    assert "attack (custom)" in plan.output and " 420 " in plan.output.replace(",", "")
+    result = run_suite(load_suite(path), output=tmp_path / "r.db", progress=False)
+    shown = CliRunner().invoke(main, ["show", str(tmp_path / "r.db")])
+    assert shown.exit_code == 0, shown.output
+    lines = [line for line in shown.output.splitlines() if "AUROC % after" in line]
+    assert len(lines) == 2 and "apgd" in lines[0] and "square" in lines[0]
+    with ResultStore(tmp_path / "r.db", readonly=True) as store:
+        from oodbench.score.members import member_summaries
+        from oodbench.score.table import TableScorer
+
+        summaries = member_summaries(store, result.run_id, TableScorer(store, [], 0))
+    stored = result.metrics.set_index(["detector", "metric"])["value"]
+    for s in summaries:
+        # after the last member: the row's own AUROC; and it never rises member by member
+        assert s.auroc_after[-1] == pytest.approx(stored[(s.detector, "auroc")], abs=1e-9)
+        assert list(s.auroc_after) == sorted(s.auroc_after, reverse=True)
+        assert sum(s.won) + s.clean_won == 12

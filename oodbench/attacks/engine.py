@@ -75,7 +75,8 @@ class AttackConfig(BaseModel):
     def _known_objective(self) -> "AttackConfig":
         objectives.entry(self.objective)
         if self.momentum and self.optimizer != "pgd":
-            raise ValueError("momentum is a PGD setting; APGD and monotone PGD have their own")
+            raise ValueError("momentum is a PGD setting; APGD has its own fixed momentum of 0.75, "
+                             "monotone PGD its own 0.9")
         return self
 
     @property
