@@ -232,6 +232,10 @@ def test_version_resolution():
     assert _resolve(name="in-distribution-attack", steps=5).members is None
     custom = _resolve(name="worst-case", version="custom", members=[{"name": "square", "steps": 9}])
     assert custom.members == (MemberSpec(name="square", steps=9),)
+    # resolving a resolved spec gives it back (it is part of the cache key)
+    for spec in (_resolve(name="adversarial-noise"), _resolve(name="worst-case", version="fast"),
+                 custom, _resolve(name="adversarial-noise", steps=5)):
+        assert attacks.get(spec.name)().resolve(spec, "digits") == spec
     with pytest.raises(ValueError, match="steps set.*single run of version: paper"):
         _resolve(name="adversarial-noise", version="standard", steps=5)
     with pytest.raises(ValueError, match="custom needs `members`"):
@@ -249,7 +253,7 @@ def test_paper_version_keeps_the_job_key_of_the_single_run():
               "objective": "max-log-conf", "optimizer": "pgd", "steps": 200, "step_size": 0.0075,
               "restarts": 1, "random_start": True, "momentum": None, "options": {}}
     assert _resolve(name="adversarial-noise", version="paper").identity() == before
-    assert _resolve(name="adversarial-noise", steps=200).identity() == before
+    assert _resolve(name="adversarial-noise", steps=100).identity() == dict(before, steps=100)
     standard = _resolve(name="adversarial-noise").identity()
     assert standard["version"] == "standard" and len(standard["members"]) == 4
 

@@ -168,19 +168,21 @@ class Attack:
         given = {k: v for k, v in spec.model_dump(exclude_unset=True).items() if v is not None}
         values = {**defaults, **given,
                   "options": {**defaults.get("options", {}), **given.get("options", {})}}
-        values.update(self._version(spec, given))
+        values.update(self._version(spec, given, defaults))
         return AttackSpec.model_validate(values)
 
-    def _version(self, spec: AttackSpec, given: Mapping[str, Any]) -> dict[str, Any]:
+    def _version(self, spec: AttackSpec, given: Mapping[str, Any],
+                 defaults: Mapping[str, Any]) -> dict[str, Any]:
         """The version and member list of a resolved spec. Without ``version:`` an entry that
-        sets a single-run field (``steps``, ``optimizer``, …) describes the ``paper`` run; any
-        other defaults to ``standard``."""
+        sets a single-run field (``steps``, ``optimizer``, …) to other than its default describes
+        the ``paper`` run; any other defaults to ``standard``. Resolving a resolved spec gives
+        it back."""
         if not self.has_versions:
             if spec.version is not None or spec.members is not None:
                 raise ValueError(f"{spec.name} has no versions: `version` and `members` are for "
                                  "adversarial-noise, worst-case and in-distribution-attack")
             return {}
-        single = [f for f in SINGLE_RUN_FIELDS if f in given]
+        single = [f for f in SINGLE_RUN_FIELDS if f in given and given[f] != defaults.get(f)]
         version = spec.version or ("paper" if single else "standard")
         if version == "paper":
             if spec.members is not None:
@@ -195,7 +197,7 @@ class Attack:
                 raise ValueError("version: custom needs `members`, e.g. [{name: apgd, steps: "
                                  "500}, {name: square, steps: 5000}]")
             return {"version": "custom", "members": spec.members}
-        if spec.members is not None:
+        if spec.members is not None and spec.members != VERSIONS[version]:
             raise ValueError(f"`members` are for version: custom, not {version}")
         return {"version": version, "members": VERSIONS[version]}
 
