@@ -102,10 +102,10 @@ def column(scale: str, weights: Path, *, n: int, data_root: Optional[Path], down
             {"name": "uniform noise", "dataset": "uniform-noise", "n": noise_n},
             {"name": "smoothed noise", "dataset": "smoothed-noise", "n": noise_n},
             {"name": "adv. noise", "dataset": "smoothed-noise", "n": attack_n or 1000,
-             "attack": {"name": "adversarial-noise"}},
+             "attack": {"name": "adversarial-noise", "version": "paper"}},
             {"name": "adv. samples", "n": attack_n, "attack": {"name": "adversarial-samples"}},
             {"name": "worst-case", **{k: v for k, v in near.items() if k != "name"},
-             **({"n": attack_n} if attack_n else {}), "attack": {"name": "worst-case"}},
+             **({"n": attack_n} if attack_n else {}), "attack": {"name": "worst-case", "version": "paper"}},
         ],
         "metrics": list(metrics),
     }

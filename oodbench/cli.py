@@ -9,7 +9,7 @@ from __future__ import annotations
 import sys
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Iterator, Optional
+from typing import TYPE_CHECKING, Any, Iterator, Optional
 
 import click
 
@@ -196,6 +196,16 @@ def list_(family: Optional[str]) -> None:
         click.echo(f"{entry.name:<{width}}  {describe() if describe else entry.doc}")
 
 
+def _member_lines(store: Any, run_id: int, problems: list[str]) -> list[str]:
+    """One line per ensemble row of a complete run (``show``)."""
+    if problems:
+        return []
+    from oodbench.score.members import member_summaries
+    from oodbench.score.table import TableScorer
+
+    return [m.line() for m in member_summaries(store, run_id, TableScorer(store, [], 0))]
+
+
 @main.command()
 @click.argument("results", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option("--run", "run_id", type=int, default=None, help="Run id (default: the latest).")
@@ -220,8 +230,12 @@ def show(results: Path, run_id: Optional[int]) -> None:
         table = (None if audit.mismatches
                  else wide_table(recomputed_frame(store, run.id, audit.values),
                                  groups=probe_groups(run.suite)))
+        members = _member_lines(store, run.id, audit.problems)
     if table is not None and not table.empty:
         click.echo(format_table(table))
+    if members:
+        click.echo("Attack ensembles (AUROC after each member, as AutoAttack prints robust "
+                   "accuracy after each attack):\n" + "\n".join(f"  {m}" for m in members))
     _echo_flags(results, run.id)
     if audit.problems:
         shown = "" if table is not None else "; its table is not shown"

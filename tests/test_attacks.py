@@ -454,7 +454,7 @@ def test_registered_engine_attacks_leave_model_untouched(name, digits_model, dig
 
 def test_adversarial_noise_makes_plain_model_overconfident(digits_model, smoothed, in_logits):
     attack = attacks.get("adversarial-noise")()
-    spec = attack.resolve(AttackSpec(name="adversarial-noise"), "digits")
+    spec = attack.resolve(AttackSpec(name="adversarial-noise", version="paper"), "digits")
     # the paper's settings
     assert spec.threat == ThreatModel(norm="Linf", eps=0.3)
     assert (spec.objective, spec.optimizer, spec.steps, spec.step_size) == (

@@ -222,7 +222,7 @@ def test_acet_beats_ceda_beats_plain_on_noise(tmp_path, digits_test):
     attack = attacks.get("adversarial-noise")()
     from oodbench.attacks.base import AttackSpec
 
-    config = attack.config(attack.resolve(AttackSpec(name="adversarial-noise"), "digits"))
+    config = attack.config(attack.resolve(AttackSpec(name="adversarial-noise", version="paper"), "digits"))
     assert (config.threat.eps, config.steps, config.step_size) == (0.3, 200, 0.0075)
     mmc, adv_mmc = {}, {}
     for method, model in models.items():

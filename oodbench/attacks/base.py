@@ -23,6 +23,7 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 from torch import nn
 
+from oodbench.attacks.members import SINGLE_RUN_FIELDS, VERSIONS, MemberSpec, Version
 from oodbench.attacks.threats import ThreatModel
 from oodbench.core.cost import Cost
 from oodbench.core.rows import RowKind
@@ -51,6 +52,19 @@ class AttackSpec(BaseModel):
         "the 95%-TPR threshold for FPR@95); 'auto' does it whenever that is exact, i.e. unless "
         "a metric such as MMC or AUPR-out needs every score as it is")
     options: JsonDict = Field(default_factory=dict, description="attack-specific settings")
+    version: Optional[Version] = Field(
+        None, description="standard (default): the ensemble of every member; fast: a cheaper "
+        "subset; paper: the paper's single run (the fields above); custom: `members`")
+    members: Optional[tuple[MemberSpec, ...]] = Field(
+        None, description="version custom: the ensemble's members and budgets, in run order")
+
+    def identity(self) -> dict[str, Any]:
+        """The resolved spec as it enters a job's key. The early stop is not in it (it changes
+        only the work); nor is the version of a single run, so ``paper`` keys are what they
+        were before versions existed."""
+        exclude = {"early_stop"} | ({"version", "members"} if self.version in (None, "paper")
+                                    else set())
+        return self.model_dump(mode="json", exclude=exclude)
 
     @field_validator("objective")
     @classmethod
@@ -148,6 +162,9 @@ class Attack:
     #: Whether the trust checks compare it with a score-based black-box attack (Square) in the
     #: same ball on the same score (``black-box-beats-white-box``): OOD attacks that raise it.
     black_box_checked: ClassVar[bool] = False
+    #: Whether the attack has versions (:mod:`oodbench.attacks.members`): its ``paper`` single
+    #: run, or an ensemble of members on the same score in the same ball.
+    has_versions: ClassVar[bool] = False
 
     def min_classes(self, spec: AttackSpec) -> tuple[int, str]:
         """The fewest classes the attack is meaningful for, and why (``too-few-classes``)."""
@@ -176,7 +193,38 @@ class Attack:
         given = {k: v for k, v in spec.model_dump(exclude_unset=True).items() if v is not None}
         values = {**defaults, **given,
                   "options": {**defaults.get("options", {}), **given.get("options", {})}}
+        values.update(self._version(spec, given, defaults))
         return AttackSpec.model_validate(values)
+
+    def _version(self, spec: AttackSpec, given: Mapping[str, Any],
+                 defaults: Mapping[str, Any]) -> dict[str, Any]:
+        """The version and member list of a resolved spec. Without ``version:`` an entry that
+        sets a single-run field (``steps``, ``optimizer``, …) to other than its default describes
+        the ``paper`` run; any other defaults to ``standard``. Resolving a resolved spec gives
+        it back."""
+        if not self.has_versions:
+            if spec.version is not None or spec.members is not None:
+                raise ValueError(f"{spec.name} has no versions: `version` and `members` are for "
+                                 "adversarial-noise, worst-case and in-distribution-attack")
+            return {}
+        single = [f for f in SINGLE_RUN_FIELDS if f in given and given[f] != defaults.get(f)]
+        version = spec.version or ("paper" if single else "standard")
+        if version == "paper":
+            if spec.members is not None:
+                raise ValueError("`members` are for version: custom; version paper is one run")
+            return {"version": "paper", "members": None}
+        if single:
+            raise ValueError(f"{', '.join(single)} set(s) the single run of version: paper; the "
+                             f"{version} ensemble has its own budgets (list them with version: "
+                             "custom and `members`)")
+        if version == "custom":
+            if not spec.members:
+                raise ValueError("version: custom needs `members`, e.g. [{name: apgd, steps: "
+                                 "500}, {name: square, steps: 5000}]")
+            return {"version": "custom", "members": spec.members}
+        if spec.members is not None and spec.members != VERSIONS[version]:
+            raise ValueError(f"`members` are for version: custom, not {version}")
+        return {"version": version, "members": VERSIONS[version]}
 
     def run(self, ctx: AttackContext) -> dict[str, np.ndarray]:
         raise NotImplementedError

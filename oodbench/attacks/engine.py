@@ -56,11 +56,14 @@ class AttackConfig(BaseModel):
 
     threat: ThreatModel
     objective: str = "max-log-conf"
-    optimizer: Literal["pgd", "apgd"] = "pgd"
+    optimizer: Literal["pgd", "apgd", "monotone-pgd"] = "pgd"
     steps: int = Field(100, gt=0)
     step_size: Optional[float] = Field(None, gt=0, description="PGD step; default 2.5·eps/steps")
     restarts: int = Field(1, gt=0)
     random_start: bool = True
+    start: Optional[Literal["contrast", "uniform", "gaussian"]] = Field(
+        None, description="where every restart starts (:data:`STARTS`); None: the threat "
+        "model's random start (or the clean point without random_start)")
     momentum: float = Field(0.0, ge=0, lt=1, description="PGD only: heavy-ball momentum on the "
                             "normalised steps (Augustin et al. 2020 train with 0.9)")
     select: Literal["objective", "confidence"] = Field(
@@ -72,7 +75,8 @@ class AttackConfig(BaseModel):
     def _known_objective(self) -> "AttackConfig":
         objectives.entry(self.objective)
         if self.momentum and self.optimizer != "pgd":
-            raise ValueError("momentum is a PGD setting; APGD has its own fixed momentum of 0.75")
+            raise ValueError("momentum is a PGD setting; APGD has its own fixed momentum of 0.75, "
+                             "monotone PGD its own 0.9")
         return self
 
     @property
@@ -310,7 +314,88 @@ def _apgd(f: _Evaluator, best: _Best, score: Callable[..., torch.Tensor], x: tor
             history = [h[keep] for h in history]
 
 
-_OPTIMIZERS = {"pgd": _pgd, "apgd": _apgd}
+MONOTONE_MOMENTUM = 0.9
+MONOTONE_DECAY = 0.75
+
+
+def _monotone_pgd(f: _Evaluator, best: _Best, score: Callable[..., torch.Tensor], x: torch.Tensor,
+                  target: Optional[torch.Tensor], idx: torch.Tensor, start: torch.Tensor,
+                  cfg: AttackConfig) -> None:
+    """Monotone PGD (as ProoD attacks its models): a step is taken only where it raises the
+    objective; where it does not, the point stays, its momentum is dropped and its step shrinks
+    by :data:`MONOTONE_DECAY`. The first step is ε/10; momentum 0.9 on the normalised ascent
+    directions. The iterate's objective never decreases, so a good start is never lost."""
+    threat = cfg.threat
+    view = (-1,) + (1,) * (x.dim() - 1)
+    x0, tk, xk = x[idx], _take(target, idx), start
+    out, obj, grad = f(xk, tk, grad=True)
+    best.consider(idx, xk, out, score(out, tk))
+    eta = torch.full((len(idx),), cfg.step_size or threat.eps / 10, device=x.device)
+    velocity = torch.zeros_like(xk)
+    for i in range(cfg.steps):
+        velocity = MONOTONE_MOMENTUM * velocity + threat.steepest_step(grad, 1.0, xk)
+        cand = threat.project(xk + threat.steepest_step(velocity, 1.0, xk) * eta.view(view), x0)
+        last = i == cfg.steps - 1
+        out, obj_c, g = f(cand, tk, grad=not last)
+        done = best.consider(idx, cand, out, score(out, tk))
+        if last:
+            break
+        up = obj_c > obj
+        xk = torch.where(up.view(view), cand, xk)
+        grad = torch.where(up.view(view), g, grad)
+        obj = torch.where(up, obj_c, obj)
+        velocity = torch.where(up.view(view), velocity, torch.zeros_like(velocity))
+        eta = torch.where(up, eta, eta * MONOTONE_DECAY)
+        keep = ~done
+        if not keep.all():
+            if not keep.any():
+                break
+            idx, x0, tk, xk, grad, obj, velocity, eta = (
+                idx[keep], x0[keep], _take(tk, keep), xk[keep], grad[keep], obj[keep],
+                velocity[keep], eta[keep])
+
+
+_OPTIMIZERS = {"pgd": _pgd, "apgd": _apgd, "monotone-pgd": _monotone_pgd}
+
+
+def _contrast_start(x: torch.Tensor, gens: Sequence[torch.Generator],
+                    threat: ThreatModel) -> torch.Tensor:
+    """The image with its contrast reduced as far as the ball allows: moved towards its own
+    mean grey level (per channel)."""
+    return threat.project(x.mean(dim=(2, 3), keepdim=True).expand_as(x), x)
+
+
+def _noise(x: torch.Tensor, gens: Sequence[torch.Generator], draw: Callable[..., torch.Tensor]
+           ) -> torch.Tensor:
+    if not gens:
+        return torch.empty_like(x)
+    return torch.stack([draw(x.shape[1:], generator=g) for g in gens]).to(x.device)
+
+
+def _uniform_start(x: torch.Tensor, gens: Sequence[torch.Generator],
+                   threat: ThreatModel) -> torch.Tensor:
+    """Uniform noise over the ball's bounding cube (Linf: the whole ball), projected."""
+    return threat.project(x + threat.eps * (2 * _noise(x, gens, torch.rand) - 1), x)
+
+
+def _gaussian_start(x: torch.Tensor, gens: Sequence[torch.Generator],
+                    threat: ThreatModel) -> torch.Tensor:
+    """Gaussian noise of standard deviation ε/2 per pixel (Linf) or ε/√d (other norms), projected."""
+    d = x[0].numel() if len(x) else 1
+    sigma = threat.eps / 2 if threat.norm == "Linf" else threat.eps / d ** 0.5
+    return threat.project(x + sigma * _noise(x, gens, torch.randn), x)
+
+
+STARTS = {"contrast": _contrast_start, "uniform": _uniform_start, "gaussian": _gaussian_start}
+"""ProoD's three starts of monotone PGD (Meinke, Bitterwolf, Hein 2022)."""
+
+
+def evaluate(model: nn.Module, head: Head, x: torch.Tensor, target: Optional[torch.Tensor] = None
+             ) -> tuple[Outputs, torch.Tensor]:
+    """The outputs of ``x`` as ``head`` reads them and their selection scores, without gradient,
+    in the engine's fixed-shape chunks (a score-only attack's queries)."""
+    out, _, _ = _Evaluator(model, head)(x, target, grad=False)
+    return out, head.select(out, target)
 
 
 def point_generators(seed: int, indices: Sequence[int], restart: int) -> list[torch.Generator]:
@@ -380,11 +465,12 @@ def run_attack(model: nn.Module, x: torch.Tensor, config: AttackConfig, *,
             if len(idx) == 0:
                 break
             # Per-point streams: a point's start is the same whichever points are finished.
-            first = config.random_start or restart > 0
+            first = config.random_start or restart > 0 or config.start is not None
             if first:
                 gens = point_generators(seed, [global_index[start + i] for i in idx.tolist()],
                                         restart)
-                begin = config.threat.random_start(xb[idx], gens)
+                begin = (config.threat.random_start(xb[idx], gens) if config.start is None
+                         else STARTS[config.start](xb[idx], gens, config.threat))
             else:
                 begin = xb[idx].clone()
             optimise(f, best, score, xb, tb, idx, begin, config)

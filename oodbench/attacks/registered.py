@@ -26,10 +26,12 @@ import torch
 
 from oodbench.attacks.base import Attack, AttackContext, AttackSpec, GradientObjective
 from oodbench.attacks.engine import AttackConfig, LogitsHead, run_attack
-from oodbench.core.cost import Cost
+from oodbench.attacks.ensemble import run_ensemble
+from oodbench.attacks.members import gradient_steps, members_of
 from oodbench.core.arrays import ArrayKey
-from oodbench.registry import attacks
+from oodbench.core.cost import Cost
 from oodbench.core.rows import RowKind
+from oodbench.registry import attacks
 
 GREY_DATASETS = {"mnist", "fashion-mnist", "kmnist", "emnist-letters", "digits"}
 
@@ -43,6 +45,11 @@ class EngineAttack(Attack):
     def estimate_cost(self, spec: AttackSpec, n_points: int) -> Cost:
         """Every restart's steps on every point, plus a no-gradient pass for the start and the
         last iterate of each restart."""
+        members = members_of(spec.version, spec.members)
+        if members:  # the clean pass, then every member on every point at most
+            return sum((Cost(forward=n_points * (m.steps + 2 if m.name == "square" else 2),
+                             gradient=n_points * gradient_steps(m)) for m in members),
+                       Cost(forward=n_points))
         steps, restarts = spec.steps or 100, spec.restarts or 1
         return Cost(forward=n_points * (1 + restarts), gradient=n_points * steps * restarts)
 
@@ -70,6 +77,9 @@ class EngineAttack(Attack):
         return GradientObjective(head, self.target(ctx), config)
 
     def run(self, ctx: AttackContext) -> dict[str, np.ndarray]:
+        members = members_of(ctx.spec.version, ctx.spec.members)
+        if members:
+            return self._run_ensemble(ctx, members)
         result = run_attack(ctx.model, ctx.images, self.config(ctx.spec), target=self.target(ctx),
                             stop_above=ctx.stop_above, batch_size=ctx.batch_size, device=ctx.device,
                             seed=ctx.seed, progress=ctx.progress, desc=ctx.label,
@@ -84,6 +94,24 @@ class EngineAttack(Attack):
             out["labels"] = ctx.labels.numpy()
         return out
 
+    def _run_ensemble(self, ctx: AttackContext, members: tuple) -> dict[str, np.ndarray]:
+        config = self.config(ctx.spec)
+        result = run_ensemble(ctx.model, ctx.images, members, config,
+                              ctx.head if ctx.head is not None else LogitsHead(config),
+                              target=self.target(ctx), stop_above=ctx.stop_above,
+                              batch_size=ctx.batch_size, device=ctx.device, seed=ctx.seed,
+                              indices=ctx.indices, on_progress=ctx.on_progress)
+        out = {ArrayKey.LOGITS.value: result.logits.numpy(),
+               ArrayKey.STOPPED_EARLY.value: result.stopped_early.numpy(),
+               ArrayKey.GRADIENT_EVALUATIONS.value: np.array(result.gradient_evaluations),
+               ArrayKey.MEMBER.value: result.member.numpy(),
+               ArrayKey.MEMBER_SCORES.value: result.member_scores.numpy()}
+        if result.features is not None:
+            out[ArrayKey.FEATURES.value] = result.features.numpy()
+        if ctx.labels is not None:
+            out[ArrayKey.LABELS.value] = ctx.labels.numpy()
+        return out
+
 
 @attacks.register("adversarial-noise")
 class AdversarialNoise(EngineAttack):
@@ -92,6 +120,7 @@ class AdversarialNoise(EngineAttack):
     supports_early_stop = True
     detector_aware = True
     black_box_checked = True
+    has_versions = True
 
     def defaults(self, in_dataset: str) -> dict[str, Any]:
         return {"threat": {"norm": "Linf", "eps": 0.3}, "objective": "max-log-conf",
@@ -106,6 +135,7 @@ class WorstCase(EngineAttack):
     supports_early_stop = True
     detector_aware = True
     black_box_checked = True
+    has_versions = True
 
     def defaults(self, in_dataset: str) -> dict[str, Any]:
         return {"threat": {"norm": "L2", "eps": 1.0}, "objective": "max-log-conf",
@@ -143,6 +173,7 @@ class InDistributionAttack(EngineAttack):
     row = RowKind.IN_ATTACKED
     detector_aware = True
     lowers_score = True
+    has_versions = True
     select = "objective"
 
     def defaults(self, in_dataset: str) -> dict[str, Any]:

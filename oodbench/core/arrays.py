@@ -20,6 +20,8 @@ class ArrayKey(str, Enum):
     MASK = "mask"                      # (N,) bool: which points count on an OOD row
     STOPPED_EARLY = "stopped_early"    # (N,) bool: attack finished before its full budget
     GRADIENT_EVALUATIONS = "gradient_evaluations"  # () int: work an attack did (additive)
+    MEMBER = "member"                  # (N,) int8: ensemble member whose iterate is reported (-1: clean)
+    MEMBER_SCORES = "member_scores"    # (N, M) float64: each member's best score (NaN: not run)
 
 
 #: Arrays that are totals over points: shards of one job add up instead of concatenating.

@@ -10,6 +10,7 @@ in-distribution side of the attack (ATD, AROS).
 
 from __future__ import annotations
 
+from copy import copy
 from typing import Mapping, Optional
 
 import numpy as np
@@ -29,6 +30,8 @@ class DetectorHead:
         if sign not in (1.0, -1.0):
             raise ValueError("sign must be +1 (raise the score) or -1 (lower it)")
         self.detector, self.sign = detector, sign
+        #: ascend the declared surrogate (always, for a score without a useful gradient)
+        self.surrogate = not detector.exact_gradient
         self.fit = detector.fit_tensors(fit, device)
         # a bounded score can be beaten no further at its maximum; lowering has no such point
         self.ceiling = detector.ceiling if sign > 0 else None
@@ -44,11 +47,20 @@ class DetectorHead:
     def objective(self, out: Outputs, target: Optional[torch.Tensor]) -> torch.Tensor:
         # a score whose gradient is not its own (zero, or undefined) is ascended through its
         # documented surrogate; the selection below still uses the score itself
-        return self._score(out, surrogate=not self.detector.exact_gradient)
+        return self._score(out, surrogate=self.surrogate)
 
     def select(self, out: Outputs, target: Optional[torch.Tensor]) -> torch.Tensor:
         with torch.no_grad():
             return self._score(out)
+
+    def with_surrogate(self) -> "DetectorHead":
+        """The same head ascending the detector's smooth surrogate (iterates still judged by
+        the score); the ensemble's ``apgd-surrogate`` member."""
+        if not self.detector.surrogate:
+            raise ValueError(f"detector {self.detector.name!r} declares no smooth surrogate")
+        head = copy(self)
+        head.surrogate = True
+        return head
 
     def stop_threshold(self, level: float) -> float:
         if self.sign < 0:

@@ -87,6 +87,19 @@ the engine and the scorer compute the same float64 formula on the same float32 o
 chunks of different sizes, so matrix products may round differently in the last few bits."""
 
 
+SOFTMIN_SHARE = 0.1
+"""Temperature of the surrogates' soft minimum, as a share of the hard minimum's size: terms
+within about a tenth of the minimum share its gradient."""
+
+
+def soft_minimum(values: torch.Tensor, dim: int = 1) -> torch.Tensor:
+    """A smooth lower bound of ``values.min(dim)`` (−T·logsumexp(−v/T), T a share of |min|,
+    held constant under differentiation) whose gradient reaches every near-minimal term."""
+    hard = values.min(dim=dim, keepdim=True).values
+    t = (SOFTMIN_SHARE * hard.detach().abs()).clamp_min(1e-6)
+    return (hard - t * torch.logsumexp(-(values - hard) / t, dim=dim, keepdim=True)).squeeze(dim)
+
+
 class Detector:
     """Base class of registered detectors. Subclasses set the class attributes, ``Params`` and
     :meth:`score` (and :meth:`fit` when they need a fit)."""
@@ -96,6 +109,9 @@ class Detector:
     #: Whether gradients of :meth:`score` are the gradients of the score itself (almost
     #: everywhere), so the adaptive attack is exact; otherwise ``surrogate`` says what is attacked.
     exact_gradient: ClassVar[bool] = True
+    #: The smooth stand-in of :meth:`surrogate_score` ("" for none): what a score without a
+    #: useful gradient is attacked through, and, for a score defined by a min, a k-th order
+    #: statistic or a clip, what the ensemble's ``apgd-surrogate`` member ascends.
     surrogate: ClassVar[str] = ""
     #: The largest value the score can take, where a point can never be beaten (None: unbounded).
     ceiling: ClassVar[Optional[float]] = None
@@ -124,6 +140,8 @@ class Detector:
         """One line for ``oodbench list detectors``: needs, whether the attack is exact, defaults."""
         needs = ", ".join(n.value for n in Need if n in cls.needs)
         attack = "exact" if cls.exact_gradient else f"surrogate ({cls.surrogate})"
+        if cls.exact_gradient and cls.surrogate:
+            attack += f", smooth surrogate: {cls.surrogate}"
         defaults = ", ".join(f"{k}={v}" for k, v in cls.Params().model_dump().items())
         doc = (cls.__doc__ or "").strip().splitlines()[0]
         return f"{doc} [needs: {needs}; attack: {attack}" + (f"; {defaults}]" if defaults else "]")

@@ -14,13 +14,13 @@ covariance is singular.
 
 from __future__ import annotations
 
-from typing import Mapping, Optional
+from typing import ClassVar, Mapping, Optional
 
 import numpy as np
 import torch
 from pydantic import Field
 
-from oodbench.detectors.base import Detector, FitData, Need, Outputs, Params
+from oodbench.detectors.base import Detector, FitData, Need, Outputs, Params, soft_minimum
 from oodbench.registry import detectors
 
 
@@ -65,6 +65,19 @@ def squared_distances(f: torch.Tensor, means_white: torch.Tensor, white: torch.T
 class _Gaussian(Detector):
     needs = frozenset({Need.LOGITS, Need.FEATURES, Need.FIT})
     Params = GaussianParams
+    surrogate = "softmin over classes"
+    #: minus the score is this times the minimum over classes of :meth:`class_terms`
+    scale: ClassVar[float] = 1.0
+
+    def class_terms(self, out: Outputs, fit: Mapping[str, torch.Tensor]) -> torch.Tensor:
+        """(N, K): the per-class quantity whose minimum is minus the score."""
+        raise NotImplementedError
+
+    def surrogate_score(self, out: Outputs, fit: Mapping[str, torch.Tensor]) -> torch.Tensor:
+        return -self.scale * soft_minimum(self.class_terms(out, fit))
+
+    def score(self, out: Outputs, fit: Mapping[str, torch.Tensor]) -> torch.Tensor:
+        return -self.scale * self.class_terms(out, fit).min(dim=1).values
 
     def fit_tensors(self, fit: Optional[Mapping[str, np.ndarray]],
                     device: torch.device) -> dict[str, torch.Tensor]:
@@ -91,10 +104,11 @@ class Mahalanobis(_Gaussian):
                                            self.params.ridge)
         return {"means": means, "precision": precision}
 
-    def score(self, out: Outputs, fit: Mapping[str, torch.Tensor]) -> torch.Tensor:
+    scale: ClassVar[float] = 0.5
+
+    def class_terms(self, out: Outputs, fit: Mapping[str, torch.Tensor]) -> torch.Tensor:
         assert out.features is not None
-        d = squared_distances(out.features.to(fit["white"].dtype), fit["means_white"], fit["white"])
-        return -0.5 * d.min(dim=1).values
+        return squared_distances(out.features.to(fit["white"].dtype), fit["means_white"], fit["white"])
 
 
 @detectors.register("rmd")
@@ -113,9 +127,9 @@ class RelativeMahalanobis(_Gaussian):
         return {"means": means, "precision": precision, "background_mean": mean0[None, :],
                 "background_precision": precision0}
 
-    def score(self, out: Outputs, fit: Mapping[str, torch.Tensor]) -> torch.Tensor:
+    def class_terms(self, out: Outputs, fit: Mapping[str, torch.Tensor]) -> torch.Tensor:
         assert out.features is not None
         f = out.features.to(fit["white"].dtype)
         d = squared_distances(f, fit["means_white"], fit["white"])
         d0 = squared_distances(f, fit["background_mean_white"], fit["background_white"])
-        return -(d - d0).min(dim=1).values
+        return d - d0

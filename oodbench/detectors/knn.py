@@ -34,6 +34,7 @@ class KNN(Detector):
     needs = frozenset({Need.LOGITS, Need.FEATURES, Need.FIT})
     paper = "Sun, Ming, Zhu, Li: Out-of-Distribution Detection with Deep Nearest Neighbors, ICML 2022"
     Params = KNNParams
+    surrogate = "minus the mean distance to the k nearest"
 
     def fit(self, data: FitData) -> dict[str, np.ndarray]:
         assert data.features is not None
@@ -50,10 +51,17 @@ class KNN(Detector):
         tensors = super().fit_tensors(fit, device)
         return {**tensors, "bank": unit_rows(tensors["bank"])}
 
-    def score(self, out: Outputs, fit: Mapping[str, torch.Tensor]) -> torch.Tensor:
+    def _nearest(self, out: Outputs, fit: Mapping[str, torch.Tensor]) -> torch.Tensor:
+        """(N, k) squared distances to the k nearest bank features, ascending."""
         assert out.features is not None
         bank = fit["bank"]
         z = unit_rows(out.features.to(bank.dtype))
         squared = (2.0 - 2.0 * z @ bank.T).clamp_min(0.0)
-        kth = squared.topk(self.params.k, dim=1, largest=False).values[:, -1]
-        return -kth.clamp_min(1e-30).sqrt()
+        return squared.topk(self.params.k, dim=1, largest=False).values
+
+    def score(self, out: Outputs, fit: Mapping[str, torch.Tensor]) -> torch.Tensor:
+        return -self._nearest(out, fit)[:, -1].clamp_min(1e-30).sqrt()
+
+    def surrogate_score(self, out: Outputs, fit: Mapping[str, torch.Tensor]) -> torch.Tensor:
+        # the k-th distance moves only one neighbour; the mean pulls the whole neighbourhood
+        return -self._nearest(out, fit).clamp_min(1e-30).sqrt().mean(dim=1)

@@ -14,7 +14,7 @@ import numpy as np
 import torch
 from pydantic import Field
 
-from oodbench.detectors.base import Detector, FitData, Need, Outputs, Params
+from oodbench.detectors.base import Detector, FitData, Need, Outputs, Params, soft_minimum
 from oodbench.registry import detectors
 
 
@@ -32,6 +32,7 @@ class ReAct(Detector):
     needs = frozenset({Need.LOGITS, Need.FEATURES, Need.FIT})
     paper = "Sun, Guo, Li: ReAct: Out-of-distribution Detection With Rectified Activations, NeurIPS 2021"
     Params = ReActParams
+    surrogate = "energy of softly clipped features"
 
     def fit(self, data: FitData) -> dict[str, np.ndarray]:
         assert data.features is not None and data.head_weight is not None and data.head_bias is not None
@@ -39,9 +40,19 @@ class ReAct(Detector):
         return {"clip": np.asarray(level, dtype=np.float64), "weight": data.head_weight,
                 "bias": data.head_bias}
 
-    def score(self, out: Outputs, fit: Mapping[str, torch.Tensor]) -> torch.Tensor:
-        assert out.features is not None
-        f = out.features.to(fit["weight"].dtype).clamp(max=fit["clip"])
-        logits = f @ fit["weight"].T + fit["bias"]
+    def _energy(self, clipped: torch.Tensor, fit: Mapping[str, torch.Tensor]) -> torch.Tensor:
+        logits = clipped @ fit["weight"].T + fit["bias"]
         t = self.params.temperature
         return t * torch.logsumexp(logits / t, dim=1)
+
+    def score(self, out: Outputs, fit: Mapping[str, torch.Tensor]) -> torch.Tensor:
+        assert out.features is not None
+        return self._energy(out.features.to(fit["weight"].dtype).clamp(max=fit["clip"]), fit)
+
+    def surrogate_score(self, out: Outputs, fit: Mapping[str, torch.Tensor]) -> torch.Tensor:
+        # min(f, clip) has no gradient above the clip; its soft version lets the attack see
+        # the units it would otherwise hide
+        assert out.features is not None
+        f = out.features.to(fit["weight"].dtype)
+        clip = fit["clip"].expand_as(f)
+        return self._energy(soft_minimum(torch.stack([f, clip], dim=-1), dim=-1), fit)

@@ -173,8 +173,10 @@ class Plan:
                 reattack = sum(s.reattack for s in j.shards)
                 if reattack:
                     status += f", re-attack {reattack} pts"
+            version = None if j.attack is None else j.attack.version
+            kind = j.kind.value + (f" ({version})" if version not in (None, "paper") else "")
             out.append({"model": j.model, "detector": j.detector_label or "·", "row": j.row,
-                        "kind": j.kind.value,
+                        "kind": kind,
                         "points": j.n_points, "shards": len(j.shards), "status": status,
                         "forward": j.remaining_cost.forward,
                         "gradient": j.remaining_cost.gradient})

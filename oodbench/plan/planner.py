@@ -174,7 +174,7 @@ class _Planner:
         if own:  # the detector's score is the objective
             resolved = resolved.model_copy(update={"objective": None})
         config = job_config(self.suite, fp, JobKind.ATTACK, probe,
-                            resolved.model_dump(mode="json", exclude={"early_stop"}))
+                            resolved.identity())
         if own:
             assert det is not None
             config["detector"] = det[1].identity()
