@@ -82,7 +82,8 @@ def make_store(path: Path, values=VALUES, models=("Plain", "OE"), name="syntheti
     suite lists the probes that ``values`` has rows for (so the run is complete)."""
     probes = [p for p in probes if any(probe == p["name"] for _, probe in values)]
     suite = {"name": name, "description": description, "in_distribution": in_spec,
-             "models": [{"name": m} for m in models], "probes": probes}
+             "models": [{"name": m, "arch": "lenet", "path": f"{m.lower()}.pt"} for m in models],
+             "probes": probes}
     in_label = in_spec["name"]
     with ResultStore(path) as store:
         store._db.execute("PRAGMA synchronous=OFF")  # a throwaway test file: no fsync per job
