@@ -29,6 +29,7 @@ from oodbench.plan import JobKind, Plan, make_plan
 from oodbench.registry import executors
 from oodbench.score import ArrayKey, RowKind, score_row
 from oodbench.score.table import MissingArraysError, TableScorer
+from oodbench.score.bracket import check_table
 from oodbench.score.labels import folds, shown_model
 from oodbench.store import ResultStore
 from oodbench.suite import DEFAULT_METRICS, Suite
@@ -224,6 +225,7 @@ def score_plan(plan: Plan, store: ResultStore, suite: Suite) -> list[tuple[Any, 
                               detector=row.detector_spec, fit=row.fit, versus=row.versus)
         rows += [(row.model, row.detector, row.label, metric, value, row.points, row.recipe())
                  for metric, value in values.items()]
+    check_table(scorer, plan.table)  # certified >= attacked >= clean per point, or a bug
     return rows
 
 

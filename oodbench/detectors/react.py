@@ -14,6 +14,7 @@ import numpy as np
 import torch
 from pydantic import Field
 
+from oodbench.bounds import OutputBounds, energy_upper, head_bounds, widened
 from oodbench.detectors.base import Detector, FitData, Need, Outputs, Params
 from oodbench.registry import detectors
 
@@ -32,6 +33,7 @@ class ReAct(Detector):
     needs = frozenset({Need.LOGITS, Need.FEATURES, Need.FIT})
     paper = "Sun, Guo, Li: ReAct: Out-of-distribution Detection With Rectified Activations, NeurIPS 2021"
     Params = ReActParams
+    certified = "IBP of the clipped feature box through the fitted head, elided"
 
     def fit(self, data: FitData) -> dict[str, np.ndarray]:
         assert data.features is not None and data.head_weight is not None and data.head_bias is not None
@@ -45,3 +47,14 @@ class ReAct(Detector):
         logits = f @ fit["weight"].T + fit["bias"]
         t = self.params.temperature
         return t * torch.logsumexp(logits / t, dim=1)
+
+    def score_upper(self, bounds: OutputBounds, fit: Mapping[str, torch.Tensor]) -> torch.Tensor:
+        if bounds.features is None:
+            raise ValueError("react's certified bound needs the box of the penultimate features: "
+                             "the model must end in a linear layer")
+        dtype = bounds.features.lower.dtype
+        clip = fit["clip"].to(dtype)
+        # the clip min(f, c) is monotone: clip both ends of the feature box
+        clipped = bounds.features.map(lambda f: f.flatten(1).clamp(max=clip))
+        logits, diff = head_bounds(clipped, fit["weight"], fit["bias"])
+        return energy_upper(widened(logits, diff), self.params.temperature)

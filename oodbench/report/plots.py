@@ -35,7 +35,8 @@ import numpy as np
 from oodbench.errors import MissingFileError
 from oodbench.report.data import ReportError, RunData, load_run
 from oodbench.report.output import writing
-from oodbench.score.labels import folds, shown_model
+from oodbench.score.arrays import holds_bounds, point_scores
+from oodbench.score.labels import DEFAULT_DETECTOR, folds, shown_model
 from oodbench.store import ResultStore
 
 FORMATS = ("png", "pdf")
@@ -201,7 +202,9 @@ def plot_data(store: ResultStore, run_id: Optional[int] = None) -> PlotData:
         fit = None if recipe is None or not recipe.get("fit") else scorer.arrays(recipe["fit"])
 
         def score(arrays: dict[str, np.ndarray]) -> np.ndarray:
-            return msp_score(arrays["logits"]) if detector is None else detector.scores(arrays, fit)
+            if detector is None and not holds_bounds(arrays):
+                return msp_score(arrays["logits"])
+            return point_scores(detector or scorer.detector({"name": DEFAULT_DETECTOR}), arrays, fit)
 
         num_classes = max(num_classes, int(clean["logits"].shape[1]))
         slug = base = slugify(model)
