@@ -28,6 +28,8 @@ from oodbench.registry import architectures, attacks
 from oodbench.score.bracket import BracketViolation, Side, check_sides
 from oodbench.scores import msp_score
 
+from conftest import SUITE_HEADER  # noqa: E402
+
 N_POINTS = 1000
 
 
@@ -314,3 +316,55 @@ def test_bracket_order_passes_and_a_violated_row_raises():
     noisy = Side("Adv. noise", "attacked", clean.scores * (1 + 1e-9), "Linf", 0.3)
     assert check_sides([clean, noisy]) == 1
     assert math.isclose(float(noisy.scores[0]), -2.0, rel_tol=1e-8)
+
+
+# ---------------------------------------------------------------- in a run
+
+
+CERTIFIED_SUITE = "name: certified\n" + SUITE_HEADER + """\
+detectors: [msp, max-logit, energy, entropy]
+probes:
+  - {{name: uniform, dataset: uniform-noise, n: 40}}
+  - {{name: adv. uniform, dataset: uniform-noise, n: 40, attack: {{name: adversarial-noise, steps: 10, step_size: 0.03}}}}
+  - {{name: certified, dataset: uniform-noise, n: 40, attack: {{name: certified, threat: {{norm: Linf, eps: 0.3}}}}}}
+metrics: [test-error, auroc, auroc-conservative, fpr95, mmc]
+checks: {{enabled: false}}
+"""
+
+
+@pytest.mark.slow
+def test_a_run_brackets_every_row_and_a_violated_row_raises(write_suite, tmp_path):
+    from oodbench.runner import plan_suite, run_suite
+    from oodbench.score.bracket import check_table
+    from oodbench.score.table import TableScorer
+    from oodbench.store import ResultStore
+    from oodbench.suite import load_suite
+
+    suite = load_suite(write_suite(CERTIFIED_SUITE))
+    result = run_suite(suite, output=tmp_path / "r.db", progress=False)
+    m = result.metrics
+    values = {(d, p, k): v for d, p, k, v in zip(m["detector"], m["probe"], m["metric"], m["value"])}
+    for det in ("msp", "max-logit", "energy"):
+        clean, attacked = values[(det, "uniform", "auroc")], values[(det, "adv. uniform", "auroc")]
+        certified = values[(det, "certified", "auroc-conservative")]
+        assert certified <= values[(det, "adv. uniform", "auroc-conservative")] <= attacked <= clean
+        assert math.isnan(values[(det, "certified", "mmc")])  # a bound is not a confidence
+    assert ("entropy", "certified", "auroc") not in values  # entropy declares no bound
+    # the same table with one certified bound pushed below the attacked score: a bug, raised
+    plan = plan_suite(suite, output=tmp_path / "r.db")
+    with ResultStore(tmp_path / "r.db") as store:
+        scorer = TableScorer(store, suite.metrics, suite.seed)
+        assert check_table(scorer, plan.table) == 3 * 3 + 1  # 3 pairs per bounded detector + entropy
+        row = next(r for r in plan.table if r.label == "certified" and r.detector == "energy")
+
+        class Tampered(TableScorer):
+            def arrays(self, key):
+                arrays = super().arrays(key)
+                if key != row.points:
+                    return arrays
+                bounds = np.array(arrays["score_upper"])
+                bounds[7] = -1e3
+                return {**arrays, "score_upper": bounds}
+
+        with pytest.raises(BracketViolation, match="energy.*point 7"):
+            check_table(Tampered(store, suite.metrics, suite.seed), plan.table)

@@ -156,12 +156,21 @@ SHAPE_METHODS = {"size", "dim"}
 ADDITIONS = {operator.add, operator.iadd, torch.add}
 
 
+def _inner(module: nn.Module) -> Optional[nn.Module]:
+    """The module a value-preserving wrapper runs (one that names it in ``bounds_through``, e.g.
+    the runner's output check), or None."""
+    name = getattr(type(module), "bounds_through", None)
+    return getattr(module, name) if isinstance(name, str) else None
+
+
 class _Tracer(fx.Tracer):
-    """Keeps the layers :data:`MODULE_RULES` knows (and torch.nn's own layers) as single nodes, so
-    an unknown torch.nn layer is reported by name instead of traced into its internals."""
+    """Keeps the layers :data:`MODULE_RULES` knows, value-preserving wrappers (and torch.nn's own
+    layers) as single nodes, so an unknown torch.nn layer is reported by name instead of traced
+    into its internals."""
 
     def is_leaf_module(self, m: nn.Module, module_qualified_name: str) -> bool:
-        return type(m) in MODULE_RULES or super().is_leaf_module(m, module_qualified_name)
+        return (type(m) in MODULE_RULES or _inner(m) is not None
+                or super().is_leaf_module(m, module_qualified_name))
 
 
 _GRAPHS: "weakref.WeakKeyDictionary[nn.Module, fx.Graph]" = weakref.WeakKeyDictionary()
@@ -244,6 +253,11 @@ def _call_method(node: fx.Node, args: tuple, kwargs: dict) -> Any:
 
 def _call_module(model: nn.Module, node: fx.Node, args: tuple, kwargs: dict) -> Any:
     module = model.get_submodule(str(node.target))
+    inner = _inner(module)
+    if inner is not None and len(args) == 1 and not kwargs and isinstance(args[0], Box):
+        result = propagate(inner, args[0])
+        assert isinstance(result, Box)
+        return result
     rule = MODULE_RULES.get(type(module))
     if rule is None:
         raise _unsupported(node, f"{type(module).__name__} at {node.target!r}")
@@ -270,6 +284,8 @@ def propagate(model: nn.Module, box: Box, *,
 
     Differentiable in the model's parameters (GOOD trains through it). Raises
     :class:`UnsupportedLayerError` naming the first layer it cannot bound."""
+    while _inner(model) is not None:
+        model = _inner(model)  # type: ignore[assignment]
     rule = MODULE_RULES.get(type(model))
     if rule is not None:  # the model is a single layer (fx would trace into its functional form)
         if split_head and type(model) is nn.Linear:
