@@ -33,14 +33,6 @@ from conftest import SUITE_HEADER  # noqa: E402
 N_POINTS = 1000
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def _randomise_batchnorm(model: nn.Module, gen: torch.Generator) -> nn.Module:
     """BatchNorm with non-trivial running statistics and affine parameters (negative scales
     too), in eval mode."""
