@@ -29,6 +29,7 @@ from oodbench.plan import JobKind, Plan, make_plan
 from oodbench.registry import executors
 from oodbench.score import ArrayKey, RowKind, score_row
 from oodbench.score.table import MissingArraysError, TableScorer
+from oodbench.score.bracket import check_table
 from oodbench.score.groups import with_group_rows
 from oodbench.score.labels import folds, shown_model
 from oodbench.store import ResultStore
@@ -232,6 +233,7 @@ def score_plan(plan: Plan, store: ResultStore, suite: Suite) -> list[tuple[Any, 
                               extra_references=row.extra_references)
         rows += [(row.model, row.detector, row.label, metric, value, row.points, row.recipe())
                  for metric, value in values.items()]
+    check_table(scorer, plan.table)  # certified >= attacked >= clean per point, or a bug
     return rows
 
 

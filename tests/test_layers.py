@@ -27,7 +27,8 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     # shared types: import nothing above them (core/ imports only core/)
     ("shared", ("oodbench.core", "oodbench.errors", "oodbench.registry", "oodbench.validation",
                 "oodbench.devices", "oodbench.filenames")),
-    ("components", ("oodbench.data", "oodbench.models", "oodbench.metrics", "oodbench.scores")),
+    ("components", ("oodbench.data", "oodbench.models", "oodbench.metrics", "oodbench.scores",
+                    "oodbench.bounds")),
     ("detectors", ("oodbench.detectors",)),
     ("attacks/checks", ("oodbench.attacks", "oodbench.checks")),
     ("store", ("oodbench.store",)),

@@ -554,3 +554,79 @@ def test_amp_path_runs_on_the_cpu_with_bfloat16(tmp_path):
     assert any(not torch.equal(a[k], b[k]) for k in a)
     with pytest.raises(ValueError):
         Recipe(**{**_digits_recipe(tmp_path, "plain").dump(), "amp": "float8"})
+
+
+# ------------------------------------------------------------------------------------------------
+# GOOD: the certified out-loss
+# ------------------------------------------------------------------------------------------------
+
+
+def test_good_loss_by_hand():
+    """On a linear model the interval bound of z_j − z_k over the box is exact:
+    (W_j − W_k)·c + |W_j − W_k|·r with c, r the centre and radius of the box (∩ [0, 1])."""
+    model = _linear(W3, B3)
+    w, b = np.asarray(W3), np.asarray(B3)
+    x_out, eps = np.asarray(X_OUT), 0.2
+    lo, hi = np.clip(x_out - eps, 0, 1), np.clip(x_out + eps, 0, 1)
+    c, r = (lo + hi) / 2, (hi - lo) / 2
+    dw, db = w[:, None, :] - w[None, :, :], b[:, None] - b[None, :]
+    upper = np.einsum("nd,jkd->njk", c, dw) + db + np.einsum("nd,jkd->njk", r, np.abs(dw))
+    spread = upper.reshape(len(x_out), -1).max(1)
+    expected_out = np.log1p(spread ** 2 / 2).mean()
+    out = losses.good_loss(model, _img(X_IN), torch.tensor(Y_IN), _img(X_OUT), eps=eps, lam=0.5)
+    assert float(out.parts["out"]) == pytest.approx(expected_out, rel=1e-5)
+    assert out.loss.item() == pytest.approx(_np_ce(W3, B3, X_IN, Y_IN) + 0.5 * expected_out, rel=1e-5)
+    # the log-confidence bound (max-log-conf): max_k −log Σ_j exp(−U[k, j])
+    conf = (-np.log(np.exp(-upper).sum(2))).max(1)
+    out = losses.good_loss(model, _img(X_IN), torch.tensor(Y_IN), _img(X_OUT), eps=eps,
+                           out_loss_kind="max-log-conf")
+    assert float(out.parts["out"]) == pytest.approx(conf.mean(), rel=1e-5)
+    # quantile 1/3: only the sample with the lowest bound is trained on it, the others clean
+    out = losses.good_loss(model, _img(X_IN), torch.tensor(Y_IN), _img(X_OUT), eps=eps,
+                           quantile=1 / 3, out_loss_kind="max-log-conf")
+    clean = _log_softmax(x_out @ w.T + b).max(1)
+    lowest = conf.argmin()
+    mixed = np.where(np.arange(3) == lowest, conf, clean).mean()
+    assert float(out.parts["out"]) == pytest.approx(mixed, rel=1e-5)
+    # ε = 0: CEDA with the same out-loss
+    zero = losses.good_loss(model, _img(X_IN), torch.tensor(Y_IN), _img(X_OUT), eps=0.0)
+    ceda = losses.ceda_loss(model, _img(X_IN), torch.tensor(Y_IN), _img(X_OUT),
+                            out_loss_kind="logit-spread")
+    assert float(zero.loss) == pytest.approx(float(ceda.loss), rel=1e-6)
+
+
+def test_good_epsilon_ramp_and_defaults():
+    recipe = _digits_recipe(Path("."), "good")
+    assert recipe.out_distribution.dataset == "uniform-noise"
+    assert recipe.out_distribution.loss == "logit-spread"
+    bound = recipe.out_bound
+    assert (bound.threat.norm, bound.threat.eps, bound.ramp) == ("Linf", 0.3, (0.1, 0.5))
+    assert [bound.eps_at(p) for p in (0.0, 0.1, 0.3, 0.5, 0.9)] == pytest.approx(
+        [0.0, 0.0, 0.15, 0.3, 0.3])
+    with pytest.raises(ValueError, match="out_bound"):
+        _digits_recipe(Path("."), "ceda", out_bound={"threat": {"norm": "Linf", "eps": 0.3}})
+    with pytest.raises(ValueError, match="Linf"):
+        _digits_recipe(Path("."), "good", out_bound={"threat": {"norm": "L2", "eps": 0.3}})
+
+
+@pytest.mark.slow
+def test_good_lowers_the_certified_bound_on_noise(tmp_path, digits_test):
+    """A few epochs of GOOD on digits bring the certified confidence bound on uniform noise at
+    Linf 0.1 far below the plain model's (which is vacuous: 1)."""
+    from oodbench.bounds import input_box, msp_upper, output_bounds
+
+    bound = {"threat": {"norm": "Linf", "eps": 0.1}, "ramp": [0.0, 0.5]}
+    models = {}
+    for method in ("plain", "good"):
+        extra = {"out_bound": bound} if method == "good" else {}
+        train_from_recipe(_digits_recipe(tmp_path, method, epochs=6, **extra), progress=False)
+        models[method] = _load_digits_net(tmp_path / f"{method}.safetensors")
+    noise = load_dataset("uniform-noise", DataRequest(root=Path("."), n=100, seed=1,
+                                                      reference=digits_test)).images
+    conf = {}
+    with torch.no_grad():
+        for method, model in models.items():
+            b = output_bounds(model, input_box(noise.double(), 0.1))
+            conf[method] = float(msp_upper(b.diff_upper).exp().mean())
+    print("certified MMC on uniform noise", conf)
+    assert conf["plain"] > 0.9 and conf["good"] < 0.5

@@ -12,3 +12,4 @@ __all__ += ["Attack", "AttackContext", "AttackSpec"]
 from oodbench.attacks import autoattack as _autoattack  # noqa: F401,E402  (registers autoattack)
 from oodbench.attacks import alpha_scaling as _alpha_scaling  # noqa: F401,E402  (registers alpha-scaling)
 from oodbench.attacks import counterfactuals as _counterfactuals  # noqa: F401,E402  (registers counterfactuals)
+from oodbench.attacks import certified as _certified  # noqa: F401,E402  (registers certified)

@@ -159,6 +159,10 @@ class Attack:
     #: raising it.
     lowers_score: ClassVar[bool] = False
 
+    #: Whether its row holds certified upper bounds of the score over the ball instead of
+    #: attacked points (``certified``; :mod:`oodbench.score.bracket` orders the rows by it).
+    certifies: ClassVar[bool] = False
+
     #: Whether the trust checks compare it with a score-based black-box attack (Square) in the
     #: same ball on the same score (``black-box-beats-white-box``): OOD attacks that raise it.
     black_box_checked: ClassVar[bool] = False
@@ -169,6 +173,11 @@ class Attack:
     def min_classes(self, spec: AttackSpec) -> tuple[int, str]:
         """The fewest classes the attack is meaningful for, and why (``too-few-classes``)."""
         return 2, "a softmax over one class is constant: no input changes its confidence"
+
+    def has_row_for(self, detector: Any) -> bool:
+        """Whether the attack gives a row for this detector (``certified``: only for detectors
+        whose score it can bound)."""
+        return True
 
     def gradient_objective(self, ctx: AttackContext) -> Optional[GradientObjective]:
         """What the attack ascends by gradient (``zero-gradient`` checks it at the start

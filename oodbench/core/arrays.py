@@ -22,6 +22,7 @@ class ArrayKey(str, Enum):
     GRADIENT_EVALUATIONS = "gradient_evaluations"  # () int: work an attack did (additive)
     MEMBER = "member"                  # (N,) int8: ensemble member whose iterate is reported (-1: clean)
     MEMBER_SCORES = "member_scores"    # (N, M) float64: each member's best score (NaN: not run)
+    SCORE_UPPER = "score_upper"        # (N,) float64: certified upper bound of the row's score
 
 
 #: Arrays that are totals over points: shards of one job add up instead of concatenating.

@@ -82,8 +82,10 @@ def uses_head(detector: Detector, attack: AttackTraits) -> bool:
 
 def scores_row(detector: Detector, attack: Optional[AttackTraits]) -> bool:
     """Whether a probe row exists for this detector: every clean probe, every detector-aware
-    attack; an attack that ignores the detector only for detectors that can score its stored
+    attack that has one for it (``certified``: the detectors it can bound); an attack that ignores the detector only for detectors that can score its stored
     logits (not features, not ODIN's preprocessing of points it never saw)."""
+    if attack is not None and not attack.has_row_for(detector):
+        return False
     if attack is None or attack.detector_aware:
         return True
     return not (detector.needs_features or detector.needs_model)

@@ -25,6 +25,7 @@ import torch
 from pydantic import BaseModel, ConfigDict
 from torch import nn
 
+from oodbench.bounds import OutputBounds
 from oodbench.models.features import head_layer, logits_and_features
 from oodbench.core.arrays import ArrayKey
 
@@ -117,6 +118,9 @@ class Detector:
     ceiling: ClassVar[Optional[float]] = None
     paper: ClassVar[str] = ""
     Params: ClassVar[type[Params]] = Params
+    #: How :meth:`score_upper` bounds the score over a threat ball from the model's output
+    #: bounds (the ``certified`` attack's row); "" when the score cannot be bounded that way.
+    certified: ClassVar[str] = ""
 
     def __init__(self, **params: Any):
         self.params = type(self).Params(**params)
@@ -144,7 +148,9 @@ class Detector:
             attack += f", smooth surrogate: {cls.surrogate}"
         defaults = ", ".join(f"{k}={v}" for k, v in cls.Params().model_dump().items())
         doc = (cls.__doc__ or "").strip().splitlines()[0]
-        return f"{doc} [needs: {needs}; attack: {attack}" + (f"; {defaults}]" if defaults else "]")
+        certified = f"certified: {cls.certified or 'no'}"
+        return (f"{doc} [needs: {needs}; attack: {attack}; {certified}"
+                + (f"; {defaults}]" if defaults else "]"))
 
     def identity(self) -> dict[str, Any]:
         """What determines the scores (name and every hyper-parameter): part of job keys."""
@@ -160,6 +166,11 @@ class Detector:
         """Per-point score, higher = in-distribution, in the dtype of ``out`` (float64 when the
         result is compared or stored). Differentiable in ``out`` when ``exact_gradient``."""
         raise NotImplementedError
+
+    def score_upper(self, bounds: OutputBounds, fit: Mapping[str, torch.Tensor]) -> torch.Tensor:
+        """Per-point upper bound of :meth:`score` over every input the ``bounds`` hold for
+        (float64); only for detectors that declare :attr:`certified`."""
+        raise NotImplementedError(f"detector {self.name!r} has no certified bound")
 
     def surrogate_score(self, out: Outputs, fit: Mapping[str, torch.Tensor]) -> torch.Tensor:
         """What the adaptive attack ascends when ``exact_gradient`` is False (``surrogate`` names

@@ -10,6 +10,7 @@ import numpy as np
 import torch
 from pydantic import Field
 
+from oodbench.bounds import OutputBounds, energy_upper, max_logit_upper, msp_upper
 from oodbench.detectors.base import Detector, Outputs, Params
 from oodbench.registry import detectors
 from oodbench.scores import MSP_CEILING, msp_score, other_mass
@@ -38,6 +39,7 @@ class MSP(Detector):
 
     name = "msp"
     ceiling = MSP_CEILING
+    certified = "IBP, last layer elided (GOOD)"
     paper = "Hendrycks & Gimpel, A Baseline for Detecting Misclassified and OOD Examples, ICLR 2017"
 
     def score(self, out: Outputs, fit: Mapping[str, torch.Tensor]) -> torch.Tensor:
@@ -48,16 +50,23 @@ class MSP(Detector):
         # The benchmark's score since its first release: numbers stay bit-identical.
         return msp_score(arrays[ArrayKey.LOGITS.value])
 
+    def score_upper(self, bounds: OutputBounds, fit: Mapping[str, torch.Tensor]) -> torch.Tensor:
+        return msp_upper(bounds.diff_upper)
+
 
 @detectors.register("max-logit")
 class MaxLogit(Detector):
     """Largest logit (Hendrycks et al., Scaling OOD detection to real-world settings, ICML 2022)."""
 
     name = "max-logit"
+    certified = "IBP, last layer elided"
     paper = "Hendrycks et al., Scaling Out-of-Distribution Detection for Real-World Settings, ICML 2022"
 
     def score(self, out: Outputs, fit: Mapping[str, torch.Tensor]) -> torch.Tensor:
         return out.logits.max(dim=1).values
+
+    def score_upper(self, bounds: OutputBounds, fit: Mapping[str, torch.Tensor]) -> torch.Tensor:
+        return max_logit_upper(bounds)
 
 
 class EnergyParams(Params):
@@ -69,12 +78,16 @@ class Energy(Detector):
     """Negative free energy T·logsumexp(z/T) (Liu et al., NeurIPS 2020; T = 1)."""
 
     name = "energy"
+    certified = "IBP, last layer elided"
     paper = "Liu, Wang, Owens, Li: Energy-based Out-of-distribution Detection, NeurIPS 2020"
     Params = EnergyParams
 
     def score(self, out: Outputs, fit: Mapping[str, torch.Tensor]) -> torch.Tensor:
         t = self.params.temperature
         return t * torch.logsumexp(out.logits / t, dim=1)
+
+    def score_upper(self, bounds: OutputBounds, fit: Mapping[str, torch.Tensor]) -> torch.Tensor:
+        return energy_upper(bounds, self.params.temperature)
 
 
 @detectors.register("entropy")

@@ -14,6 +14,7 @@ import numpy as np
 import torch
 from pydantic import Field
 
+from oodbench.bounds import OutputBounds, energy_upper, head_bounds, widened
 from oodbench.detectors.base import Detector, FitData, Need, Outputs, Params, soft_minimum
 from oodbench.registry import detectors
 
@@ -33,6 +34,7 @@ class ReAct(Detector):
     paper = "Sun, Guo, Li: ReAct: Out-of-distribution Detection With Rectified Activations, NeurIPS 2021"
     Params = ReActParams
     surrogate = "energy of softly clipped features"
+    certified = "IBP of the clipped feature box through the fitted head, elided"
 
     def fit(self, data: FitData) -> dict[str, np.ndarray]:
         assert data.features is not None and data.head_weight is not None and data.head_bias is not None
@@ -56,3 +58,14 @@ class ReAct(Detector):
         f = out.features.to(fit["weight"].dtype)
         clip = fit["clip"].expand_as(f)
         return self._energy(soft_minimum(torch.stack([f, clip], dim=-1), dim=-1), fit)
+
+    def score_upper(self, bounds: OutputBounds, fit: Mapping[str, torch.Tensor]) -> torch.Tensor:
+        if bounds.features is None:
+            raise ValueError("react's certified bound needs the box of the penultimate features: "
+                             "the model must end in a linear layer")
+        dtype = bounds.features.lower.dtype
+        clip = fit["clip"].to(dtype)
+        # the clip min(f, c) is monotone: clip both ends of the feature box
+        clipped = bounds.features.map(lambda f: f.flatten(1).clamp(max=clip))
+        logits, diff = head_bounds(clipped, fit["weight"], fit["bias"])
+        return energy_upper(widened(logits, diff), self.params.temperature)

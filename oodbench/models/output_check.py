@@ -70,6 +70,9 @@ class OutputChecked(nn.Module):
     call the model many times and would otherwise meet NaN logits deep inside their bookkeeping
     (the counts are then those of one batch)."""
 
+    #: The check leaves values unchanged: interval bounds go through ``net`` itself.
+    bounds_through = "net"
+
     def __init__(self, net: nn.Module, *, model: str, data: str, n_classes: Optional[int]):
         super().__init__()
         self.net, self.label, self.data, self.n_classes = net, model, data, n_classes

@@ -37,7 +37,8 @@ from oodbench.filenames import slugify
 from oodbench.report.data import (ReportError, RunData, UnverifiedResultsError, audit_run,
                                   find_run, load_run)
 from oodbench.report.output import writing
-from oodbench.score.labels import folds, shown_model
+from oodbench.score.arrays import holds_bounds, point_scores
+from oodbench.score.labels import DEFAULT_DETECTOR, folds, shown_model
 from oodbench.store import ResultStore
 
 FORMATS = ("png", "pdf")
@@ -197,7 +198,9 @@ def plot_data(store: ResultStore, run_id: Optional[int] = None) -> PlotData:
         fit = None if recipe is None or not recipe.get("fit") else scorer.arrays(recipe["fit"])
 
         def score(arrays: dict[str, np.ndarray]) -> np.ndarray:
-            return msp_score(arrays[ArrayKey.LOGITS.value]) if detector is None else detector.scores(arrays, fit)
+            if detector is None and not holds_bounds(arrays):
+                return msp_score(arrays[ArrayKey.LOGITS.value])
+            return point_scores(detector or scorer.detector({"name": DEFAULT_DETECTOR}), arrays, fit)
 
         num_classes = max(num_classes, int(clean[ArrayKey.LOGITS.value].shape[1]))
         slug = base = slugify(model)

@@ -19,8 +19,8 @@ from typing import TYPE_CHECKING, Mapping, Optional, Sequence
 import numpy as np
 
 from oodbench.metrics import MetricInput, UndefinedMetricWarning, compute_metrics
-from oodbench.score.arrays import PointArrays, ood_logits
-from oodbench.score.rows import RowKind
+from oodbench.score.arrays import PointArrays, ood_logits, ood_scores
+from oodbench.score.rows import RowKind, rank_metrics
 
 if TYPE_CHECKING:  # pragma: no cover
     from oodbench.detectors import Detector
@@ -72,9 +72,9 @@ def bootstrap_samples(kind: RowKind, arrays: Mapping[str, np.ndarray],
     out_scores = None
     if own:
         assert outside is not None
-        out_scores = detector.scores(outside, fit)  # type: ignore[union-attr]
-        mask = PointArrays.of(outside).mask
-        out_scores = out_scores if mask is None else out_scores[mask]
+        out_scores = ood_scores(detector, outside, fit)  # type: ignore[arg-type]
+    if outside is not None:
+        metric_names = rank_metrics(metric_names, outside)
     row = "in" if kind is RowKind.IN_DISTRIBUTION else "probe"
     n_in = len(reference.logits)
     samples: dict[str, list[float]] = {}

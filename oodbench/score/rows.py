@@ -8,7 +8,7 @@ import numpy as np
 
 from oodbench.core.rows import RowKind
 from oodbench.metrics import MetricInput, compute_metrics
-from oodbench.score.arrays import PointArrays, ood_logits
+from oodbench.score.arrays import PointArrays, holds_bounds, ood_logits, ood_scores
 
 if TYPE_CHECKING:  # pragma: no cover (annotations only; a downward import)
     from oodbench.attacks.base import Attack
@@ -50,15 +50,24 @@ def score_row(kind: RowKind, arrays: Mapping[str, np.ndarray], clean: Mapping[st
     reference = PointArrays.of(inside)
     if reference.labels is None:
         raise ValueError("the in-distribution side of a row needs its points' labels")
-    out_scores = None
-    if own:
-        out_scores = detector.scores(outside, fit)  # type: ignore[union-attr]
-        mask = PointArrays.of(outside).mask
-        out_scores = out_scores if mask is None else out_scores[mask]
+    out_scores = None if not own else ood_scores(detector, outside, fit)  # type: ignore[arg-type]
     inp = MetricInput(in_logits=reference.logits, in_labels=reference.labels,
                       out_logits=ood_logits(outside), seed=seed, in_scores=in_scores,
                       out_scores=out_scores)
-    return compute_metrics(list(metric_names), inp, row="probe")
+    values = compute_metrics(list(metric_names), inp, row="probe")
+    ranked = rank_metrics(list(metric_names), outside)
+    return {name: value if name in ranked else float("nan") for name, value in values.items()}
+
+
+def rank_metrics(names: Sequence[str], outside: Mapping[str, np.ndarray]) -> list[str]:
+    """The metrics a row computes: all of ``names``, except on a certified row (stored score
+    bounds, :func:`~oodbench.score.arrays.holds_bounds`), which has rank metrics only: it has
+    no confidences of real inputs to average (MMC is NaN there)."""
+    if not holds_bounds(outside):
+        return list(names)
+    from oodbench.registry import metrics
+
+    return [n for n in names if metrics.get(n).scope == "probe"]
 
 
 def row_of_job(config: Mapping[str, object]) -> tuple[RowKind, Optional["Attack"]]:

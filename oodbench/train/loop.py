@@ -241,7 +241,8 @@ def train_from_recipe(recipe: Recipe, *, device: Optional[str] = None,
             if out_source is not None:
                 m = math.ceil(lam * len(x) - 1e-9)
                 x_out = out_source.sample(x, m, step_seed(recipe.seed, step, "out")).to(dev)
-            batch = Batch(x.to(dev), y.to(dev), x_out)
+            batch = Batch(x.to(dev), y.to(dev), x_out,
+                          progress=step / (recipe.epochs * steps_per_epoch))
             counter = step if per_step else epoch
             lr_drops = sum(1 for point in milestones if 0 < point <= counter)
             lr = opt.param_groups[0]["lr"]  # the learning rate of this step

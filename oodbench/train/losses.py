@@ -12,11 +12,16 @@ Each function returns a :class:`LossOutput` whose ``loss`` is the scalar to mini
   each training sample; the inner objective may be the CE (Madry) or the logit margin
   ``max_{i≠y} f_i − f_y`` that Augustin et al. (app. B.1) maximise instead;
 - :func:`ratio_loss` — RATIO (Augustin et al. eq. 6): AT on the in-distribution plus ACET on
-  the out-distribution.
+  the out-distribution;
+- :func:`good_loss` — GOOD (Bitterwolf et al. 2020): CEDA whose out-loss is the certified upper
+  bound (interval bound propagation, last layer elided) of the max log-confidence over an Linf
+  ball around each out-distribution sample, for the quantile of the batch with the lowest bounds.
 
-Out-losses (per sample, minimised): ``max-log-conf`` = max_k log p_k(x) (Hein et al. eq. 2) and
+Out-losses (per sample, minimised): ``max-log-conf`` = max_k log p_k(x) (Hein et al. eq. 2),
 ``ce-uniform`` = −(1/K) Σ_k log p_k(x), the cross-entropy to the uniform distribution (Augustin
-et al. eq. 5). Both are minimised by the uniform prediction. They are the same functions as the
+et al. eq. 5), and ``logit-spread`` = log(1 + s²/2) of the spread s = max z − min z (GOOD's
+out-loss, a monotone stand-in for the confidence that does not saturate). All are minimised by
+the uniform prediction. They are the same functions as the
 attack objectives of those names, so the inner maximisation and the outer minimisation of
 ACET/RATIO optimise one quantity.
 
@@ -44,6 +49,7 @@ adversarial noise and the clean batch before the training forward pass).
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Optional
 
@@ -52,9 +58,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from oodbench.attacks.engine import AttackConfig, run_attack
+from oodbench.bounds import OutputBounds, input_box, msp_upper, output_bounds
 from oodbench.registry import objectives
 
-OUT_LOSSES = ("max-log-conf", "ce-uniform")
+OUT_LOSSES = ("max-log-conf", "ce-uniform", "logit-spread")
 
 
 @dataclass
@@ -81,12 +88,23 @@ def cross_entropy_uniform(logits: torch.Tensor) -> torch.Tensor:
     return -F.log_softmax(logits.float(), dim=1).mean(dim=1)
 
 
+def spread_loss(spread: torch.Tensor) -> torch.Tensor:
+    """``log(1 + s²/2)`` of a logit spread ``s = max_j z_j − min_k z_k`` (or a certified upper
+    bound of it): 0 only for the uniform prediction, and, unlike the log-confidence, it does not
+    flatten out for confident predictions (its gradient decays like 1/s, not like e^{−s}), so a
+    vacuous interval bound early in GOOD training still gives a gradient (Bitterwolf et al.)."""
+    return (spread.float() ** 2 / 2).log1p()
+
+
 def out_loss(logits: torch.Tensor, kind: str) -> torch.Tensor:
-    """Per-sample out-distribution loss ``kind`` (``max-log-conf`` or ``ce-uniform``)."""
+    """Per-sample out-distribution loss ``kind`` (``max-log-conf``, ``ce-uniform`` or
+    ``logit-spread``)."""
     if kind == "max-log-conf":
         return max_log_confidence(logits)
     if kind == "ce-uniform":
         return cross_entropy_uniform(logits)
+    if kind == "logit-spread":
+        return spread_loss(logits.max(dim=1).values - logits.min(dim=1).values)
     raise ValueError(f"unknown out-loss {kind!r}; choose one of {', '.join(OUT_LOSSES)}")
 
 
@@ -177,3 +195,46 @@ def ratio_loss(model: nn.Module, x_in: torch.Tensor, y_in: torch.Tensor, x_out: 
     x_out_adv = (adversarial_points(model, x_out, out_attack, seed=seed + 1)
                  if len(x_out) else x_out)
     return ceda_loss(model, x_in_adv, y_in, x_out_adv, lam=lam, out_loss_kind=out_loss_kind)
+
+
+def certified_out_loss(bounds: OutputBounds, kind: str) -> torch.Tensor:
+    """Per-sample upper bound of the out-loss ``kind`` over the bounded set: the log-confidence
+    bound for ``max-log-conf``, the loss of the largest certified logit difference for
+    ``logit-spread``."""
+    if kind == "max-log-conf":
+        return msp_upper(bounds.diff_upper).float()
+    if kind == "logit-spread":
+        return spread_loss(bounds.diff_upper.flatten(1).max(dim=1).values)
+    raise ValueError(f"GOOD bounds the out-loss max-log-conf or logit-spread, not {kind!r}")
+
+
+def good_loss(model: nn.Module, x_in: torch.Tensor, y_in: torch.Tensor, x_out: torch.Tensor, *,
+              eps: float, quantile: float = 1.0, lam: float = 1.0,
+              out_loss_kind: str = "logit-spread") -> LossOutput:
+    """GOOD: ``mean CE(in) + lam · mean_out L``, where ``L`` is the certified upper bound of the
+    out-loss over the Linf ``eps``-ball (∩ [0, 1]) around the out samples whose bounds are the
+    lowest ``quantile`` of the batch, and the clean out-loss on the others (on all of them while
+    ``eps`` is 0: CEDA with that out-loss).
+
+    Bounds by interval bound propagation with the last layer elided
+    (:func:`oodbench.bounds.output_bounds`, no rounding margin: training needs none).
+    ``parts["bound"]``: the batch's mean certified upper bound of the log-confidence plus log K
+    (0: the uniform prediction is certified on the whole ball)."""
+    if eps <= 0 or not len(x_out):
+        return ceda_loss(model, x_in, y_in, x_out, lam=lam, out_loss_kind=out_loss_kind)
+    n = len(x_in)
+    logits = model(torch.cat([x_in, x_out]))
+    logits_in = logits[:n]
+    loss_in = F.cross_entropy(logits_in.float(), y_in)
+    clean_out = out_loss(logits[n:], out_loss_kind)
+    bounds = output_bounds(model, input_box(x_out, eps), margin=0.0)
+    upper = certified_out_loss(bounds, out_loss_kind)
+    n_bound = max(1, math.ceil(quantile * len(x_out) - 1e-9))
+    on_bound = torch.zeros(len(x_out), dtype=torch.bool, device=x_out.device)
+    on_bound[upper.detach().argsort()[:n_bound]] = True
+    loss_out = torch.where(on_bound, upper, clean_out).mean()
+    loss = loss_in + lam * loss_out
+    with torch.no_grad():
+        conf_bound = msp_upper(bounds.diff_upper).mean() + math.log(logits.shape[1])
+    return LossOutput(loss, logits_in.detach(),
+                      {"in": loss_in.detach(), "out": loss_out.detach(), "bound": conf_bound})

@@ -32,6 +32,9 @@ if TYPE_CHECKING:  # pragma: no cover
 # Hein et al. (2019), app. F: ACET with p = ∞, ε = 0.3, 40 PGD steps of 0.0075, λ = 1, noise.
 HEIN_OUT = {"dataset": "smoothed-noise", "loss": "max-log-conf", "lambda": 1.0}
 HEIN_ACET_ATTACK = {"threat": {"norm": "Linf", "eps": 0.3}, "steps": 40, "step_size": 0.0075}
+# Bitterwolf et al. (2020): GOOD on MNIST certifies Linf ε = 0.3 around the out-distribution.
+GOOD_OUT = {"dataset": "uniform-noise", "loss": "logit-spread", "lambda": 1.0}
+GOOD_BOUND = {"threat": {"norm": "Linf", "eps": 0.3}, "ramp": [0.1, 0.5], "quantile": 1.0}
 # Augustin et al. (2020), app. B.1: L2 ε_o = 1.0, 20 (→ 40) steps of 0.1 on the out-distribution;
 # L2 ε_i (0.25 or 0.5), 7 steps of 0.1 on the logit margin on the in-distribution.
 AUGUSTIN_OUT_ATTACK = {"threat": {"norm": "L2", "eps": 1.0}, "steps": 20, "step_size": 0.1,
@@ -47,6 +50,8 @@ class Batch:
     x_in: torch.Tensor
     y_in: torch.Tensor
     x_out: Optional[torch.Tensor] = None
+    #: Fraction of training done before this step (GOOD's ε ramp reads it).
+    progress: float = 0.0
 
 
 class Method:
@@ -60,6 +65,8 @@ class Method:
     uses_out_attack: ClassVar[bool] = False
     default_in_attack: ClassVar[Optional[dict[str, Any]]] = None
     default_out_attack: ClassVar[Optional[dict[str, Any]]] = None
+    uses_out_bound: ClassVar[bool] = False
+    default_out_bound: ClassVar[Optional[dict[str, Any]]] = None
 
     # --- recipe validation ----------------------------------------------------------------------
 
@@ -67,7 +74,7 @@ class Method:
     def resolve(cls, recipe: "Recipe") -> None:
         """Check that ``recipe`` gives what this method needs (and nothing it would ignore); fill
         unset settings with the method's defaults. Raises ``ValueError`` naming the field."""
-        from oodbench.train.recipe import OutDistribution, TrainAttack
+        from oodbench.train.recipe import OutDistribution, TrainAttack, TrainBound
 
         name = recipe.method
         if cls.out == "none":
@@ -102,6 +109,12 @@ class Method:
             if given.objective is None:
                 given.objective = (recipe.out_distribution.loss  # type: ignore[union-attr]
                                    if part == "out_attack" else "ce")
+        if not cls.uses_out_bound and recipe.out_bound is not None:
+            raise ValueError(f"method {name!r} trains on no certified bound: remove `out_bound`")
+        if cls.uses_out_bound and recipe.out_bound is None:
+            if cls.default_out_bound is None:  # pragma: no cover - every bound method has one
+                raise ValueError(f"method {name!r} needs `out_bound` (threat, ramp, quantile)")
+            recipe.out_bound = TrainBound.model_validate(cls.default_out_bound)
 
     # --- training ---------------------------------------------------------------------------------
 
@@ -161,6 +174,25 @@ class ACET(Method):
         return losses.acet_loss(model, batch.x_in, batch.y_in, batch.x_out,
                                 attack=self.attack_config("out_attack", lr_drops), lam=self.lam,
                                 out_loss_kind=self.out_loss, seed=seed)
+
+
+@trainers.register("good", paper="Bitterwolf, Meinke, Hein 2020")
+class GOOD(Method):
+    """GOOD: CE + λ·certified (IBP) upper bound of the out-loss in an Linf ball around out
+    samples, ε ramped up (Linf 0.3, uniform noise, logit-spread loss)."""
+
+    out = "any"
+    default_out = GOOD_OUT
+    default_out_loss = "logit-spread"
+    uses_out_bound = True
+    default_out_bound = GOOD_BOUND
+
+    def loss(self, model, batch, *, lr_drops, seed):
+        bound = self.recipe.out_bound
+        assert bound is not None and batch.x_out is not None
+        return losses.good_loss(model, batch.x_in, batch.y_in, batch.x_out,
+                                eps=bound.eps_at(batch.progress), quantile=bound.quantile,
+                                lam=self.lam, out_loss_kind=self.out_loss)
 
 
 @trainers.register("oe", paper="Hendrycks et al. 2019; Augustin et al. 2020")

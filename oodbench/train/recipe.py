@@ -36,7 +36,7 @@ from oodbench.registry import architectures, datasets, objectives, trainers
 from oodbench.suite import DataSpec, SuiteError
 from oodbench.validation import check_registered, read_yaml
 
-OutLoss = Literal["max-log-conf", "ce-uniform"]
+OutLoss = Literal["max-log-conf", "ce-uniform", "logit-spread"]
 
 
 class RecipeError(SuiteError):
@@ -75,6 +75,50 @@ class TrainAttack(BaseModel):
         return min(steps, self.max_steps) if self.max_steps is not None else steps
 
 
+class TrainBound(BaseModel):
+    """The certified part of GOOD (Bitterwolf, Meinke, Hein 2020): the upper bound of the
+    confidence over an Linf ball around each out-distribution sample, by interval bound
+    propagation, is what the out-loss penalises.
+
+    ``eps`` grows linearly from 0 to the threat's ε between the fractions ``ramp`` of training
+    (bounds of a random network over a large ball are vacuous and give no gradient; GOOD ramps
+    ε up the same way). ``quantile``: the fraction of each out batch, those with the lowest
+    bounds, that is trained on the bound; the rest on the clean out-loss (GOOD's quantile
+    variant, GOOD80 = 0.8), so hard out samples do not push the in-distribution accuracy down.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    threat: ThreatModel
+    ramp: tuple[float, float] = Field((0.1, 0.5), description="fractions of training between "
+                                      "which ε grows linearly from 0 to the threat's")
+    quantile: float = Field(1.0, gt=0, le=1, description="fraction of each out batch (lowest "
+                            "bounds) trained on the bound")
+
+    @field_validator("threat")
+    @classmethod
+    def _linf(cls, v: ThreatModel) -> ThreatModel:
+        if v.norm != "Linf":
+            raise ValueError(f"interval bounds are computed over Linf balls; got {v.norm}")
+        return v
+
+    @field_validator("ramp")
+    @classmethod
+    def _ordered(cls, v: tuple[float, float]) -> tuple[float, float]:
+        if not 0 <= v[0] <= v[1] <= 1:
+            raise ValueError(f"`ramp` is [start, end] with 0 <= start <= end <= 1, got {list(v)}")
+        return v
+
+    def eps_at(self, progress: float) -> float:
+        """ε after the fraction ``progress`` of training."""
+        start, end = self.ramp
+        if progress >= end:
+            return self.threat.eps
+        if progress <= start:
+            return 0.0
+        return self.threat.eps * (progress - start) / (end - start)
+
+
 class OutDistribution(BaseModel):
     """Where the out-distribution samples come from and how they are penalised.
 
@@ -92,8 +136,9 @@ class OutDistribution(BaseModel):
     split: str = "train"
     n: Optional[int] = Field(None, gt=0)
     options: dict[str, Any] = Field(default_factory=dict)
-    loss: Optional[OutLoss] = Field(None, description="max-log-conf (Hein et al.) or ce-uniform "
-                                    "(Augustin et al.); default: the method's")
+    loss: Optional[OutLoss] = Field(None, description="max-log-conf (Hein et al.), ce-uniform "
+                                    "(Augustin et al.) or logit-spread (GOOD); default: the "
+                                    "method's")
     lam: float = Field(1.0, gt=0, alias="lambda",
                        description="weight of the out-loss; ceil(λB) out samples per step")
 
@@ -222,6 +267,7 @@ class Recipe(BaseModel):
     out_distribution: Optional[OutDistribution] = None
     in_attack: Optional[TrainAttack] = None
     out_attack: Optional[TrainAttack] = None
+    out_bound: Optional[TrainBound] = Field(None, description="certified out-loss (GOOD)")
     amp: Union[bool, Literal["bfloat16"]] = Field(
         True, description="true: bfloat16 (or float16 + grad scaler) autocast on CUDA, none on the "
         "CPU; 'bfloat16': bfloat16 autocast on any device, so the AMP path also runs on a CPU")
