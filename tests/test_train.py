@@ -66,7 +66,10 @@ def _np_ce(w, b, x, y) -> float:
 
 
 def _np_out(w, b, x, kind) -> float:
-    ls = _log_softmax(np.asarray(x, float) @ np.asarray(w, float).T + np.asarray(b, float))
+    z = np.asarray(x, float) @ np.asarray(w, float).T + np.asarray(b, float)
+    if kind == "logit-spread":  # GOOD's log(1 + s²/2) of the spread s = max z − min z
+        return float(np.log1p((z.max(1) - z.min(1)) ** 2 / 2).mean())
+    ls = _log_softmax(z)
     return float(ls.max(1).mean() if kind == "max-log-conf" else (-ls.mean(1)).mean())
 
 

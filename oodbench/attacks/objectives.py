@@ -28,6 +28,21 @@ def cross_entropy_to_uniform(logits: torch.Tensor, target: Optional[torch.Tensor
     return -F.log_softmax(logits, dim=1).mean(dim=1)
 
 
+def spread_loss(spread: torch.Tensor) -> torch.Tensor:
+    """``log(1 + s²/2)`` of a logit spread ``s = max_j z_j − min_k z_k`` (or a certified upper
+    bound of it): 0 only for the uniform prediction, and, unlike the log-confidence, it does not
+    flatten out for confident predictions (its gradient decays like 1/s, not like e^{−s}), so a
+    vacuous interval bound early in GOOD training still gives a gradient (Bitterwolf et al.)."""
+    return (spread.float() ** 2 / 2).log1p()
+
+
+@objectives.register("logit-spread")
+def logit_spread(logits: torch.Tensor, target: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """GOOD's out-loss on the logits themselves, :func:`spread_loss` of max z − min z: as an
+    ACET objective its maximiser in the ball is the point whose prediction is least uniform."""
+    return spread_loss(logits.max(dim=1).values - logits.min(dim=1).values)
+
+
 @objectives.register("ce")
 def cross_entropy(logits: torch.Tensor, target: Optional[torch.Tensor] = None) -> torch.Tensor:
     """Cross-entropy on the true label: untargeted adversarial samples (Madry et al.)."""

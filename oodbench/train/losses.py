@@ -58,6 +58,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from oodbench.attacks.engine import AttackConfig, run_attack
+from oodbench.attacks.objectives import spread_loss
 from oodbench.bounds import OutputBounds, input_box, msp_upper, output_bounds
 from oodbench.registry import objectives
 
@@ -86,14 +87,6 @@ def max_log_confidence(logits: torch.Tensor) -> torch.Tensor:
 def cross_entropy_uniform(logits: torch.Tensor) -> torch.Tensor:
     """−(1/K) Σ_k log softmax(logits)_k per sample: cross-entropy to the uniform label; ≥ log K."""
     return -F.log_softmax(logits.float(), dim=1).mean(dim=1)
-
-
-def spread_loss(spread: torch.Tensor) -> torch.Tensor:
-    """``log(1 + s²/2)`` of a logit spread ``s = max_j z_j − min_k z_k`` (or a certified upper
-    bound of it): 0 only for the uniform prediction, and, unlike the log-confidence, it does not
-    flatten out for confident predictions (its gradient decays like 1/s, not like e^{−s}), so a
-    vacuous interval bound early in GOOD training still gives a gradient (Bitterwolf et al.)."""
-    return (spread.float() ** 2 / 2).log1p()
 
 
 def out_loss(logits: torch.Tensor, kind: str) -> torch.Tensor:
