@@ -166,25 +166,26 @@ def test_errors(tmp_path, write_suite, digits_weights):
     assert parse_options(["num_classes=5", "w=2.5", "s=abc"]) == {"num_classes": 5, "w": 2.5, "s": "abc"}
 
 
-def test_sorting_in_browser(board, tmp_path):
+def test_sorting_in_browser(board, tmp_path, digits_weights):
     """Clicking a header re-sorts the rows (headless Chromium); screenshot under tmp_path."""
     if shutil.which("chromium") is None or shutil.which("chromedriver") is None:
         pytest.skip("needs headless Chromium and its driver: apt-get install chromium chromium-driver "
                     "(.ci/run installs them)")
     from selenium import webdriver  # a test dependency: never skipped
     runner, lb, suite = board
-    with Leaderboard(lb) as board_db:  # a second, weaker entry to sort against
-        first = board_db.entries()[0]
-        from oodbench.suite import load_suite
+    # a second, honest entry to sort against: the same network with random weights (render
+    # refuses entries whose numbers do not recompute, so a hand-written entry would not do)
+    import torch
+    from safetensors.torch import load_file, save_file
 
-        entry = {k: first[k] for k in ("name", "adapter", "arch", "paper", "oodbench_version",
-                                       "torch_version", "torchvision_version", "device",
-                                       "submitted", "results_store", "run_id")}
-        entry.update(name="aaa-weak", checkpoint_sha256="0" * 64, arch_options="{}",
-                     environment_json="{}")
-        metrics = [(p, m, 0.0 if v is not None else None) for (p, m), v in first["metrics"].items()]
-        board_db.add_entry(suite=load_suite(suite), suite_hash=first["suite_hash"], entry=entry,
-                           metrics=metrics)
+    torch.manual_seed(0)
+    weak = tmp_path / "weak.safetensors"
+    save_file({k: torch.randn_like(v) * 0.1 if v.is_floating_point() else v
+               for k, v in load_file(str(digits_weights)).items()}, str(weak))
+    res = _submit(runner, lb, suite, weak, "aaa-weak")
+    assert res.exit_code == 0, res.output
+    with Leaderboard(lb) as board_db:
+        first = board_db.entries()[0]
     site = tmp_path / "site"
     assert runner.invoke(main, ["leaderboard", "render", "--leaderboard", str(lb),
                                 "--out", str(site)]).exit_code == 0
