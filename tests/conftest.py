@@ -53,6 +53,15 @@ def pytest_terminal_summary(terminalreporter):
                                     f"children {children / mib:.0f})  {nodeid}")
 
 
+@pytest.fixture(scope="module")
+def digits_model(digits_weights):
+    """The digits network (5 classes) of :func:`digits_weights`, loaded as a suite would."""
+    from oodbench.models import load_model
+
+    return load_model({"name": "d", "adapter": "safetensors", "arch": "digits-net",
+                       "arch_options": {"num_classes": 5}, "path": str(digits_weights)})
+
+
 @pytest.fixture(scope="session")
 def digits_weights(tmp_path_factory) -> Path:
     """A digits-net trained (plain) on scikit-learn digits 0-4 for a few epochs: seconds on CPU."""

@@ -29,7 +29,6 @@ from oodbench.attacks.threats import _project_l1_ball
 from oodbench.data import DataRequest, load_dataset
 from oodbench.metrics import (MetricInput, acceptance_threshold, compute_metrics, confidence,
                               fpr_at_tpr, msp_score, settled_above)
-from oodbench.models import load_model
 from oodbench.registry import UnknownNameError, attacks, objectives
 from oodbench.registry import metrics as metric_registry
 from oodbench.scores import MSP_CEILING
@@ -45,12 +44,6 @@ P = {"Linf": float("inf"), "L2": 2.0, "L1": 1.0}
 # --------------------------------------------------------------------------------------------
 # fixtures: the trained digits model of conftest, its test set and noise probes
 # --------------------------------------------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def digits_model(digits_weights):
-    return load_model({"name": "d", "adapter": "safetensors", "arch": "digits-net",
-                       "arch_options": {"num_classes": 5}, "path": str(digits_weights)})
 
 
 @pytest.fixture(scope="module")

@@ -16,14 +16,13 @@ import pytest
 import torch
 
 from oodbench.attacks import AttackConfig, AttackContext, AttackSpec, ThreatModel, run_attack
-from oodbench.attacks.engine import LogitsHead, STARTS, point_generators
+from oodbench.attacks.engine import STARTS, point_generators
 from oodbench.attacks.ensemble import CLEAN, run_ensemble
 from oodbench.attacks.members import VERSIONS, MemberSpec
 from oodbench.data import DataRequest, load_dataset
 from oodbench.detectors import FitData, build_detector
 from oodbench.detectors.attack import detector_head
 from oodbench.detectors.base import Outputs, soft_minimum
-from oodbench.models import load_model
 from oodbench.models.features import logits_and_features
 from oodbench.plan.cost import Cost
 from oodbench.registry import attacks
@@ -38,9 +37,8 @@ SMALL = (MemberSpec(name="apgd", steps=10, restarts=2), MemberSpec(name="apgd-su
 
 
 @pytest.fixture(scope="module")
-def model(digits_weights):
-    return load_model({"name": "d", "adapter": "safetensors", "arch": "digits-net",
-                       "arch_options": {"num_classes": 5}, "path": str(digits_weights)})
+def model(digits_model):
+    return digits_model
 
 
 @pytest.fixture(scope="module")

@@ -7,7 +7,6 @@ checks, not the other way round."""
 from __future__ import annotations
 
 import json
-from dataclasses import replace
 from typing import Any, Optional
 
 import numpy as np
