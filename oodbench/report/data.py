@@ -38,6 +38,7 @@ from typing import Any, Optional
 import pandas as pd
 
 from oodbench.core.errors import ReportError
+from oodbench.report.protocols import attack_protocols
 from oodbench.score.groups import UNIT_TESTS, group_label
 from oodbench.store import JobRecord, ResultStore, RunRecord
 
@@ -441,6 +442,9 @@ class RunData:
     flags: list[RowFlag] = field(default_factory=list)
     #: ``{probe label: group}`` of the suite (:mod:`oodbench.score.groups`).
     groups: dict[str, str] = field(default_factory=dict)
+    #: ``{row label: the protocol that produced it}`` of the attacked rows
+    #: (:mod:`oodbench.report.protocols`).
+    protocols: dict[str, str] = field(default_factory=dict)
     _values: dict[tuple[str, str, str], float] = field(default_factory=dict, repr=False)
 
     def __post_init__(self) -> None:
@@ -565,7 +569,8 @@ def load_run(store: ResultStore, run_id: Optional[int],
     return RunData(run_id=rid, name=str(suite.get("name") or record.suite_name), groups=groups,
                    description=str(suite.get("description") or ""), in_label=in_label,
                    models=models, probes=probes, metrics=long,
-                   declared=[in_label, *probe_labels], flags=run_flags(store, rid))
+                   declared=[in_label, *probe_labels], flags=run_flags(store, rid),
+                   protocols=attack_protocols(store, rid))
 
 
 def full_verification(store: ResultStore, run_id: int) -> list[str]:

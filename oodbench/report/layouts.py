@@ -37,6 +37,7 @@ from pathlib import Path
 from typing import Callable, Optional
 
 from oodbench.report.data import CLEAN_OOD, ReportError, RunData
+from oodbench.report.protocols import protocol_notes
 from oodbench.score.groups import FAILED, UNIT_TESTS
 from oodbench.report.references import References
 
@@ -416,7 +417,8 @@ def _flag_rows(runs: list[RunData], blocks: list[Block]) -> list[str]:
 
 def _table(runs: list[RunData], layout: str, legend: str, blocks: list[Block], numbers: Numbers,
            refs: References, notes: Optional[list[str]] = None) -> Table:
-    notes = list(notes or []) + _flag_rows(runs, blocks)
+    notes = (list(notes or []) + [n for run in runs for n in protocol_notes(run.protocols)]
+             + _flag_rows(runs, blocks))
     if numbers.percent:
         legend += "; rates in %"
     if refs:
