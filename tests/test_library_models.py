@@ -317,3 +317,42 @@ def test_torch_export_archive_with_a_pickle_needs_trust_code(tmp_path) -> None:
             dst.writestr(item, data)
     with pytest.raises(ModelLoadError, match=r"field `trust_code`: .*pickled payloads.*sample_inputs"):
         load_model({"name": "b", "adapter": "torch-export", "path": str(bad)})
+
+
+def test_tables_say_which_preprocessing_the_suite_overrode(tmp_path) -> None:
+    """A suite value over a library config (timm's pretrained_cfg, the HF image processor) is
+    named, per model and field, under `show`'s table and every report layout; a model the
+    suite leaves to its config gets no note."""
+    from click.testing import CliRunner
+
+    from oodbench.cli import main
+    from oodbench.report import render
+    from oodbench.runner import run_suite
+    from oodbench.suite import load_suite
+
+    save_timm_folder(tiny_vit(), tmp_path / "vit")
+    tiny_hf_convnext(tmp_path / "hf")
+    (tmp_path / "suite.yaml").write_text("""\
+name: overrides
+seed: 0
+device: cpu
+in_distribution: {name: digits 0-4, dataset: digits, n: 60, options: {classes: [0, 1, 2, 3, 4]}}
+models:
+  - {name: timm vit, adapter: timm, path: vit, crop_pct: 1.0, normalize: {mean: [0.5], std: [0.25]}}
+  - {name: hf convnext, adapter: huggingface, path: hf, interpolation: bilinear}
+  - {name: hf plain, adapter: huggingface, path: hf}
+probes:
+  - {name: uniform, dataset: uniform-noise, n: 20}
+metrics: [test-error, mmc, auroc]
+""")
+    run_suite(load_suite(tmp_path / "suite.yaml"), output=tmp_path / "r.db", progress=False)
+    vit = "\u2021 timm vit: normalize, crop_pct set by the suite, overriding its timm pretrained_cfg"
+    convnext = ("\u2021 hf convnext: interpolation set by the suite, overriding its image-processor "
+                "config (preprocessor_config.json)")
+    shown = CliRunner().invoke(main, ["show", str(tmp_path / "r.db")])
+    assert shown.exit_code == 0, shown.output
+    assert vit in shown.output and convnext in shown.output and "hf plain:" not in shown.output
+    for layout in ("hein2019-table1", "ratio-summary", "detectors"):
+        for fmt in ("md", "html", "latex"):
+            text = render(tmp_path / "r.db", fmt=fmt, layout=layout).replace("\\_", "_")  # md, tex
+            assert vit in text and convnext in text and "hf plain:" not in text, (layout, fmt)

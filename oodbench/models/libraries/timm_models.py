@@ -139,7 +139,7 @@ def input_config(timm: Any, net: nn.Module) -> InputConfig:
                        "timm's pretrained_cfg")
 
 
-@models.register("timm", required=(), file=weights_file)  # `model`, or a timm folder as `path`: checked on load
+@models.register("timm", required=(), file=weights_file, config="timm pretrained_cfg")  # `model`, or a timm folder as `path`: checked on load
 def load_timm(spec: ModelSpec, base_dir: Path) -> nn.Module:
     """A timm model (`model`, `path`, `num_classes`); preprocessing from its `pretrained_cfg`."""
     timm = import_timm(spec)
