@@ -420,3 +420,16 @@ metrics: [test-error, mmc, auroc]
         for fmt in ("md", "html", "latex"):
             text = render(tmp_path / "r.db", fmt=fmt, layout=layout).replace("\\_", "_")  # md, tex
             assert vit in text and convnext in text and "hf plain:" not in text, (layout, fmt)
+
+
+def test_huggingface_entries_need_a_folder_or_a_hub_id() -> None:
+    """`path` or `model: org/name` (the README's two forms) validate; neither is refused with
+    both fields named, before anything loads."""
+    from oodbench.suite import SuiteError, parse_suite
+
+    base = {"name": "s", "in_distribution": {"dataset": "digits"},
+            "probes": [{"dataset": "uniform-noise"}]}
+    for entry in ({"path": "models/convnext"}, {"model": "facebook/convnext-tiny-224"}):
+        parse_suite({**base, "models": [{"name": "m", "adapter": "huggingface", **entry}]})
+    with pytest.raises(SuiteError, match=r"models\[0\]\.path`: m: adapter 'huggingface' needs `path` or `model`"):
+        parse_suite({**base, "models": [{"name": "m", "adapter": "huggingface"}]})

@@ -3,7 +3,7 @@
 An adapter is ``adapter(spec, base_dir) -> nn.Module``, registered in ``oodbench.registry.models``
 with metadata:
 
-* ``required``: the spec fields it needs (shown by ``oodbench list models``); a suite entry
+* ``required``: the spec fields it needs (a tuple inside: any one of those fields); a suite entry
   without one (for a flag such as ``trust_code``: without it true) is refused at validation
   (:mod:`oodbench.models.entry_checks`), and ``trusted_without`` lists those a ``trust_code``
   entry may leave out;

@@ -134,7 +134,7 @@ def _refuse_remote_code(spec: ModelSpec, config: dict[str, Any], where: str) -> 
                          "if you trust its source, add `trust_code: true` to the model entry")
 
 
-@models.register("huggingface", required=("path",), file=weights_file,
+@models.register("huggingface", required=(("path", "model"),), file=weights_file,
                  config_files=config_files_in((CONFIG_FILE, PROCESSOR_FILE)),
                  config=f"image-processor config ({PROCESSOR_FILE})")
 def load_huggingface(spec: ModelSpec, base_dir: Path) -> nn.Module:
