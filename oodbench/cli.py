@@ -215,6 +215,7 @@ def show(results: Path, run_id: Optional[int]) -> None:
     from the stored arrays and compared with the stored one: if any differs the table is not
     printed. Exit 1 if the run does not verify (interrupted, failed, rows missing, a checksum or
     a metric that does not recompute), 2 if there is no such run."""
+    from oodbench.models.libraries.preprocessing import override_notes, suite_overrides
     from oodbench.report.data import ReportError, audit_run, find_run, recomputed_frame
     from oodbench.runner import format_table, wide_table
     from oodbench.score.groups import probe_groups
@@ -236,6 +237,8 @@ def show(results: Path, run_id: Optional[int]) -> None:
     if members:
         click.echo("Attack ensembles (AUROC after each member, as AutoAttack prints robust "
                    "accuracy after each attack):\n" + "\n".join(f"  {m}" for m in members))
+    for note in override_notes(suite_overrides(run.suite.get("models") or [])):
+        click.echo(note)
     _echo_flags(results, run.id)
     if audit.problems:
         shown = "" if table is not None else "; its table is not shown"

@@ -347,8 +347,12 @@ def entry_page(entry_id: int) -> str:
     return f"entry-{entry_id}.html"
 
 
-def _fmt(value: Optional[float]) -> str:
-    return "–" if value is None or value != value else f"{value:.4f}"
+def _fmt(value: Optional[float], metric: str) -> str:
+    from oodbench.score.groups import COUNTS, count_text
+
+    if value is None or value != value:
+        return "–"
+    return count_text(value) if metric in COUNTS else f"{value:.4f}"
 
 
 def _columns(entries: list[dict[str, Any]], metric_order: list[str]) -> list[tuple[str, str]]:
@@ -543,12 +547,12 @@ def render_site(leaderboard: Union[str, Path], out: Union[str, Path]) -> list[Pa
                 e["flags"] = entry_flags(e, leaderboard)
                 e["flags_cell"] = flags_cell(e["flags"])
             rows = [{"entry": e, "page": entry_page(e["id"]),
-                     "cells": [(_fmt(e["metrics"].get(c)),
+                     "cells": [(_fmt(e["metrics"].get(c), c[1]),
                                 "" if e["metrics"].get(c) is None else repr(float(e["metrics"][c])))
                                for c in cols]} for e in entries]
             write(board["page"], "leaderboard_board.html.j2", board=board, columns=cols, rows=rows)
             for e in entries:
-                metrics = [(p, m, _fmt(v)) for (p, m), v in e["metrics"].items()]
+                metrics = [(p, m, _fmt(v, m)) for (p, m), v in e["metrics"].items()]
                 figures, note = entry_plots(e, leaderboard, out)
                 write(entry_page(e["id"]), "leaderboard_entry.html.j2", board=board, entry=e,
                       metrics=metrics, figures=figures, plots_note=note)

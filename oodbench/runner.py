@@ -30,7 +30,7 @@ from oodbench.registry import executors
 from oodbench.score import ArrayKey, RowKind, score_row
 from oodbench.score.table import MissingArraysError, TableScorer
 from oodbench.score.bracket import check_table
-from oodbench.score.groups import with_group_rows
+from oodbench.score.groups import COUNTS, count_text, with_group_rows
 from oodbench.score.labels import folds, shown_model
 from oodbench.store import ResultStore
 from oodbench.suite import DEFAULT_METRICS, Suite
@@ -82,8 +82,10 @@ def wide_table(long: pd.DataFrame, metric_order: Optional[Sequence[str]] = None,
 
 
 def format_table(table: pd.DataFrame, digits: int = 3) -> str:
-    """A plain-text table for the terminal; empty cells (metric not defined for the row) as '-'."""
-    return table.to_string(float_format=lambda v: f"{v:.{digits}f}", na_rep="-")
+    """A plain-text table for the terminal; empty cells (metric not defined for the row) as '-',
+    counts (the unit-tests row's) as integers."""
+    counts = {c: (lambda v: "-" if pd.isna(v) else count_text(v)) for c in table.columns if c in COUNTS}
+    return table.to_string(float_format=lambda v: f"{v:.{digits}f}", na_rep="-", formatters=counts)
 
 
 def evaluate(model: nn.Module, in_distribution: ImageSet, probes: Mapping[str, ImageSet] = {},

@@ -132,6 +132,19 @@ def test_group_rows_are_means_of_their_members():
     assert with_group_rows(long, {}) is long
 
 
+def test_show_prints_the_unit_test_counts_as_integers():
+    from oodbench.runner import format_table, wide_table
+
+    long = pd.DataFrame([("m", "msp", p, metric, v) for p, metric, v in [
+        ("in", "test-error", 0.1), ("blobs", "fpr95", 0.5), ("black", "fpr95", 0.05),
+        ("grey", "fpr95", 0.25)]], columns=["model", "detector", "probe", "metric", "value"])
+    text = format_table(wide_table(long, groups={"blobs": "unit-tests", "black": "unit-tests",
+                                                 "grey": "unit-tests"}))
+    line = next(line for line in text.splitlines() if "unit-tests" in line)
+    assert line.split()[-2:] == ["2", "3"]  # failed (FPR@95 > 0.1: blobs, grey), tests
+    assert "2.000" not in text and "0.250" in text
+
+
 def test_group_interval_resamples_each_set_and_covers_the_mean():
     rng = np.random.default_rng(0)
     clean = {"logits": rng.normal(size=(80, 3)) * 3, "labels": rng.integers(0, 3, 80)}
@@ -239,42 +252,80 @@ def test_group_and_full_spectrum_are_validated():
 
 @pytest.mark.slow
 def test_group_rows_in_every_layout_show_and_leaderboard_with_intervals(tmp_path):
-    """On the quickstart's digits: `near`/`far` groups reach show, the report layouts (with a
-    bootstrap interval of the mean that covers it) and a leaderboard board."""
+    """On the quickstart's digits: `near`/`far` groups reach show, every report layout in every
+    format (each mean with its bootstrap interval, which covers it), and a leaderboard board;
+    the unit-tests row's count prints as an integer everywhere."""
+    import re
+
     from click.testing import CliRunner
 
     from oodbench.cli import main
-    from oodbench.leaderboard import Leaderboard, submit
+    from oodbench.leaderboard import Leaderboard, render_site, submit, verify_entries
     from oodbench.report import render
     from oodbench.report.data import load_run, with_intervals
 
+    wc = {"name": "worst-case", "version": "paper", "steps": 5}
     probes = [{"name": "digits 5-9", "dataset": "digits", "group": "near",
                "options": {"classes": [5, 6, 7, 8, 9]}},
               {"name": "uniform noise", "dataset": "uniform-noise", "n": 300, "group": "far"},
-              {"name": "smoothed noise", "dataset": "smoothed-noise", "n": 300, "group": "far"}]
+              {"name": "smoothed noise", "dataset": "smoothed-noise", "n": 300, "group": "far"},
+              {"name": "uniform noise worst-case", "dataset": "uniform-noise", "n": 20,
+               "group": "far-wc", "attack": wc},
+              {"name": "smoothed noise worst-case", "dataset": "smoothed-noise", "n": 20,
+               "group": "far-wc", "attack": wc},
+              {"name": "blobs", "dataset": "unit-blobs", "n": 60},
+              {"name": "grey", "dataset": "unit-grey", "n": 60}]
     store = tmp_path / "r.db"
     suite = load_suite(SUITES / "quickstart.yaml", output=str(store), probes=probes,
                        metrics=["test-error", "mmc", "auroc", "fpr95"])
     run_suite(suite, progress=False)
     shown = CliRunner().invoke(main, ["show", str(store)])
     assert shown.exit_code == 0 and "far (mean)" in shown.output and "near (mean)" in shown.output
-    for layout in ("hein2019-table1", "ratio-summary", "detectors"):
-        assert "far (mean)" in render(store, fmt="md", layout=layout)
     with ResultStore(store, readonly=True) as s:
-        run = with_intervals(s, load_run(s, None), 0.95, n_resamples=200)
+        run = with_intervals(s, load_run(s, None), 0.95)  # render's resamples and seed
     model = "digits-plain · energy"
+    failed = run.value(model, "unit-tests", "failed")
+    assert failed == sum(run.value(model, p, "fpr95") > 0.1 for p in ("blobs", "grey"))
+    unit_line = next(line for line in shown.output.splitlines() if "unit-tests" in line)
+    assert unit_line.split()[-2:] == [f"{failed:.0f}", "2"]  # failed, tests: integers
     mean = run.value(model, "far (mean)", "auroc")
     low, high = run.interval(model, "far (mean)", "auroc")
     assert low <= mean <= high and high - low > 0
     assert mean == pytest.approx(np.mean([run.value(model, p, "auroc")
                                           for p in ("uniform noise", "smoothed noise")]))
+    wc_mean = run.value(model, "far-wc (mean)", "auroc")
+    wc_low, wc_high = run.interval(model, "far-wc (mean)", "auroc")
+    assert wc_low <= wc_mean <= wc_high
+    with_ci = f"{mean:.3f} [{low:.3f}, {high:.3f}]"
+    for layout in ("hein2019-table1", "ratio-summary", "per-probe", "detectors"):
+        for fmt in ("md", "html", "latex"):
+            text = render(store, fmt=fmt, layout=layout, ci=0.95, ci_style="interval")
+            text = text.replace("\\[", "[").replace("\\]", "]")  # Markdown escapes brackets
+            assert "far (mean)" in text and with_ci in text, (layout, fmt)
+    paired = next(line for line in render(store, fmt="md", layout="per-probe", ci=0.95,
+                                          ci_style="interval").splitlines()
+                  if line.startswith("| far (mean) |")).replace("\\[", "[").replace("\\]", "]")
+    assert f"{wc_mean:.3f} [{wc_low:.3f}, {wc_high:.3f}]" in paired  # WC mean beside the clean one
+    detectors = render(store, fmt="md", layout="detectors")
+    energy_row = next(line for line in detectors.splitlines() if line.startswith(f"| {model} |"))
+    assert f" {failed:.0f} |" in energy_row or f"**{failed:.0f}**" in energy_row
+    csv = render(store, fmt="csv", ci=0.95).splitlines()
+    assert f"{model},far (mean),auroc,{mean:.3f},group,{low:.3f},{high:.3f}" in csv
+    assert f"{model},unit-tests,failed,{failed:.0f},unit-tests,," in csv
     board = tmp_path / "board.db"
     submit(ROOT / "model_zoo" / "digits-plain.safetensors", suite=suite, name="plain",
            arch="digits-net", arch_options={"num_classes": 5}, leaderboard=board,
            results=tmp_path / "board-results.db", progress=False)
     with Leaderboard(board, create=False) as lb:
         (entry,) = lb.entries()
-    assert ("far (mean) · energy", "auroc") in entry["metrics"]
-    from oodbench.leaderboard import verify_entries
-
+    board_mean = entry["metrics"][("far (mean) · energy", "auroc")]
+    assert board_mean == pytest.approx(np.mean([entry["metrics"][(f"{p} · energy", "auroc")]
+                                                for p in ("uniform noise", "smoothed noise")]))
     assert verify_entries(board) == {entry["id"]: []}
+    site = tmp_path / "site"
+    render_site(board, site)
+    page = next(site.glob("board-*.html")).read_text()
+    cells = re.findall(r'<td class="num" data-sort="([^"]*)">([^<]*)</td>', page)
+    assert (repr(board_mean), f"{board_mean:.4f}") in cells
+    count = entry["metrics"][("unit-tests · energy", "failed")]
+    assert (repr(count), f"{count:.0f}") in cells  # an integer, not 1.0000

@@ -134,7 +134,71 @@ def test_timm_fingerprint_hashes_the_weights_and_keeps_old_keys(tmp_path) -> Non
     fp = model_fingerprint({"name": "v", "adapter": "timm", "path": str(folder), "crop_pct": 0.9})
     assert fp["file_sha256"] and fp["crop_pct"] == 0.9
     plain = model_fingerprint({"name": "p", "adapter": "torchscript", "path": "x.pt"})
-    assert not {"num_classes", "input_size", "crop_pct", "interpolation"} & set(plain)
+    assert not {"num_classes", "input_size", "crop_pct", "interpolation", "config_sha256"} & set(plain)
+
+
+def test_fingerprints_hash_the_library_configs_beside_the_weights(tmp_path) -> None:
+    """timm's config.json and Hugging Face's config.json + preprocessor_config.json set the
+    architecture and preprocessing: editing one makes a new job key, the weights unchanged."""
+    import hashlib
+
+    folder = save_timm_folder(tiny_vit(), tmp_path / "vit")
+    spec = {"name": "v", "adapter": "timm", "path": str(folder)}
+    before = model_fingerprint(spec)
+    config = folder / "config.json"
+    assert before["config_sha256"] == {"config.json": hashlib.sha256(config.read_bytes()).hexdigest()}
+    edited = json.loads(config.read_text())
+    edited["pretrained_cfg"]["mean"] = [0.4, 0.4, 0.4]
+    config.write_text(json.dumps(edited))
+    after = model_fingerprint(spec)
+    assert after["file_sha256"] == before["file_sha256"] and after["config_sha256"] != before["config_sha256"]
+    weights = tmp_path / "vit.safetensors"  # a bare weights file: timm's own config, by name
+    save_file(tiny_vit().state_dict(), weights)
+    assert "config_sha256" not in model_fingerprint(
+        {"name": "w", "adapter": "timm", "model": "vit_tiny_patch16_224", "path": str(weights)})
+    tiny_hf_convnext(tmp_path / "hf")
+    hf = model_fingerprint({"name": "h", "adapter": "huggingface", "path": str(tmp_path / "hf")})
+    assert hf["config_sha256"] == {
+        name: hashlib.sha256((tmp_path / "hf" / name).read_bytes()).hexdigest()
+        for name in ("config.json", "preprocessor_config.json")}
+
+
+def test_a_store_written_before_config_hashing_still_verifies(tmp_path, monkeypatch) -> None:
+    """Job keys of a store written when only the weights were hashed (the fingerprint without
+    ``config_sha256``) are not recomputed by ``verify``: the store still verifies."""
+    from click.testing import CliRunner
+
+    import oodbench.plan.planner as planner
+    from oodbench.cli import main
+    from oodbench.runner import run_suite
+    from oodbench.suite import load_suite
+
+    save_timm_folder(tiny_vit(), tmp_path / "vit")
+    (tmp_path / "suite.yaml").write_text("""\
+name: old store
+seed: 0
+device: cpu
+in_distribution: {name: digits 0-4, dataset: digits, n: 40, options: {classes: [0, 1, 2, 3, 4]}}
+models: [{name: timm vit, adapter: timm, path: vit}]
+probes: [{name: uniform, dataset: uniform-noise, n: 20}]
+metrics: [test-error, auroc]
+""")
+    suite = load_suite(tmp_path / "suite.yaml")
+    with monkeypatch.context() as patch:  # the fingerprint as it was before config files were hashed
+        new = planner.model_fingerprint
+        patch.setattr(planner, "model_fingerprint",
+                      lambda *a, **k: {key: v for key, v in new(*a, **k).items() if key != "config_sha256"})
+        old = run_suite(suite, output=tmp_path / "old.db", progress=False)
+    result = CliRunner().invoke(main, ["verify", str(tmp_path / "old.db")])
+    assert result.exit_code == 0, result.output
+    rerun = run_suite(suite, output=tmp_path / "old.db", progress=False)  # now config-hashed keys
+    from oodbench.store import ResultStore
+
+    with ResultStore(tmp_path / "old.db", readonly=True) as store:
+        keys = [set(store.run_jobs(r.run_id).job_hash) for r in (old, rerun)]
+    assert keys[0] and not keys[0] & keys[1]  # the config is part of the key now
+    assert CliRunner().invoke(main, ["verify", str(tmp_path / "old.db")]).exit_code == 0
+    assert CliRunner().invoke(main, ["verify", "--run", str(old.run_id), str(tmp_path / "old.db")]).exit_code == 0
 
 
 # ------------------------------------------------------------------------------------------
@@ -317,3 +381,55 @@ def test_torch_export_archive_with_a_pickle_needs_trust_code(tmp_path) -> None:
             dst.writestr(item, data)
     with pytest.raises(ModelLoadError, match=r"field `trust_code`: .*pickled payloads.*sample_inputs"):
         load_model({"name": "b", "adapter": "torch-export", "path": str(bad)})
+
+
+def test_tables_say_which_preprocessing_the_suite_overrode(tmp_path) -> None:
+    """A suite value over a library config (timm's pretrained_cfg, the HF image processor) is
+    named, per model and field, under `show`'s table and every report layout; a model the
+    suite leaves to its config gets no note."""
+    from click.testing import CliRunner
+
+    from oodbench.cli import main
+    from oodbench.report import render
+    from oodbench.runner import run_suite
+    from oodbench.suite import load_suite
+
+    save_timm_folder(tiny_vit(), tmp_path / "vit")
+    tiny_hf_convnext(tmp_path / "hf")
+    (tmp_path / "suite.yaml").write_text("""\
+name: overrides
+seed: 0
+device: cpu
+in_distribution: {name: digits 0-4, dataset: digits, n: 60, options: {classes: [0, 1, 2, 3, 4]}}
+models:
+  - {name: timm vit, adapter: timm, path: vit, crop_pct: 1.0, normalize: {mean: [0.5], std: [0.25]}}
+  - {name: hf convnext, adapter: huggingface, path: hf, interpolation: bilinear}
+  - {name: hf plain, adapter: huggingface, path: hf}
+probes:
+  - {name: uniform, dataset: uniform-noise, n: 20}
+metrics: [test-error, mmc, auroc]
+""")
+    run_suite(load_suite(tmp_path / "suite.yaml"), output=tmp_path / "r.db", progress=False)
+    vit = "\u2021 timm vit: normalize, crop_pct set by the suite, overriding its timm pretrained_cfg"
+    convnext = ("\u2021 hf convnext: interpolation set by the suite, overriding its image-processor "
+                "config (preprocessor_config.json)")
+    shown = CliRunner().invoke(main, ["show", str(tmp_path / "r.db")])
+    assert shown.exit_code == 0, shown.output
+    assert vit in shown.output and convnext in shown.output and "hf plain:" not in shown.output
+    for layout in ("hein2019-table1", "ratio-summary", "detectors"):
+        for fmt in ("md", "html", "latex"):
+            text = render(tmp_path / "r.db", fmt=fmt, layout=layout).replace("\\_", "_")  # md, tex
+            assert vit in text and convnext in text and "hf plain:" not in text, (layout, fmt)
+
+
+def test_huggingface_entries_need_a_folder_or_a_hub_id() -> None:
+    """`path` or `model: org/name` (the README's two forms) validate; neither is refused with
+    both fields named, before anything loads."""
+    from oodbench.suite import SuiteError, parse_suite
+
+    base = {"name": "s", "in_distribution": {"dataset": "digits"},
+            "probes": [{"dataset": "uniform-noise"}]}
+    for entry in ({"path": "models/convnext"}, {"model": "facebook/convnext-tiny-224"}):
+        parse_suite({**base, "models": [{"name": "m", "adapter": "huggingface", **entry}]})
+    with pytest.raises(SuiteError, match=r"models\[0\]\.path`: m: adapter 'huggingface' needs `path` or `model`"):
+        parse_suite({**base, "models": [{"name": "m", "adapter": "huggingface"}]})

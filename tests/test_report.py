@@ -273,6 +273,93 @@ def test_csv_is_the_long_table_with_kinds(store_path):
     assert len(lines) == 1 + sum(len(v) for v in VALUES.values())
 
 
+# --------------------------------------------------------------------------- group rows
+
+# OpenOOD-style groups on the synthetic run: far = SVHN + CIFAR-100, their worst-case partners
+# far-wc, near = Uniform noise alone. Means by hand from VALUES:
+#   far auroc    Plain (0.90 + 0.88) / 2 = 0.890   OE (0.99 + 0.86) / 2 = 0.925
+#   far fpr95    Plain (0.40 + 0.50) / 2 = 0.450   OE (0.05 + 0.60) / 2 = 0.325
+#   far mmc      Plain (0.5 + 0.7) / 2 = 0.600     OE (0.5 + 0.6) / 2 = 0.550
+#   far-wc auroc Plain (0.2 + 0.1) / 2 = 0.150     OE (0.4 + 0.3) / 2 = 0.350
+GROUPS = {"SVHN": "far", "CIFAR-100": "far", "Uniform noise": "near", "SVHN WC": "far-wc",
+          "CIFAR-100 worst-case": "far-wc"}
+
+
+@pytest.fixture
+def grouped_path(tmp_path) -> Path:
+    probes = [{**p, "group": GROUPS[p["name"]]} if p["name"] in GROUPS else p for p in PROBES]
+    return make_store(tmp_path / "grouped.db", probes=probes)
+
+
+def _html_row(html: str, label: str) -> list[str]:
+    row = re.search(rf'<tr><th scope="row">{re.escape(label)}[^<]*</th>(.*?)</tr>', html).group(1)
+    return re.findall(r"<td>(.*?)</td>", row)
+
+
+def _tex_row(tex: str, label: str) -> list[str]:
+    line = next(line for line in tex.splitlines() if line.startswith(f"{label}"))
+    return [c.strip() for c in line.rstrip(" \\").split(" & ")[1:]]
+
+
+@pytest.mark.parametrize("layout, label, expected", [
+    ("hein2019-table1", "far (mean)", ["0.600", "0.890", "0.450", "**0.550**", "**0.925**", "**0.325**"]),
+    ("hein2019-table1", "far-wc (mean)", ["1.000", "0.150", "1.000", "**0.995**", "**0.350**", "**0.990**"]),
+    ("ratio-summary", "AUROC, far (mean) ↑", ["0.890", "**0.925**"]),
+    ("ratio-summary", "FPR@95, far (mean) ↓", ["0.450", "**0.325**"]),
+    ("per-probe", "far (mean)", ["0.890", "0.150", "**0.925**", "**0.350**"]),
+    ("per-probe", "near (mean)", ["**0.950**", "-", "**0.950**", "-"]),
+])
+def test_group_means_in_every_layout_and_format(grouped_path, layout, label, expected):
+    """The near/far means OpenOOD reports, computed by hand from the per-set values, in each
+    layout as Markdown, HTML and LaTeX."""
+    assert md_rows(render(grouped_path, fmt="md", layout=layout))[label] == expected
+    plain = [c.strip("*") for c in expected]
+    html = render(grouped_path, fmt="html", layout=layout)
+    assert [re.sub(r"</?strong>", "", c) for c in _html_row(html, label.split(" ↑")[0].split(" ↓")[0])] == plain
+    tex = render(grouped_path, fmt="latex", layout=layout)
+    tex_label = label.replace(" ↑", "").replace(" ↓", "")
+    assert [re.sub(r"\\textbf\{(.*)\}", r"\1", c) for c in _tex_row(tex, tex_label)] == plain
+
+
+def test_group_means_in_the_detectors_layout_and_csv(grouped_path):
+    md = render(grouped_path, fmt="md", layout="detectors")
+    header = [c.strip() for c in md.splitlines()[2].strip("|").split(" | ")]
+    rows = md_rows(md)
+    assert rows["Plain"][header.index("far (mean) AUROC") - 1] == "0.890"
+    assert rows["OE"][header.index("far (mean) FPR@95") - 1] == "**0.325**"
+    assert rows["OE"][header.index("far-wc (mean) AUROC") - 1] == "**0.350**"
+    lines = render(grouped_path, fmt="csv").splitlines()
+    for line in ("Plain,far (mean),auroc,0.890,group", "OE,far (mean),auroc,0.925,group",
+                 "OE,far (mean),fpr95,0.325,group", "Plain,near (mean),auroc,0.950,group",
+                 "OE,far-wc (mean),auroc,0.350,group"):
+        assert line in lines
+
+
+def test_unit_test_counts_print_as_integers(tmp_path):
+    """The unit-tests row counts failed tests (FPR@95 > 0.1): 1 of 2 for Plain, 2 of 2 for OE;
+    every format prints the counts as integers, never 1.000."""
+    probes = [{"name": "blobs", "dataset": "unit-blobs", "group": "unit-tests"},
+              {"name": "black", "dataset": "unit-black", "group": "unit-tests"}]
+    values = {("Plain", "CIFAR-10"): VALUES[("Plain", "CIFAR-10")],
+              ("OE", "CIFAR-10"): VALUES[("OE", "CIFAR-10")],
+              ("Plain", "blobs"): {"auroc": 0.99, "fpr95": 0.05}, ("OE", "blobs"): {"auroc": 0.7, "fpr95": 0.5},
+              ("Plain", "black"): {"auroc": 0.8, "fpr95": 0.3}, ("OE", "black"): {"auroc": 0.9, "fpr95": 0.2}}
+    path = make_store(tmp_path / "units.db", values, probes=probes)
+    md = render(path, fmt="md", layout="detectors")
+    header = [c.strip() for c in md.splitlines()[2].strip("|").split(" | ")]
+    column = header.index("unit-tests failed") - 1
+    rows = md_rows(md)
+    assert (rows["Plain"][column], rows["OE"][column]) == ("**1**", "2")  # fewer failures: bold
+    lines = render(path, fmt="csv").splitlines()
+    assert "Plain,unit-tests,failed,1,unit-tests" in lines and "OE,unit-tests,tests,2,unit-tests" in lines
+    tex = render(path, fmt="latex", layout="detectors")
+    assert (_tex_row(tex, "Plain")[-1], _tex_row(tex, "OE")[-1]) == (r"\textbf{1}", "2")
+    html = render(path, fmt="html", layout="detectors")
+    assert (_html_row(html, "Plain")[-1], _html_row(html, "OE")[-1]) == ("<strong>1</strong>", "2")
+    rows = md_rows(render(path, fmt="md", layout="hein2019-table1", percent=True))
+    assert "unit-tests" not in rows  # a count is not an MMC / AUROC / FPR@95 row
+
+
 # --------------------------------------------------------------------------- hostile names
 
 

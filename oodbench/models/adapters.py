@@ -3,13 +3,18 @@
 An adapter is ``adapter(spec, base_dir) -> nn.Module``, registered in ``oodbench.registry.models``
 with metadata:
 
-* ``required``: the spec fields it needs (shown by ``oodbench list models``); a suite entry
+* ``required``: the spec fields it needs (a tuple inside: any one of those fields); a suite entry
   without one (for a flag such as ``trust_code``: without it true) is refused at validation
   (:mod:`oodbench.models.entry_checks`), and ``trusted_without`` lists those a ``trust_code``
   entry may leave out;
 * ``file``: ``(spec, base_dir) -> Path | None``, the file whose bytes determine the weights; its
   sha256 goes into :func:`oodbench.models.model_fingerprint` without loading anything;
-* ``defaults``: values the adapter substitutes for unset spec fields (part of the fingerprint).
+* ``defaults``: values the adapter substitutes for unset spec fields (part of the fingerprint);
+* ``config_files``: ``(spec, base_dir) -> list[Path]``, the configuration files beside the
+  weights that also determine the outputs (a library's architecture and preprocessing config);
+  their sha256es go into the fingerprint too (:func:`config_files_in`);
+* ``config``: what a library adapter calls the config a suite's preprocessing fields override
+  (:func:`oodbench.models.libraries.preprocessing.suite_overrides`).
 
 Adapters do not normalise and do not call ``.eval()``; :func:`oodbench.models.load_model` does
 both for every adapter. Anything that would execute code from a file or a module (pickles with
@@ -54,6 +59,19 @@ _ARCH_FIX = "set `arch:` to a registered architecture (`oodbench list architectu
 def spec_path(spec: ModelSpec, base_dir: Path) -> Path | None:
     """The resolved ``path`` field, or None."""
     return resolve_path(spec.path, base_dir) if spec.path else None
+
+
+def config_files_in(names: tuple[str, ...]) -> Callable[[ModelSpec, Path], list[Path]]:
+    """An adapter's ``config_files``: those of ``names`` that exist in a ``path`` folder (a file
+    ``path`` has none beside it: its config is the library's own, named by the entry)."""
+
+    def files(spec: ModelSpec, base_dir: Path) -> list[Path]:
+        path = spec_path(spec, base_dir)
+        if path is None or not path.is_dir():
+            return []
+        return [path / name for name in names if (path / name).is_file()]
+
+    return files
 
 
 def _require_path(spec: ModelSpec, base_dir: Path) -> Path:

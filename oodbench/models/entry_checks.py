@@ -19,7 +19,8 @@ from oodbench.registry import architectures, models
 
 def missing_model_field(spec: ModelSpec) -> Optional[tuple[str, str]]:
     """(field, message) for the first field the entry's adapter declares ``required`` that is
-    unset (for a flag such as ``trust_code``: not true), else None. An adapter may list fields a
+    unset (for a flag such as ``trust_code``: not true; for a tuple of alternatives: all of
+    them), else None. An adapter may list fields a
     trusted entry can leave out (``trusted_without``: a trusted pickle holds the whole module,
     so it needs no ``arch``)."""
     if spec.adapter not in models:
@@ -27,6 +28,11 @@ def missing_model_field(spec: ModelSpec) -> Optional[tuple[str, str]]:
     meta = models.meta(spec.adapter)
     waived = set(meta.get("trusted_without", ())) if spec.trust_code else set()
     for field in meta.get("required", ()):
+        if isinstance(field, tuple):  # alternatives: any one of them will do
+            if not any(getattr(spec, f, None) not in (None, "") for f in field):
+                return field[0], (f"adapter {spec.adapter!r} needs "
+                                  f"{' or '.join(f'`{f}`' for f in field)}")
+            continue
         value = getattr(spec, field, None)
         if field in waived or value not in (None, "", False):
             continue

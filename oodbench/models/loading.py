@@ -112,7 +112,10 @@ def model_fingerprint(spec: ModelRef, base_dir: Path | str = ".") -> dict[str, A
     The output-relevant spec fields (adapter defaults filled in; not ``name``), the version of
     the registered architecture, and ``file_sha256`` of the file the adapter reads (checkpoint,
     robustbench ``model_dir/<dataset>/<threat_model>/<model>.pt``, or a ``factory`` ``.py``
-    file). The sha256 is cached per (path, size, mtime), so calling this per job is cheap. If the
+    file), plus ``config_sha256`` of the config files read beside it when the adapter has any
+    (a timm folder's ``config.json``; a Hugging Face folder's ``config.json`` and
+    ``preprocessor_config.json``): they set the architecture and preprocessing, so a changed
+    config is a new job, not a cached one. The sha256 is cached per (path, size, mtime), so calling this per job is cheap. If the
     file is not there yet, ``file_sha256`` is the entry's ``sha256`` (what a verified download
     will have), else None plus the ``url`` it will come from. A file that is there is checked
     against the entry's ``sha256`` pin (:class:`ModelLoadError` on a mismatch): the runner
@@ -143,4 +146,8 @@ def model_fingerprint(spec: ModelRef, base_dir: Path | str = ".") -> dict[str, A
         fp["file_sha256"] = expected_sha256(spec)
         if fp["file_sha256"] is None and spec.url:
             fp["url"] = spec.url
+    configs = entry.meta.get("config_files")
+    hashes = {} if configs is None else {f.name: file_sha256(f) for f in configs(spec, Path(base_dir).expanduser())}
+    if hashes:  # absent otherwise, so the keys of models without config files stay as they were
+        fp["config_sha256"] = hashes
     return fp

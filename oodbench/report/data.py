@@ -38,6 +38,7 @@ from typing import Any, Optional
 import pandas as pd
 
 from oodbench.core.errors import ReportError
+from oodbench.models.libraries.preprocessing import suite_overrides
 from oodbench.report.protocols import attack_protocols
 from oodbench.score.groups import UNIT_TESTS, group_label
 from oodbench.store import JobRecord, ResultStore, RunRecord
@@ -445,6 +446,9 @@ class RunData:
     #: ``{row label: the protocol that produced it}`` of the attacked rows
     #: (:mod:`oodbench.report.protocols`).
     protocols: dict[str, str] = field(default_factory=dict)
+    #: ``{model: (library config, fields)}``: preprocessing the suite set over a model's library
+    #: config (:func:`oodbench.models.libraries.preprocessing.suite_overrides`).
+    overrides: dict[str, tuple[str, list[str]]] = field(default_factory=dict)
     _values: dict[tuple[str, str, str], float] = field(default_factory=dict, repr=False)
 
     def __post_init__(self) -> None:
@@ -567,6 +571,7 @@ def load_run(store: ResultStore, run_id: Optional[int],
     present = list(dict.fromkeys(long["model"]))
     models = [m for m in model_names if m in present] + [m for m in present if m not in model_names]
     return RunData(run_id=rid, name=str(suite.get("name") or record.suite_name), groups=groups,
+                   overrides=suite_overrides(suite.get("models") or []),
                    description=str(suite.get("description") or ""), in_label=in_label,
                    models=models, probes=probes, metrics=long,
                    declared=[in_label, *probe_labels], flags=run_flags(store, rid),

@@ -20,7 +20,8 @@ and the per-format templates only lay the structure out. Layouts:
     Augustin et al. (ECCV 2020), Table 5: per OOD set the clean and the worst-case AUROC, per
     model. A ``worst-case`` probe is paired with the clean probe on the same data (data set,
     split, options; the sample count may differ), else with the clean probe ``X`` when it is
-    named ``X worst-case``.
+    named ``X worst-case``. Then a row per ``group:`` mean of clean sets (near, far), beside the
+    mean of the group whose members are exactly their worst-case partners, if the suite has one.
 ``detectors``
     One row per model · detector (the detector issue's comparison): per clean OOD probe its AUROC
     and FPR@95, per attacked row (an attack on the detector's own score, the in-distribution
@@ -36,9 +37,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Optional
 
+from oodbench.models.libraries.preprocessing import override_notes
 from oodbench.report.data import CLEAN_OOD, ReportError, RunData
 from oodbench.report.protocols import protocol_notes
-from oodbench.score.groups import FAILED, UNIT_TESTS
+from oodbench.score.groups import COUNTS, FAILED, UNIT_TESTS, count_text, group_label, group_members
 from oodbench.report.references import References
 
 LAYOUTS = ("hein2019-table1", "ratio-summary", "per-probe", "detectors")
@@ -48,7 +50,7 @@ _DERIVED_RATES = {"accuracy", "robust-accuracy", "mean-auroc", "mean-worst-case-
                   "overconfident-share"}
 _NOT_RATES = {"mmc"}
 _DERIVED_DIRECTION = {"accuracy": True, "robust-accuracy": True, "mean-auroc": True,
-                      "mean-worst-case-auroc": True}
+                      "mean-worst-case-auroc": True, FAILED: False}
 
 
 def _registered_meta(metric: str) -> Optional[dict]:
@@ -93,6 +95,8 @@ class Numbers:
     def text(self, metric: str, value: Optional[float]) -> str:
         if value is None:
             return "-"
+        if metric in COUNTS:  # the unit-tests row: how many tests fail, an integer
+            return count_text(value)
         return f"{self.scaled(metric, value):.{self.decimals(metric)}f}"
 
     def with_interval(self, metric: str, value: Optional[float],
@@ -284,17 +288,23 @@ def ratio_summary(runs: list[RunData], numbers: Numbers, refs: References) -> Ta
         specs.append(("Mean MMC on OOD", "mmc",
                       lambda m: _mean([run.value(m, p.label, "mmc") for p in clean]),
                       lambda m: refs.get(m, "summary", "mmc")))
-        for p in run.of_kind("group"):  # OpenOOD's near/far means (oodbench.score.groups)
+        # OpenOOD's near/far means (oodbench.score.groups), each with its bootstrap interval
+        group_rows = {}
+        for p in run.of_kind("group"):
             for name, metric in (("AUROC", "auroc"), ("FPR@95", "fpr95")):
-                specs.append((f"{name}, {p.label}", metric,
+                label = f"{name}, {p.label}"
+                specs.append((label, metric,
                               lambda m, p=p, metric=metric: run.value(m, p.label, metric),
                               lambda m, p=p, metric=metric: refs.get(m, p.label, metric)))
+                group_rows[label] = p.label
         rows = []
         for label, metric, measured, reported in specs:
             values = [measured(m) for m in run.models]
             if all(v is None for v in values):
                 continue
-            cells = [make_cell(numbers, metric, v, reported(m)) for m, v in zip(run.models, values)]
+            cells = [make_cell(numbers, metric, v, reported(m),
+                               run.interval(m, group_rows[label], metric) if label in group_rows else None)
+                     for m, v in zip(run.models, values)]
             direction = higher_is_better(metric)
             mark_best(cells, direction)
             rows.append(Row(label, cells, arrow=None if direction is None else ("up" if direction else "down")))
@@ -329,6 +339,43 @@ def pair_worst_case(run: RunData) -> list[tuple[Optional[str], Optional[str]]]:
             + [(None, w.label) for w in run.of_kind("worst-case") if w.label not in paired])
 
 
+def pair_groups(run: RunData) -> list[tuple[Optional[str], Optional[str]]]:
+    """(clean group row, worst-case group row) label pairs of the per-probe layout: each group
+    of clean OOD probes, beside the group whose members are exactly its members' worst-case
+    partners (:func:`pair_worst_case`) when the suite tagged them so, then groups of worst-case
+    rows without a clean partner. Groups of other rows (attacks scored as OOD) are not shown."""
+    kinds = {p.label: p.kind for p in run.probes}
+    present = {p.label for p in run.of_kind("group")}
+    members = {group_label(g): labels for g, labels in
+               group_members(run.groups, [p.label for p in run.probes]).items()
+               if group_label(g) in present}
+    partner = {c: w for c, w in pair_worst_case(run) if c is not None and w is not None}
+    clean = [g for g, labels in members.items() if all(kinds[m] in CLEAN_OOD for m in labels)]
+    worst = [g for g, labels in members.items() if all(kinds[m] == "worst-case" for m in labels)]
+    pairs: list[tuple[Optional[str], Optional[str]]] = []
+    for group in clean:
+        wanted = {partner.get(m) for m in members[group]}
+        match = next((w for w in worst if None not in wanted and set(members[w]) == wanted), None)
+        pairs.append((group, match))
+    paired = {w for _, w in pairs}
+    return pairs + [(None, w) for w in worst if w not in paired]
+
+
+def _clean_and_worst_row(run: RunData, numbers: Numbers, refs: References,
+                         clean: Optional[str], worst: Optional[str]) -> Row:
+    """One per-probe row: per model the AUROC of row ``clean`` and of row ``worst`` (either may
+    be missing), each with its bootstrap interval; the best of each column in bold."""
+    cols = []
+    for label in (clean, worst):
+        cells = [make_cell(numbers, "auroc", run.value(m, label, "auroc") if label else None,
+                           refs.get(m, label, "auroc") if label else None,
+                           run.interval(m, label, "auroc") if label else None)
+                 for m in run.models]
+        mark_best(cells, True)
+        cols.append(cells)
+    return Row(clean or worst or "?", [c for i in range(len(run.models)) for c in (cols[0][i], cols[1][i])])
+
+
 def per_probe(runs: list[RunData], numbers: Numbers, refs: References) -> Table:
     blocks = []
     if not any(run.of_kind("worst-case") for run in runs):
@@ -338,17 +385,9 @@ def per_probe(runs: list[RunData], numbers: Numbers, refs: References) -> Table:
     for run in runs:
         if not run.of_kind("worst-case"):
             continue  # another run of the report has them; this one has nothing to pair
-        rows = []
-        for clean, worst in pair_worst_case(run):
-            cols = []
-            for probe in (clean, worst):
-                cells = [make_cell(numbers, "auroc", run.value(m, probe, "auroc") if probe else None,
-                                   refs.get(m, probe, "auroc") if probe else None,
-                                   run.interval(m, probe, "auroc") if probe else None)
-                         for m in run.models]
-                mark_best(cells, True)
-                cols.append(cells)
-            rows.append(Row(clean or worst or "?", [c for i in range(len(run.models)) for c in (cols[0][i], cols[1][i])]))
+        # the per-set rows, then the group means (near, far, …) as OpenOOD reports them
+        rows = [_clean_and_worst_row(run, numbers, refs, clean, worst)
+                for clean, worst in pair_worst_case(run) + pair_groups(run)]
         blocks.append(Block(stub=f"Trained on {run.in_label}", columns=["AUROC", "WC AUROC"] * len(run.models),
                             rows=rows, groups=_groups(list(run.models), 2)))
     legend = ("AUROC per OOD set, clean and under the worst-case attack (WC AUROC); "
@@ -419,6 +458,8 @@ def _table(runs: list[RunData], layout: str, legend: str, blocks: list[Block], n
            refs: References, notes: Optional[list[str]] = None) -> Table:
     notes = (list(notes or []) + [n for run in runs for n in protocol_notes(run.protocols)]
              + _flag_rows(runs, blocks))
+    overrides = {model: o for run in runs for model, o in run.overrides.items()}
+    notes += override_notes(overrides)  # the suite's preprocessing, not the library config's
     if numbers.percent:
         legend += "; rates in %"
     if refs:

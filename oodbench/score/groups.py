@@ -25,7 +25,15 @@ FAIL_FPR = 0.1
 """NINCO counts a unit test as failed when its FPR@95 exceeds this."""
 FAIL_METRIC = "fpr95"
 FAILED, TESTS = "failed", "tests"
+COUNTS = frozenset({FAILED, TESTS})
+"""The unit-tests row's metrics: counts of tests, stored as floats like every metric but
+printed as integers (``3``, not ``3.000``) by every table, report and leaderboard."""
 MEAN_SUFFIX = " (mean)"
+
+
+def count_text(value: float) -> str:
+    """A count (:data:`COUNTS`) as printed: an integer."""
+    return f"{value:.0f}"
 
 
 def group_label(group: str) -> str:

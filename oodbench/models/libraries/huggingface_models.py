@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 from oodbench.data.transforms import Geometry
-from oodbench.models.adapters import spec_path
+from oodbench.models.adapters import config_files_in, spec_path
 from oodbench.models.errors import spec_error
 from oodbench.models.libraries.preprocessing import InputConfig, with_input
 from oodbench.models.libraries.timm_models import read_json
@@ -134,7 +134,9 @@ def _refuse_remote_code(spec: ModelSpec, config: dict[str, Any], where: str) -> 
                          "if you trust its source, add `trust_code: true` to the model entry")
 
 
-@models.register("huggingface", required=("path",), file=weights_file)
+@models.register("huggingface", required=(("path", "model"),), file=weights_file,
+                 config_files=config_files_in((CONFIG_FILE, PROCESSOR_FILE)),
+                 config=f"image-processor config ({PROCESSOR_FILE})")
 def load_huggingface(spec: ModelSpec, base_dir: Path) -> nn.Module:
     """A transformers image classifier (`path` folder or hub `model` id); safetensors only."""
     try:

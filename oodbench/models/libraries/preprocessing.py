@@ -7,7 +7,8 @@ network takes 32×32 or 299×299 probes with no suite field, every image stays i
 space for attacks (the ε-ball is in the data's pixels, and the gradient flows through the resize),
 and one suite can hold networks of different input sizes. A model entry's ``input_size``,
 ``crop_pct``, ``interpolation`` or ``normalize`` replaces what the config says; the replacement is
-logged with the value it replaced.
+logged with the value it replaced, and every table of the run says so in a note
+(:func:`suite_overrides`, read from the stored suite, so a report needs no model).
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 from dataclasses import dataclass
-from typing import Optional, Sequence
+from typing import Any, Iterable, Mapping, Optional, Sequence
 
 import torch
 from torch import nn
@@ -25,6 +26,11 @@ from oodbench.models.normalize import Normalize
 from oodbench.models.spec import ModelSpec
 
 log = logging.getLogger(__name__)
+
+SUITE_FIELDS = ("normalize", "input_size", "crop_pct", "interpolation")
+"""A model entry's fields that replace what a library's preprocessing config says."""
+OVERRIDE_MARK = "\u2021"
+"""Marks the table note of a model whose preprocessing the suite set over its library config."""
 
 
 @dataclass(frozen=True)
@@ -95,4 +101,32 @@ def with_input(net: nn.Module, spec: ModelSpec, config: InputConfig) -> nn.Modul
     return nn.Sequential(ModelInput(geometry, normalize), net)
 
 
-__all__ = ["InputConfig", "ModelInput", "resolved_geometry", "with_input"]
+def suite_overrides(entries: Iterable[Mapping[str, Any]]) -> dict[str, tuple[str, list[str]]]:
+    """``{model name: (its library config, the fields the suite set)}`` of a suite's model
+    entries (as stored: ``runs.suite_json``) whose adapter reads its preprocessing from a
+    library config (registered with ``config=``) and whose entry sets any of
+    :data:`SUITE_FIELDS`: those values, not the config's, made the model's numbers."""
+    from oodbench.registry import UnknownNameError, models
+
+    out: dict[str, tuple[str, list[str]]] = {}
+    for entry in entries:
+        if not isinstance(entry, Mapping):
+            continue
+        try:
+            config = models.meta(str(entry.get("adapter"))).get("config")
+        except UnknownNameError:
+            continue
+        fields = [f for f in SUITE_FIELDS if entry.get(f) is not None]
+        if config and fields:
+            out[str(entry.get("name"))] = (str(config), fields)
+    return out
+
+
+def override_notes(overrides: Mapping[str, tuple[str, list[str]]]) -> list[str]:
+    """One line per model of :func:`suite_overrides`, as tables print it under themselves."""
+    return [f"{OVERRIDE_MARK} {model}: {', '.join(fields)} set by the suite, overriding its "
+            f"{config}" for model, (config, fields) in overrides.items()]
+
+
+__all__ = ["InputConfig", "ModelInput", "SUITE_FIELDS", "override_notes", "resolved_geometry",
+           "suite_overrides", "with_input"]

@@ -24,7 +24,7 @@ import torch
 from torch import nn
 
 from oodbench.data.transforms import Geometry
-from oodbench.models.adapters import load_state_into, spec_path, strip_prefix, torch_load, unwrap_checkpoint
+from oodbench.models.adapters import config_files_in, load_state_into, spec_path, strip_prefix, torch_load, unwrap_checkpoint
 from oodbench.models.errors import spec_error
 from oodbench.models.files import require_file
 from oodbench.models.libraries.preprocessing import InputConfig, with_input
@@ -139,7 +139,8 @@ def input_config(timm: Any, net: nn.Module) -> InputConfig:
                        "timm's pretrained_cfg")
 
 
-@models.register("timm", required=(), file=weights_file)  # `model`, or a timm folder as `path`: checked on load
+@models.register("timm", required=(), file=weights_file, config_files=config_files_in((CONFIG_FILE,)),
+                 config="timm pretrained_cfg")  # `model`, or a timm folder as `path`: checked on load
 def load_timm(spec: ModelSpec, base_dir: Path) -> nn.Module:
     """A timm model (`model`, `path`, `num_classes`); preprocessing from its `pretrained_cfg`."""
     timm = import_timm(spec)
