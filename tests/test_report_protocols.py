@@ -25,6 +25,9 @@ def test_a_single_run_and_an_ensemble_are_told_apart_with_their_budgets():
         "adversarial-noise, Linf 0.3; ensemble (version standard), per point the best of: "
         "APGD 500 steps \u00d7 2 restarts, APGD on the detector's smooth surrogate 500 steps, "
         "monotone PGD 200 steps from 3 starts (contrast, uniform, gaussian), Square 5,000 queries")
+    samples = dict(PAPER, name="adversarial-samples", steps=80)
+    assert describe_attack(samples) == ("adversarial-samples, Linf 0.3; single run: "
+                                        "PGD 80 steps of 0.0075")  # an attack without versions
     certified = describe_attack({"name": "certified", "threat": {"norm": "Linf", "eps": 0.3}})
     assert certified.startswith("certified, Linf 0.3; certified upper bound")
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from typing import Any, Mapping, Optional
 
+from oodbench.registry import attacks
 from oodbench.store import ResultStore
 
 _OPTIMIZERS = {"pgd": "PGD", "apgd": "APGD", "monotone-pgd": "monotone PGD"}
@@ -59,7 +60,10 @@ def describe_attack(attack: Mapping[str, Any]) -> str:
         restarts = int(attack.get("restarts") or 1)
         if restarts > 1:
             run += f" \u00d7 {restarts} restarts"
-        return f"{head}; single run (version {attack.get('version') or 'paper'}): {run}"
+        # a paper key omits its version (job keys from before versions); unversioned attacks have none
+        versioned = name in attacks and getattr(attacks.get(name), "has_versions", False)
+        version = attack.get("version") or ("paper" if versioned else None)
+        return f"{head}; single run{f' (version {version})' if version else ''}: {run}"
     version = attack.get("version")
     return f"{head}; version {version}" if version else head
 
