@@ -38,17 +38,32 @@ class ShardState(str, Enum):
 
 @dataclass(frozen=True)
 class Shard:
-    """Points ``[start, stop)`` of a job. ``reattack``: how many of them a PARTIAL shard
-    attacks again (the points that stopped at a looser threshold than this run needs)."""
+    """Points ``[start, stop)`` of a job. ``positions``: which of them (counted from
+    ``start``) a PARTIAL shard attacks again — the points that stopped at a looser threshold
+    than this run needs, decided by the planner and executed as planned."""
 
     start: int
     stop: int
     state: ShardState = ShardState.MISSING
-    reattack: int = 0
+    positions: tuple[int, ...] = ()
 
     @property
     def size(self) -> int:
         return self.stop - self.start
+
+    @property
+    def reattack(self) -> int:
+        """How many points a PARTIAL shard attacks again."""
+        return len(self.positions)
+
+
+@dataclass(frozen=True)
+class EarlyStop:
+    """The early stop the plan decided for an attack job: the threshold its attacked points
+    stop above (None: no early stop, the full budget). Stored shards that stopped at a looser
+    threshold are PARTIAL, with the points to attack again."""
+
+    threshold: Optional[float] = None
 
 
 @dataclass(frozen=True)
@@ -84,6 +99,16 @@ class Job:
     reference_key: Optional[str] = None
     #: The suite's label of the detector the job serves alone (None: shared by detectors).
     detector_label: Optional[str] = None
+    #: An attack job's early stop and, with it, its shards' states. None for other jobs, and
+    #: for an attack job planned before its clean (or fit) job was stored: its threshold comes
+    #: from their arrays, so :func:`~oodbench.plan.planner.decide_early_stop` decides it once
+    #: they are (the driver asks for it when the job becomes ready).
+    early_stop: Optional[EarlyStop] = None
+
+    @property
+    def decided(self) -> bool:
+        """Whether every shard's state is final (only an attack job may wait for its inputs)."""
+        return self.kind is not JobKind.ATTACK or self.early_stop is not None
 
     @property
     def label(self) -> str:
