@@ -25,6 +25,7 @@ import numpy as np
 from oodbench.errors import OodbenchError
 from oodbench.core.arrays import ArrayKey
 from oodbench.execute.base import Executor
+from oodbench.execute.check_task import BLACK_BOX, black_box_points, decode
 from oodbench.execute.inputs import RunContext
 from oodbench.execute.progress import RunProgress
 from oodbench.execute.tasks import ShardTask
@@ -147,8 +148,6 @@ class _Driver:
 
     def _check_task(self, check: Job) -> ShardTask:
         """A CHECK task: the codes, and what the checks read from the store as plain data."""
-        from oodbench.checks.run import BLACK_BOX, black_box_points
-
         codes = list(check.config["codes"])
         payload: dict[str, object] = {"codes": codes, "black_box": None}
         kw: dict[str, object] = {}
@@ -181,8 +180,6 @@ class _Driver:
             self.executor.submit(self._check_task(check))
 
     def _store_check(self, task: ShardTask, arrays: dict[str, np.ndarray], seconds: float) -> None:
-        from oodbench.checks.run import decode
-
         check = self.checks[task.job_key]
         codes, flags = decode(arrays)
         self.store.put_check(check.key, job_hash=check.config["job"], codes=codes, flags=flags,

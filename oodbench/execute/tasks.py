@@ -15,9 +15,9 @@ import numpy as np
 import torch
 
 from oodbench.attacks.base import AttackContext, AttackSpec
-from oodbench.checks.run import run_checks
 from oodbench.detectors import Detector, FitData, build_detector
 from oodbench.detectors.attack import detector_head, uses_head
+from oodbench.execute.check_task import run_checks
 from oodbench.execute.forward import forward_outputs
 from oodbench.execute.inputs import RunContext, Workspace
 from oodbench.models.output_check import OutputChecked, check_outputs, check_shape
@@ -51,7 +51,7 @@ class ShardTask:
     #: A forward pass that stores penultimate features too.
     features: bool = False
     #: A CHECK task's plain data: the codes to run and, for the black-box comparison, the
-    #: points and the gradient attack's stored scores (:mod:`oodbench.checks.run`).
+    #: points and the gradient attack's stored scores (:mod:`oodbench.execute.check_task`).
     check: Optional[dict[str, Any]] = None
 
     @property
