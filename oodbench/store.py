@@ -292,7 +292,7 @@ class RunRecord:
     started: str
     finished: Optional[str]
     skipped: list[str] = field(default_factory=list)
-    #: Versions and device the run recorded (:func:`oodbench.runner.environment`).
+    #: Versions and device the run recorded (:func:`oodbench.provenance.environment`).
     environment: dict[str, Any] = field(default_factory=dict)
     #: The suite's content hash when it ran (:meth:`oodbench.suite.Suite.content_hash`).
     suite_hash: str = ""

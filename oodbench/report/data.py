@@ -533,7 +533,7 @@ def load_run(store: ResultStore, run_id: Optional[int],
     of the stored ones (None: the stored values, as an unverified report prints them)."""
     record = find_run(store, run_id)
     rid, suite = record.id, record.suite
-    from oodbench.runner import fold_detectors
+    from oodbench.report.tables import fold_detectors
     from oodbench.score.groups import probe_groups, with_group_rows
 
     groups = probe_groups(suite)
