@@ -142,7 +142,8 @@ def recompute_run(store: "ResultStore", run_id: int, fraction: float, *, seed: i
 
     from oodbench.execute import RunContext, SuiteData, Workspace, resolve_device, run_shard
     from oodbench.execute.driver import shard_task
-    from oodbench.plan import JobKind, make_plan
+    from oodbench.core.jobs import JobKind
+    from oodbench.plan import make_plan
     from oodbench.provenance import environment
     from oodbench.suite import SuiteError, parse_suite
 

@@ -24,7 +24,8 @@ from oodbench.data import ImageSet, num_classes, to_shape
 from oodbench.models.output_check import check_outputs
 from oodbench.execute import (Executor, RunContext, RunProgress, SuiteData, Workspace, execute,
                               forward_logits, resolve_device)
-from oodbench.plan import JobKind, Plan, make_plan
+from oodbench.core.jobs import JobKind
+from oodbench.plan import Plan, make_plan
 from oodbench.provenance import environment
 from oodbench.registry import executors
 from oodbench.score import ArrayKey, RowKind, score_row
@@ -55,16 +56,18 @@ def evaluate(model: nn.Module, in_distribution: ImageSet, probes: Mapping[str, I
     detector when there are several; columns: metrics).
     """
     from oodbench.detectors import FitData, build_detector
+    from oodbench.detectors.passes import ForwardPasses
     from oodbench.execute.forward import forward_outputs
 
     dev = resolve_device(device)
     if in_distribution.labels is None:
         raise ValueError(f"in-distribution set {in_distribution.name!r} has no labels")
     dets = [build_detector(d) if isinstance(d, str) else d for d in detectors]
+    passes = ForwardPasses(tuple(dets))  # the plan's rule: which passes the detectors share
     sets = {in_distribution.name: in_distribution.images,
             **{name: to_shape(p.images, in_distribution.shape) for name, p in probes.items()}}
     labels = in_distribution.labels.numpy()
-    features = any(d.needs_features for d in dets)
+    features = passes.shared_features
 
     def outputs(images: Any, det: Optional["Detector"] = None, *, with_features: bool = features
                 ) -> dict[str, np.ndarray]:
@@ -75,20 +78,20 @@ def evaluate(model: nn.Module, in_distribution: ImageSet, probes: Mapping[str, I
     shared = {name: outputs(images) for name, images in sets.items()}
     shared[in_distribution.name][ArrayKey.LABELS.value] = labels
     train = None
-    if any(d.needs_fit for d in dets):
+    if passes.first_fitted is not None:
         if fit is None or fit.labels is None:
-            need = next(d.name for d in dets if d.needs_fit)
-            raise ValueError(f"detector {need!r} needs a labelled `fit` set to fit on")
+            raise ValueError(f"detector {passes.first_fitted.name!r} needs a labelled `fit` set "
+                             "to fit on")
         train = FitData.of(outputs(fit.images, with_features=True), fit.labels.numpy(), model)
     in_row = score_row(RowKind.IN_DISTRIBUTION, shared[in_distribution.name],
                        shared[in_distribution.name], metrics, seed=seed)
     rows: list[tuple[str, str, str, float]] = []
     for det in dets:
-        own = shared if not det.needs_model else {
+        own = shared if not passes.own_pass(det) else {
             name: {**outputs(images, det), ArrayKey.LABELS.value: labels}
             if name == in_distribution.name else outputs(images, det)
             for name, images in sets.items()}
-        fitted = None if train is None or not det.needs_fit else det.fit(train)
+        fitted = None if train is None or not passes.fitted(det) else det.fit(train)
         values = [(in_distribution.name, in_row)]
         values += [(name, score_row(RowKind.OOD, own[name], own[in_distribution.name], metrics,
                                     seed=seed, detector=det, fit=fitted))

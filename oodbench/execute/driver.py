@@ -29,7 +29,8 @@ from oodbench.execute.check_task import BLACK_BOX, black_box_points, decode
 from oodbench.execute.inputs import RunContext
 from oodbench.execute.progress import RunProgress
 from oodbench.execute.tasks import ShardTask
-from oodbench.plan.jobs import Job, JobKind, Plan, ShardState
+from oodbench.core.jobs import JobKind, ShardState
+from oodbench.plan.jobs import Job, Plan
 from oodbench.plan.planner import decide_early_stop
 from oodbench.plan.thresholds import Thresholds, merge_reattacked
 from oodbench.store import ResultStore
@@ -222,7 +223,7 @@ class _Driver:
 
     def run(self) -> Executed:
         for job in self.jobs.values():
-            self.store.put_job_record(job.key, kind=job.kind.value, model=job.model,
+            self.store.put_job_record(job.key, kind=job.kind, model=job.model,
                                       probe=None if job.kind is JobKind.CLEAN else job.row,
                                       config=job.config, n_points=job.n_points)
         for job in list(self.jobs.values()):

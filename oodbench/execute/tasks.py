@@ -15,13 +15,13 @@ import numpy as np
 import torch
 
 from oodbench.attacks.base import AttackContext, AttackSpec
+from oodbench.core.jobs import JobKind
 from oodbench.detectors import Detector, FitData, build_detector
 from oodbench.detectors.attack import detector_head, uses_head
 from oodbench.execute.check_task import run_checks
 from oodbench.execute.forward import forward_outputs
 from oodbench.execute.inputs import RunContext, Workspace
 from oodbench.models.output_check import OutputChecked, check_outputs, check_shape
-from oodbench.plan.jobs import JobKind
 from oodbench.registry import attacks
 from oodbench.score import ArrayKey
 

@@ -10,30 +10,14 @@ suite can be named, looked up and costed before anything runs. A job over N poin
 from __future__ import annotations
 
 from dataclasses import dataclass
-from enum import Enum
 from typing import TYPE_CHECKING, Any, Optional
 
 from oodbench.core.cost import Cost
+from oodbench.core.jobs import JobKind, ShardState
 from oodbench.core.rows import RowKind
 
 if TYPE_CHECKING:  # pragma: no cover (annotations only; a downward import)
     from oodbench.attacks.base import AttackSpec
-
-
-class JobKind(str, Enum):
-    """What a job computes. The values are what the results store records."""
-
-    CLEAN = "clean"      # the model on the in-distribution test set: every other row needs it
-    PROBE = "probe"      # the model on a probe's (converted) data set
-    ATTACK = "attack"    # an attack on a probe's points or on in-distribution test points
-    FIT = "fit"          # a detector's statistics of in-distribution training data
-    CHECK = "check"      # trust checks of another job (flags); never stored as a job
-
-
-class ShardState(str, Enum):
-    CACHED = "cached"          # stored, and exact for what this run asks
-    PARTIAL = "partial"        # stored with a looser early stop: some points are re-attacked
-    MISSING = "missing"        # to compute
 
 
 @dataclass(frozen=True)

@@ -9,7 +9,9 @@ table row (:class:`~oodbench.plan.jobs.Row`), so the scorer needs nothing but th
 Detectors multiply as little as possible: one forward pass per (model, data set) serves every
 detector that reads logits or features (features are stored only when one asks for them); only
 a detector that needs the model at scoring time (ODIN) gets its own forward jobs, only a fitted
-one its fit job, and only detector-aware attacks one job per detector. With the default
+one its fit job (the rule :class:`~oodbench.detectors.passes.ForwardPasses`, which
+:func:`oodbench.runner.evaluate` follows too), and only detector-aware attacks one job per
+detector. With the default
 ``detectors: [msp]`` every job key is what it always was.
 """
 
@@ -25,9 +27,11 @@ from oodbench.attacks.base import Attack, AttackSpec
 from oodbench.data import DatasetNotFoundError, ImageSet
 from oodbench.detectors import Detector, build_detector
 from oodbench.detectors.attack import scores_row, uses_head
+from oodbench.detectors.passes import ForwardPasses
 from oodbench.models import model_fingerprint
 from oodbench.plan.cost import Cost
-from oodbench.plan.jobs import EarlyStop, Job, JobKind, Plan, Row, Shard, ShardState
+from oodbench.core.jobs import JobKind, ShardState
+from oodbench.plan.jobs import EarlyStop, Job, Plan, Row, Shard
 from oodbench.plan.thresholds import Scores, Thresholds, points_to_reattack
 from oodbench.registry import attacks
 from oodbench.score.groups import CSID
@@ -127,7 +131,8 @@ class _Planner:
         self.size = suite.shard_size
         self.n_in = len(data.in_distribution())
         self.detectors = [(d, build_detector(d.name, d.params)) for d in suite.detectors]
-        self.features = any(det.needs_features for _, det in self.detectors)
+        self.passes = ForwardPasses(tuple(det for _, det in self.detectors))
+        self.features = self.passes.shared_features
         # one entry per job *and name*: a checkpoint listed twice is one job used under two
         # names, and the run records both uses
         self.jobs: dict[tuple[str, str, str], Job] = {}
@@ -154,7 +159,7 @@ class _Planner:
         n = self.n_in if probe_index is None else self.points[probe_index]
         label = self.suite.in_distribution.label if probe is None else probe.label
         # ODIN's input step costs a gradient evaluation per point before its forward pass
-        cost = Cost(forward=n, gradient=n if det is not None and det[1].needs_model else 0)
+        cost = Cost(forward=n, gradient=n if det is not None and self.passes.own_pass(det[1]) else 0)
         return self._add(Job(key, kind, spec.name, label, config, n,
                              _shards(self.store, key, n, self.size, True), cost, model_index,
                              probe_index, detector=None if det is None else plain(det[0]),
@@ -247,12 +252,13 @@ class _Planner:
         pending: list[tuple[Row, Optional[str]]] = []
         for d in self.detectors:
             dspec, det = d
-            reference = self._forward(model_index, fp, None, d) if det.needs_model else clean
-            fit = self._fit(model_index, fp, d) if det.needs_fit else None
+            own = self.passes.own_pass(det)
+            reference = self._forward(model_index, fp, None, d) if own else clean
+            fit = self._fit(model_index, fp, d) if self.passes.fitted(det) else None
             pending.append((Row(spec.name, dspec.display, in_label, RowKind.IN_DISTRIBUTION,
                                 clean, reference, plain(dspec), fit), None))
             # full spectrum: the covariate-shifted sets join the in-distribution side
-            extra = tuple(self._forward(model_index, fp, i, d if det.needs_model else None)
+            extra = tuple(self._forward(model_index, fp, i, d if own else None)
                           for i, p in enumerate(self.suite.probes)
                           if p.group == CSID and i in self.points)
             for probe_index, probe in enumerate(self.suite.probes):
@@ -262,7 +268,7 @@ class _Planner:
                 if not scores_row(det, attack):
                     continue
                 if attack is None:
-                    points = self._forward(model_index, fp, probe_index, d if det.needs_model else None)
+                    points = self._forward(model_index, fp, probe_index, d if own else None)
                     kind = RowKind.OOD
                 else:
                     points = self._attack(model_index, fp, probe_index, d, reference, fit)

@@ -32,6 +32,7 @@ from typing import Any, Optional, Sequence
 import numpy as np
 
 from oodbench.core.arrays import ArrayKey
+from oodbench.core.jobs import JobKind
 from oodbench.errors import MissingFileError
 from oodbench.filenames import slugify
 from oodbench.report.data import (ReportError, RunData, UnverifiedResultsError, audit_run,
@@ -241,12 +242,12 @@ def _job_config(store: ResultStore, job_hash: str) -> dict[str, Any]:
 
 
 def _row_job(store: ResultStore, hashes: Sequence[str],
-             kind: str) -> Optional[tuple[dict[str, Any], dict[str, np.ndarray]]]:
+             kind: JobKind) -> Optional[tuple[dict[str, Any], dict[str, np.ndarray]]]:
     """(config, arrays) of the first of ``hashes`` that is a ``kind`` job with stored logits:
     the config says which attack, radius and points a row used, which its label does not."""
     for h in hashes:
         config = _job_config(store, h)
-        if config.get("kind") != kind:
+        if JobKind.of(config) is not kind:
             continue
         arrays = store.get_job(h)
         if arrays is not None and ArrayKey.LOGITS.value in arrays:
@@ -287,7 +288,7 @@ def _model_radius_points(store: ResultStore, run: RunData, model: str,
     clean probe on the same points (if any) as its radius-0 point. Fills ``clean_labels``."""
     clean: dict[str, tuple[str, float]] = {}
     for probe in run.of_kind("ood", "noise"):
-        found = _row_job(store, preferred.get((model, probe.label), []), "probe")
+        found = _row_job(store, preferred.get((model, probe.label), []), JobKind.PROBE)
         mmc = None if found is None else _row_mmc(found[1], masked=True)
         if found is not None and mmc is not None:
             key = _data_key(found[0].get("probe"))
@@ -295,7 +296,7 @@ def _model_radius_points(store: ResultStore, run: RunData, model: str,
             clean_labels.setdefault(key, probe.label)
     groups: dict[GroupKey, list[Point]] = {}
     for probe in run.of_kind(*RADIUS_KINDS):
-        found = _row_job(store, preferred.get((model, probe.label), []), "attack")
+        found = _row_job(store, preferred.get((model, probe.label), []), JobKind.ATTACK)
         if found is None:
             continue
         attack = found[0].get("attack") or {}

@@ -21,6 +21,7 @@ from typing import Any, Mapping, Optional, Sequence
 
 import numpy as np
 
+from oodbench.core.jobs import JobKind
 from oodbench.score.arrays import point_scores
 
 BRACKET_RTOL = 1e-5
@@ -90,10 +91,10 @@ def side_of(config: Mapping[str, Any], label: str, scores: np.ndarray) -> Option
     from oodbench.registry import attacks
     from oodbench.score.rows import RowKind
 
-    kind = config.get("kind")
-    if kind == "probe":
+    kind = JobKind.of(config)
+    if kind is JobKind.PROBE:
         return Side(label, "clean", scores)
-    if kind != "attack":
+    if kind is not JobKind.ATTACK:
         return None
     spec = config.get("attack") or {}
     attack = attacks.get(str(spec.get("name")))()
