@@ -17,6 +17,7 @@ import numpy as np
 import torch
 
 from oodbench.attacks.base import AttackContext
+from oodbench.core.detectors import DEFAULT_DETECTOR, DetectorRef
 from oodbench.checks.base import AttackInputs, BlackBoxInputs, ModelInputs
 from oodbench.detectors import build_detector
 from oodbench.detectors.attack import detector_head, uses_head
@@ -33,7 +34,7 @@ class CheckTask(Protocol):
     probe_index: Optional[int]
     attack: Any  # the job's resolved AttackSpec, or None for a model's clean job
     in_logits: Optional[np.ndarray]
-    detector: Optional[dict[str, Any]]
+    detector: Optional[DetectorRef]
     fit: Optional[dict[str, np.ndarray]]
     check: Optional[dict[str, Any]]
 
@@ -97,8 +98,9 @@ def run_checks(ws: CheckWorkspace, task: CheckTask) -> dict[str, np.ndarray]:
         attack = attacks.get(task.attack.name)()
         source = ws.data.attack_source(ws.probe_spec(task.probe_index), attack.source)
         idx = torch.arange(min(settings.n, len(source)))
-        detector = None if task.detector is None else build_detector(**task.detector)
-        scorer = detector if detector is not None else build_detector("msp")
+        detector = None if task.detector is None else build_detector(task.detector.name,
+                                                                     task.detector.params)
+        scorer = detector if detector is not None else build_detector(DEFAULT_DETECTOR)
         head = (detector_head(scorer, task.fit, ws.device, lower=attack.lowers_score)
                 if uses_head(scorer, attack) else None)
 

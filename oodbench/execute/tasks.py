@@ -15,6 +15,7 @@ import numpy as np
 import torch
 
 from oodbench.attacks.base import AttackContext, AttackSpec
+from oodbench.core.detectors import DEFAULT_DETECTOR, DetectorRef
 from oodbench.core.jobs import JobKind
 from oodbench.detectors import Detector, FitData, build_detector
 from oodbench.detectors.attack import detector_head, uses_head
@@ -44,9 +45,9 @@ class ShardTask:
     in_logits: Optional[np.ndarray] = None
     indices: Optional[np.ndarray] = None
     artifact_dir: Optional[str] = None
-    #: The detector of a fit, of a detector's own forward pass or of an attack on its head
-    #: (``{"name", "params"}``), and the fit arrays it reads.
-    detector: Optional[dict[str, Any]] = None
+    #: The detector of a fit, of a detector's own forward pass or of an attack on its head,
+    #: and the fit arrays it reads.
+    detector: Optional[DetectorRef] = None
     fit: Optional[dict[str, np.ndarray]] = None
     #: A forward pass that stores penultimate features too.
     features: bool = False
@@ -96,7 +97,8 @@ def run_shard(ws: Workspace, task: ShardTask, on_progress: Optional[ProgressFn] 
     model = ws.model(task.model_index)
     spec = ws.probe_spec(task.probe_index)
     name = suite.models[task.model_index].name
-    detector = None if task.detector is None else build_detector(**task.detector)
+    detector = None if task.detector is None else build_detector(task.detector.name,
+                                                                 task.detector.params)
     if task.kind is JobKind.FIT:
         assert detector is not None
         return _fit(ws, task, detector, name)
@@ -126,7 +128,7 @@ def run_shard(ws: Workspace, task: ShardTask, on_progress: Optional[ProgressFn] 
     # Every model call of the attack is checked (an attack's loop may not survive NaN logits),
     # and so are the logits it returns.
     attacked = OutputChecked(model, **contract)
-    scorer = detector if detector is not None else build_detector("msp")
+    scorer = detector if detector is not None else build_detector(DEFAULT_DETECTOR)
     head = (detector_head(scorer, task.fit, ws.device, lower=attack.lowers_score)
             if uses_head(scorer, attack) else None)
     ctx = AttackContext(

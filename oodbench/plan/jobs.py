@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Optional
 
 from oodbench.core.cost import Cost
+from oodbench.core.detectors import DEFAULT_DETECTOR, DetectorRef
 from oodbench.core.jobs import JobKind, ShardState
 from oodbench.core.rows import RowKind
 
@@ -72,9 +73,9 @@ class Job:
     attack: Optional["AttackSpec"] = None
     depends_on: tuple[str, ...] = ()
     shardable: bool = True
-    #: The detector whose score this job computes or attacks, as plain data ``{"name",
-    #: "params"}`` (None: a forward pass every logit detector shares, or a msp attack).
-    detector: Optional[dict[str, Any]] = None
+    #: The detector whose score this job computes or attacks (None: a forward pass every
+    #: logit detector shares, or a msp attack).
+    detector: Optional[DetectorRef] = None
     #: The fit job whose arrays the detector reads (attacks on a fitted detector).
     fit_key: Optional[str] = None
     #: Whether a forward job stores penultimate features beside the logits.
@@ -97,7 +98,7 @@ class Job:
     @property
     def label(self) -> str:
         """``model / row``, and the detector a job serves alone (msp's jobs read as always)."""
-        own = self.detector_label not in (None, "msp")
+        own = self.detector_label not in (None, DEFAULT_DETECTOR)
         return f"{self.model} / {self.row}" + (f" [{self.detector_label}]" if own else "")
 
     @property
@@ -130,7 +131,7 @@ class Row:
     kind: RowKind
     points: str
     reference: str
-    detector_spec: dict[str, Any]
+    detector_spec: DetectorRef
     fit: Optional[str] = None
     versus: Optional[str] = None
     extra_references: tuple[str, ...] = ()
@@ -138,7 +139,7 @@ class Row:
     def recipe(self) -> dict[str, Any]:
         """What the store keeps with the row's metrics, so ``verify`` recomputes them alone."""
         recipe = {"kind": self.kind.value, "points": self.points, "reference": self.reference,
-                  "detector": self.detector_spec, "fit": self.fit, "versus": self.versus}
+                  "detector": self.detector_spec.plain(), "fit": self.fit, "versus": self.versus}
         if self.extra_references:  # only full-spectrum rows: recipes stored before stay as they were
             recipe["extra_references"] = list(self.extra_references)
         return recipe
@@ -200,7 +201,7 @@ def format_plan(plan: Plan) -> str:
     if not rows:
         return "nothing to run"
     table = pd.DataFrame(rows).rename(columns={"forward": "fwd evals", "gradient": "grad evals"})
-    if set(table["detector"]) <= {"·", "msp"}:  # msp alone: the plan reads as it always did
+    if set(table["detector"]) <= {"·", DEFAULT_DETECTOR}:  # msp alone: the plan reads as it always did
         table = table.drop(columns="detector")
     cost, cached = plan.remaining_cost, sum(j.cached for j in plan.jobs)
     lines = [table.to_string(index=False), "",

@@ -21,6 +21,7 @@ import warnings
 from dataclasses import replace
 from typing import Any, Optional, Protocol
 
+from oodbench.core.detectors import DetectorRef
 from oodbench.core.version import VERSION
 from oodbench.core.arrays import ArrayKey
 from oodbench.attacks.base import Attack, AttackSpec
@@ -118,9 +119,9 @@ def decide_early_stop(job: Job, store: ResultStore, thresholds: Thresholds,
     return replace(job, shards=shards, early_stop=EarlyStop(known[0]))
 
 
-def plain(spec: DetectorSpec) -> dict[str, Any]:
-    """A detector as plain data for tasks and stored row recipes."""
-    return {"name": spec.name, "params": dict(spec.params)}
+def plain(spec: DetectorSpec) -> DetectorRef:
+    """The reference to a suite's detector that jobs, tasks and rows carry."""
+    return DetectorRef(spec.name, dict(spec.params))
 
 
 class _Planner:

@@ -32,6 +32,7 @@ from typing import Any, Optional, Sequence
 import numpy as np
 
 from oodbench.core.arrays import ArrayKey
+from oodbench.core.detectors import DetectorRef
 from oodbench.core.jobs import JobKind
 from oodbench.errors import MissingFileError
 from oodbench.filenames import slugify
@@ -39,7 +40,7 @@ from oodbench.report.data import (ReportError, RunData, UnverifiedResultsError, 
                                   find_run, load_run)
 from oodbench.report.output import writing
 from oodbench.score.arrays import holds_bounds, point_scores
-from oodbench.score.labels import DEFAULT_DETECTOR, folds, shown_model
+from oodbench.score.labels import folds, shown_model
 from oodbench.store import ResultStore
 
 FORMATS = ("png", "pdf")
@@ -201,7 +202,7 @@ def plot_data(store: ResultStore, run_id: Optional[int] = None) -> PlotData:
         def score(arrays: dict[str, np.ndarray]) -> np.ndarray:
             if detector is None and not holds_bounds(arrays):
                 return msp_score(arrays[ArrayKey.LOGITS.value])
-            return point_scores(detector or scorer.detector({"name": DEFAULT_DETECTOR}), arrays, fit)
+            return point_scores(detector or scorer.detector(DetectorRef()), arrays, fit)
 
         num_classes = max(num_classes, int(clean[ArrayKey.LOGITS.value].shape[1]))
         slug = base = slugify(model)

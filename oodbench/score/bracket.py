@@ -21,6 +21,7 @@ from typing import Any, Mapping, Optional, Sequence
 
 import numpy as np
 
+from oodbench.core.detectors import DetectorRef
 from oodbench.core.jobs import JobKind
 from oodbench.score.arrays import point_scores
 
@@ -125,7 +126,7 @@ def check_table(scorer: Any, rows: Sequence[Any]) -> int:
         side = side_of(config, row.label, scores)
         if side is None:
             continue
-        key = (row.model, json.dumps(row.detector_spec, sort_keys=True), row.reference,
+        key = (row.model, DetectorRef.of(row.detector_spec).key, row.reference,
                json.dumps(config.get("probe"), sort_keys=True))
         groups.setdefault(key, []).append(side)
     checked = 0
