@@ -75,7 +75,8 @@ def run(suite_file: Path, data_root: Optional[Path], output: Optional[Path], dev
         address: Optional[str], dry_run: bool) -> None:
     """Evaluate every model of SUITE_FILE: plan the jobs, run the shards the results store
     lacks, store each as it finishes, score every row. A killed run resumes where it stopped."""
-    from oodbench.runner import format_table, run_suite
+    from oodbench.report.tables import format_table
+    from oodbench.runner import run_suite
     from oodbench.suite import load_suite
 
     overrides = {"download": False if no_download else None, "executor": executor,
@@ -217,7 +218,8 @@ def show(results: Path, run_id: Optional[int]) -> None:
     a metric that does not recompute), 2 if there is no such run."""
     from oodbench.models.libraries.preprocessing import override_notes, suite_overrides
     from oodbench.report.data import ReportError, audit_run, find_run, recomputed_frame
-    from oodbench.runner import format_table, wide_table
+    from oodbench.report.tables import format_table
+    from oodbench.score.wide import wide_table
     from oodbench.score.groups import probe_groups
     from oodbench.store import ResultStore
 

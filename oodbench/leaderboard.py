@@ -301,7 +301,8 @@ def submit(checkpoint: Union[str, Path], *, suite: Suite, name: str, arch: str,
             return Submission(existing, False, key, digest)
     store = Path(results) if results is not None else default_results_store(leaderboard)
     result = run_suite(sub_suite, data_root=data_root, output=store, device=device, progress=progress)
-    from oodbench.runner import environment, resolve_device
+    from oodbench.provenance import environment
+    from oodbench.runner import resolve_device
 
     dev = resolve_device(device or sub_suite.device)
     env = environment(dev)
@@ -314,7 +315,7 @@ def submit(checkpoint: Union[str, Path], *, suite: Suite, name: str, arch: str,
         "environment_json": json.dumps(env, sort_keys=True), "submitted": _now(),
         "results_store": str(Path(result.store_path).resolve()), "run_id": result.run_id,
     }
-    from oodbench.runner import fold_detectors
+    from oodbench.report.tables import fold_detectors
     from oodbench.score.groups import with_group_rows
 
     long = fold_detectors(with_group_rows(result.metrics, result.groups), into="probe")
@@ -441,7 +442,7 @@ def entry_problems(entry: dict[str, Any], leaderboard: Union[str, Path]) -> Opti
     (:func:`oodbench.report.data.full_verification`), and the entry's metrics must be exactly
     the run's metrics of its model."""
     from oodbench.report.data import full_verification
-    from oodbench.runner import fold_detectors
+    from oodbench.report.tables import fold_detectors
     from oodbench.score.groups import probe_groups, with_group_rows
     from oodbench.store import ResultStore
 

@@ -142,8 +142,9 @@ def recompute_run(store: "ResultStore", run_id: int, fraction: float, *, seed: i
 
     from oodbench.execute import RunContext, SuiteData, Workspace, resolve_device, run_shard
     from oodbench.execute.driver import shard_task
-    from oodbench.plan import JobKind, make_plan
-    from oodbench.runner import environment
+    from oodbench.core.jobs import JobKind
+    from oodbench.plan import make_plan
+    from oodbench.provenance import environment
     from oodbench.suite import SuiteError, parse_suite
 
     if not 0 < fraction <= 1:

@@ -1,6 +1,8 @@
 """A run: plan → execute → store → score, and the in-memory :func:`evaluate`.
 
-``run_suite`` is the seam between the stages and holds no logic of its own: the planner
+``run_suite`` is the seam between the stages and holds no logic of its own (a run's table is
+shaped by :mod:`oodbench.score.wide`, printed by :mod:`oodbench.report.tables`, and its
+provenance recorded by :mod:`oodbench.provenance`): the planner
 (:mod:`oodbench.plan`) names every job by its content key and finds what the store holds; an
 executor (:mod:`oodbench.execute`, ``local`` by default) runs the missing shards while the
 driver stores each one; the scorer (:mod:`oodbench.score`) turns the stored arrays into the
@@ -10,82 +12,35 @@ from its last stored shard.
 
 from __future__ import annotations
 
-import platform
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Mapping, Optional, Sequence, Union
 
 import numpy as np
 import pandas as pd
-import torch
 from torch import nn
 
-from oodbench.core.version import VERSION
 from oodbench.data import ImageSet, num_classes, to_shape
 from oodbench.models.output_check import check_outputs
 from oodbench.execute import (Executor, RunContext, RunProgress, SuiteData, Workspace, execute,
                               forward_logits, resolve_device)
-from oodbench.plan import JobKind, Plan, make_plan
+from oodbench.core.jobs import JobKind
+from oodbench.plan import Plan, make_plan
+from oodbench.provenance import environment
 from oodbench.registry import executors
 from oodbench.score import ArrayKey, RowKind, score_row
 from oodbench.score.table import MissingArraysError, TableScorer
 from oodbench.score.bracket import check_table
-from oodbench.score.groups import COUNTS, count_text, with_group_rows
-from oodbench.score.labels import folds, shown_model
+from oodbench.score.wide import wide_table
 from oodbench.store import ResultStore
 from oodbench.suite import DEFAULT_METRICS, Suite
 
 if TYPE_CHECKING:  # pragma: no cover
     from oodbench.detectors import Detector
 
-__all__ = ["RunResult", "evaluate", "environment", "format_table", "forward_logits", "plan_suite",
-           "resolve_device", "run_suite", "score_plan", "wide_table"]
+__all__ = ["RunResult", "evaluate", "environment", "forward_logits", "plan_suite", "resolve_device",
+           "run_suite", "score_plan", "wide_table"]
 
-
-
-def has_detector_axis(long: pd.DataFrame) -> bool:
-    """:func:`folds` for a long metrics frame."""
-    return "detector" in long.columns and folds(long["detector"])
-
-
-def fold_detectors(long: pd.DataFrame, into: str = "model") -> pd.DataFrame:
-    """``long`` without a detector column: for a table with a detector axis the detector joins
-    the ``model`` label (``lenet · energy``: the paper layouts then compare detectors as they
-    compare models) or the ``probe`` label (a leaderboard entry is one checkpoint); a msp-only
-    table keeps its labels as they always were."""
-    if "detector" not in long.columns:
-        return long
-    if has_detector_axis(long):
-        long = long.assign(**{into: [shown_model(v, d, True) for v, d in zip(long[into], long["detector"])]})
-    return long.drop(columns="detector")
-
-
-def wide_table(long: pd.DataFrame, metric_order: Optional[Sequence[str]] = None,
-               groups: Optional[Mapping[str, str]] = None) -> pd.DataFrame:
-    """models × (detectors ×) probes rows, one column per metric, in the order the suite lists
-    them; the detector level appears when a detector other than msp was asked. ``groups``
-    (``{probe label: group}``) adds each group's row after the per-set rows
-    (:func:`oodbench.score.groups.with_group_rows`)."""
-    if long.empty:
-        return pd.DataFrame()
-    long = with_group_rows(long, groups or {})
-    levels = ["model", "detector", "probe"] if has_detector_axis(long) else ["model", "probe"]
-    if "detector" in long.columns and len(levels) == 2:
-        long = long.drop(columns="detector")
-    orders = [list(dict.fromkeys(long[level])) for level in levels]
-    table = long.pivot_table(index=levels, columns="metric", values="value",
-                             aggfunc="first", dropna=False)
-    table = table.reindex(pd.MultiIndex.from_product(orders, names=levels))
-    order = list(metric_order or []) + list(dict.fromkeys(long["metric"]))
-    cols = [m for m in dict.fromkeys(order) if m in table.columns]
-    return table[cols].dropna(how="all")
-
-
-def format_table(table: pd.DataFrame, digits: int = 3) -> str:
-    """A plain-text table for the terminal; empty cells (metric not defined for the row) as '-',
-    counts (the unit-tests row's) as integers."""
-    counts = {c: (lambda v: "-" if pd.isna(v) else count_text(v)) for c in table.columns if c in COUNTS}
-    return table.to_string(float_format=lambda v: f"{v:.{digits}f}", na_rep="-", formatters=counts)
 
 
 def evaluate(model: nn.Module, in_distribution: ImageSet, probes: Mapping[str, ImageSet] = {},
@@ -101,16 +56,18 @@ def evaluate(model: nn.Module, in_distribution: ImageSet, probes: Mapping[str, I
     detector when there are several; columns: metrics).
     """
     from oodbench.detectors import FitData, build_detector
+    from oodbench.detectors.passes import ForwardPasses
     from oodbench.execute.forward import forward_outputs
 
     dev = resolve_device(device)
     if in_distribution.labels is None:
         raise ValueError(f"in-distribution set {in_distribution.name!r} has no labels")
     dets = [build_detector(d) if isinstance(d, str) else d for d in detectors]
+    passes = ForwardPasses(tuple(dets))  # the plan's rule: which passes the detectors share
     sets = {in_distribution.name: in_distribution.images,
             **{name: to_shape(p.images, in_distribution.shape) for name, p in probes.items()}}
     labels = in_distribution.labels.numpy()
-    features = any(d.needs_features for d in dets)
+    features = passes.shared_features
 
     def outputs(images: Any, det: Optional["Detector"] = None, *, with_features: bool = features
                 ) -> dict[str, np.ndarray]:
@@ -121,20 +78,20 @@ def evaluate(model: nn.Module, in_distribution: ImageSet, probes: Mapping[str, I
     shared = {name: outputs(images) for name, images in sets.items()}
     shared[in_distribution.name][ArrayKey.LABELS.value] = labels
     train = None
-    if any(d.needs_fit for d in dets):
+    if passes.first_fitted is not None:
         if fit is None or fit.labels is None:
-            need = next(d.name for d in dets if d.needs_fit)
-            raise ValueError(f"detector {need!r} needs a labelled `fit` set to fit on")
+            raise ValueError(f"detector {passes.first_fitted.name!r} needs a labelled `fit` set "
+                             "to fit on")
         train = FitData.of(outputs(fit.images, with_features=True), fit.labels.numpy(), model)
     in_row = score_row(RowKind.IN_DISTRIBUTION, shared[in_distribution.name],
                        shared[in_distribution.name], metrics, seed=seed)
     rows: list[tuple[str, str, str, float]] = []
     for det in dets:
-        own = shared if not det.needs_model else {
+        own = shared if not passes.own_pass(det) else {
             name: {**outputs(images, det), ArrayKey.LABELS.value: labels}
             if name == in_distribution.name else outputs(images, det)
             for name, images in sets.items()}
-        fitted = None if train is None or not det.needs_fit else det.fit(train)
+        fitted = None if train is None or not passes.fitted(det) else det.fit(train)
         values = [(in_distribution.name, in_row)]
         values += [(name, score_row(RowKind.OOD, own[name], own[in_distribution.name], metrics,
                                     seed=seed, detector=det, fit=fitted))
@@ -144,27 +101,6 @@ def evaluate(model: nn.Module, in_distribution: ImageSet, probes: Mapping[str, I
     long = pd.DataFrame([("model", d, p, m, v) for d, p, m, v in rows],
                         columns=["model", "detector", "probe", "metric", "value"])
     return wide_table(long, metrics).droplevel("model")
-
-
-def environment(device: torch.device) -> dict[str, Any]:
-    """Versions and hardware recorded with every run, for provenance."""
-    # The installed version, read from its metadata: importing torchvision only to read it
-    # takes about 2 s, which a run on embedded data would otherwise pay for nothing.
-    from importlib.metadata import PackageNotFoundError, version
-
-    try:
-        torchvision_version = version("torchvision")
-    except PackageNotFoundError:
-        torchvision_version = "not installed"
-    env: dict[str, Any] = {
-        "oodbench": VERSION, "torch": str(torch.__version__),
-        "torchvision": torchvision_version, "numpy": np.__version__,
-        "python": platform.python_version(), "platform": platform.platform(),
-        "device": str(device),
-    }
-    if device.type == "cuda":
-        env["device_name"] = torch.cuda.get_device_name(device)
-    return env
 
 
 @dataclass

@@ -56,7 +56,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Callable, Iterator, Optional, Sequence
+from typing import Any, Callable, Iterator, Optional, Sequence, Union
 from urllib.parse import quote
 
 import numpy as np
@@ -64,6 +64,7 @@ import pandas as pd
 
 from oodbench.errors import OodbenchError
 from oodbench.core.arrays import ADDITIVE, ArrayKey
+from oodbench.core.jobs import JobKind
 from oodbench.core.detectors import DEFAULT_DETECTOR  # the detector of every schema-2 metric
 
 SCHEMA_VERSION = 3
@@ -292,7 +293,7 @@ class RunRecord:
     started: str
     finished: Optional[str]
     skipped: list[str] = field(default_factory=list)
-    #: Versions and device the run recorded (:func:`oodbench.runner.environment`).
+    #: Versions and device the run recorded (:func:`oodbench.provenance.environment`).
     environment: dict[str, Any] = field(default_factory=dict)
     #: The suite's content hash when it ran (:meth:`oodbench.suite.Suite.content_hash`).
     suite_hash: str = ""
@@ -316,7 +317,7 @@ class JobRecord:
     """A stored job without its arrays: kind, the names it was first computed under, config."""
 
     hash: str
-    kind: str
+    kind: JobKind
     model: str
     probe: Optional[str]
     config: dict[str, Any]
@@ -570,13 +571,13 @@ class ResultStore:
 
     # ------------------------------------------------------------------ jobs, shards and arrays
 
-    def put_job_record(self, job_hash: str, *, kind: str, model: str, probe: Optional[str],
-                       config: dict[str, Any], n_points: int) -> None:
+    def put_job_record(self, job_hash: str, *, kind: Union[JobKind, str], model: str,
+                       probe: Optional[str], config: dict[str, Any], n_points: int) -> None:
         """Record a job (what it is, how many points) before its shards arrive; keeps an
         existing record, whose shards stay valid: the key says they are the same computation."""
         with self._transaction() as db:
             db.execute("INSERT OR IGNORE INTO jobs VALUES (?,?,?,?,?,?,?,?)",
-                       (job_hash, kind, model, probe, json.dumps(config, sort_keys=True, default=str),
+                       (job_hash, JobKind(kind).value, model, probe, json.dumps(config, sort_keys=True, default=str),
                         _now(), 0.0, int(n_points)))
 
     def put_shard(self, job_hash: str, start: int, stop: int, arrays: dict[str, np.ndarray], *,
@@ -602,7 +603,7 @@ class ResultStore:
             db.execute("UPDATE jobs SET seconds=(SELECT coalesce(sum(seconds), 0) FROM shards "
                        "WHERE job_hash=?) WHERE hash=?", (job_hash, job_hash))
 
-    def put_job(self, job_hash: str, *, kind: str, model: str, probe: Optional[str],
+    def put_job(self, job_hash: str, *, kind: Union[JobKind, str], model: str, probe: Optional[str],
                 config: dict[str, Any], arrays: dict[str, np.ndarray], seconds: float,
                 n_points: Optional[int] = None) -> None:
         """Store a whole job as one shard (its points: ``n_points``, or the logits' rows)."""
@@ -731,7 +732,7 @@ class ResultStore:
         if not rows:
             return None
         h, kind, model, probe, config = rows[0]
-        return JobRecord(h, kind, model, probe, _json(config, {}))
+        return JobRecord(h, JobKind(kind), model, probe, _json(config, {}))
 
     # ------------------------------------------------------------------ checks and flags
 

@@ -26,7 +26,7 @@ PACKAGE = Path(__file__).resolve().parent.parent / "oodbench"
 LAYERS: list[tuple[str, tuple[str, ...]]] = [
     # shared types: import nothing above them (core/ imports only core/)
     ("shared", ("oodbench.core", "oodbench.errors", "oodbench.registry", "oodbench.validation",
-                "oodbench.devices", "oodbench.filenames")),
+                "oodbench.devices", "oodbench.filenames", "oodbench.provenance")),
     ("components", ("oodbench.data", "oodbench.models", "oodbench.metrics", "oodbench.scores",
                     "oodbench.bounds")),
     ("detectors", ("oodbench.detectors",)),

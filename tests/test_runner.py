@@ -193,6 +193,35 @@ def test_attack_stopped_for_fpr95_reattacks_only_unsettled_points_for_auroc(writ
     assert 0 < extra < int(fresh_arrays["gradient_evaluations"])
 
 
+def test_the_plan_decides_which_points_to_reattack(write_suite, tmp_path):
+    """The planner decides what a run re-attacks, once: with the clean job stored, the attack
+    job's early stop is decided when it is planned (the AUROC threshold of the clean scores) and
+    its shards name exactly the points that stopped below it; before the clean job is stored the
+    decision waits for it (the driver asks the plan's rule once it is)."""
+    from oodbench.core.jobs import JobKind
+    from oodbench.metrics import settled_above
+    from oodbench.runner import plan_suite
+    from oodbench.scores import msp_score
+
+    big = ATTACK_SUITE.replace("steps: {steps}", "steps: {steps}, step_size: 0.3")
+    db = tmp_path / "shared.db"
+    auroc = load_suite(write_suite(big, steps=40, metrics="[auroc, fpr95]"))
+    fresh = next(j for j in plan_suite(auroc, output=db).jobs
+                 if j.kind is JobKind.ATTACK and j.row == "adv. noise")
+    assert fresh.early_stop is None and not fresh.decided  # no clean scores to decide from yet
+    _, _, fpr_arrays = _adv_noise_run(write_suite, db, "[fpr95]", big)
+    job = next(j for j in plan_suite(auroc, output=db).jobs
+               if j.kind is JobKind.ATTACK and j.row == "adv. noise")
+    with ResultStore(db) as store:
+        clean = store.get_job(job.reference_key)
+    auroc_stop = settled_above(["auroc", "fpr95"], msp_score(clean["logits"]))
+    assert job.decided and job.early_stop.threshold == auroc_stop
+    unsettled = fpr_arrays["stopped_early"] & ~(msp_score(fpr_arrays["logits"]) > auroc_stop)
+    planned = np.concatenate([s.start + np.asarray(s.positions, dtype=np.int64) for s in job.shards])
+    np.testing.assert_array_equal(planned, np.flatnonzero(unsettled))
+    assert sum(s.reattack for s in job.shards) == unsettled.sum() > 0
+
+
 def test_forced_early_stop_with_aupr_out_is_refused(write_suite):
     text = ATTACK_SUITE.replace("name: adversarial-noise,", "name: adversarial-noise, early_stop: true,")
     with pytest.raises(Exception, match="early_stop: true.*would change aupr-out"):

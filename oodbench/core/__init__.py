@@ -5,8 +5,7 @@ module of any layer may import from here without closing an import circle. It ho
 pipeline's vocabulary (row kinds, array keys, cost, the default detector, the package version),
 the errors several layers raise, the reference card a paper's numbers come in, the YAML
 error-location helpers of every file oodbench reads, and the narrow protocols through which a
-lower layer uses an object that a higher one builds (a check task, a workspace, an attack's
-traits). It plays the part ``lm_eval/api/`` plays in lm-evaluation-harness; it is called
+lower layer uses an object that a higher one builds (an attack's traits). It plays the part ``lm_eval/api/`` plays in lm-evaluation-harness; it is called
 ``core`` rather than ``api`` because oodbench's public API is the package itself
 (:mod:`oodbench`: ``load_suite``, ``run_suite``, ``load_model``, ``evaluate``).
 

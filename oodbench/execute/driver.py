@@ -6,7 +6,8 @@ run loses at most the shards in flight — and submits the jobs that become read
 (after the executor's retries) does not stop the others: they finish and are stored, the jobs that
 depend on it are not started, and the run then ends with the failure(s) named. Attack shards
 stored with a looser early stop than this run needs are completed by re-attacking only the points
-that stopped too soon (:mod:`oodbench.plan.thresholds`).
+that stopped too soon, as the plan decided (:func:`oodbench.plan.planner.decide_early_stop`): the
+driver reads no stored attack shard to decide anything, it only merges the re-attacked points.
 
 The plan's trust checks (:mod:`oodbench.checks`) are submitted like shards once the job they
 check is complete (a stored job is checked even when nothing else runs), and their verdicts are
@@ -24,12 +25,14 @@ import numpy as np
 from oodbench.errors import OodbenchError
 from oodbench.core.arrays import ArrayKey
 from oodbench.execute.base import Executor
+from oodbench.execute.check_task import BLACK_BOX, black_box_points, decode
 from oodbench.execute.inputs import RunContext
 from oodbench.execute.progress import RunProgress
 from oodbench.execute.tasks import ShardTask
-from oodbench.plan.jobs import Job, JobKind, Plan, ShardState
-from oodbench.plan.thresholds import Thresholds, merge_reattacked, points_to_reattack
-from oodbench.registry import attacks
+from oodbench.core.jobs import JobKind, ShardState
+from oodbench.plan.jobs import Job, Plan
+from oodbench.plan.planner import decide_early_stop
+from oodbench.plan.thresholds import Thresholds, merge_reattacked
 from oodbench.store import ResultStore
 
 
@@ -105,38 +108,39 @@ class _Driver:
     def _base_task(self, job: Job, start: int, stop: int, **kw: object) -> ShardTask:
         return shard_task(job, start, stop, self.ctx, **kw)
 
+    def _decided(self, job: Job) -> Job:
+        """``job`` with its early stop decided: as planned, or — for an attack job planned before
+        its clean (or fit) job was stored — decided now by the plan's rule, once they are."""
+        if job.decided:
+            return job
+        decided = decide_early_stop(job, self.store, self.thresholds, self.plan.shard_size)
+        if decided is None:
+            raise RuntimeError(f"{job.label}: a job it depends on is not stored")
+        self.jobs[job.key] = decided
+        return decided
+
     def _tasks(self, job: Job) -> list[ShardTask]:
+        """The tasks of ``job``'s shards as the plan decided them: a MISSING shard in full, a
+        PARTIAL one's planned points (the whole shard when the attack cannot run a subset)."""
         if job.kind is not JobKind.ATTACK:
             return [self._base_task(job, s.start, s.stop) for s in job.shards
                     if s.state is ShardState.MISSING]
-        assert job.attack is not None
-        assert job.reference_key is not None
+        job = self._decided(job)
+        assert job.early_stop is not None and job.reference_key is not None
         clean = self.store.get_job(job.reference_key)
         fit = None if job.fit_key is None else self.store.get_job(job.fit_key)
-        attack = attacks.get(job.attack.name)()
-        known = self.thresholds.needed(attack, job.attack, job.detector, job.reference_key,
-                                       job.fit_key)
-        if clean is None or (job.fit_key is not None and fit is None) or known is None:
+        if clean is None or (job.fit_key is not None and fit is None):
             raise RuntimeError(f"{job.label}: a job it depends on is not stored")
-        needed, scores = known
-        kw = dict(stop_above=needed, in_logits=clean[ArrayKey.LOGITS.value], fit=fit,
-                  artifact_dir=str(artifact_dir(Path(self.ctx.store_path), job.key)))
-        stored = {(s.start, s.stop): s.stop_above for s in self.store.shards(job.key)}
+        kw = dict(stop_above=job.early_stop.threshold, in_logits=clean[ArrayKey.LOGITS.value],
+                  fit=fit, artifact_dir=str(artifact_dir(Path(self.ctx.store_path), job.key)))
         tasks = []
         for shard in job.shards:
-            if (shard.start, shard.stop) not in stored:
+            if shard.state is ShardState.CACHED:
+                continue
+            if shard.state is ShardState.MISSING or not job.shardable:
                 tasks.append(self._base_task(job, shard.start, shard.stop, **kw))
                 continue
-            arrays = self.store.get_shard(job.key, shard.start, shard.stop)
-            if arrays is None:  # failed its checksum since planning: deleted, compute again
-                tasks.append(self._base_task(job, shard.start, shard.stop, **kw))
-                continue
-            positions = points_to_reattack(arrays, stored[(shard.start, shard.stop)], needed, scores)
-            if not len(positions):
-                continue
-            if not job.shardable:
-                tasks.append(self._base_task(job, shard.start, shard.stop, **kw))
-                continue
+            positions = np.asarray(shard.positions, dtype=np.int64)
             task = self._base_task(job, shard.start, shard.stop,
                                    indices=shard.start + positions, **kw)
             self.merge[task.id] = positions
@@ -145,8 +149,6 @@ class _Driver:
 
     def _check_task(self, check: Job) -> ShardTask:
         """A CHECK task: the codes, and what the checks read from the store as plain data."""
-        from oodbench.checks.run import BLACK_BOX, black_box_points
-
         codes = list(check.config["codes"])
         payload: dict[str, object] = {"codes": codes, "black_box": None}
         kw: dict[str, object] = {}
@@ -179,8 +181,6 @@ class _Driver:
             self.executor.submit(self._check_task(check))
 
     def _store_check(self, task: ShardTask, arrays: dict[str, np.ndarray], seconds: float) -> None:
-        from oodbench.checks.run import decode
-
         check = self.checks[task.job_key]
         codes, flags = decode(arrays)
         self.store.put_check(check.key, job_hash=check.config["job"], codes=codes, flags=flags,
@@ -223,7 +223,7 @@ class _Driver:
 
     def run(self) -> Executed:
         for job in self.jobs.values():
-            self.store.put_job_record(job.key, kind=job.kind.value, model=job.model,
+            self.store.put_job_record(job.key, kind=job.kind, model=job.model,
                                       probe=None if job.kind is JobKind.CLEAN else job.row,
                                       config=job.config, n_points=job.n_points)
         for job in list(self.jobs.values()):

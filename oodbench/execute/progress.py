@@ -16,7 +16,8 @@ from tqdm.auto import tqdm
 
 from oodbench.execute.tasks import ShardTask
 from oodbench.plan.cost import FORWARD_PER_GRADIENT
-from oodbench.plan.jobs import Job, JobKind, Plan
+from oodbench.core.jobs import JobKind
+from oodbench.plan.jobs import Job, Plan
 
 
 def task_work(job: Job, task: ShardTask) -> int:

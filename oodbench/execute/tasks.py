@@ -15,13 +15,14 @@ import numpy as np
 import torch
 
 from oodbench.attacks.base import AttackContext, AttackSpec
-from oodbench.checks.run import run_checks
+from oodbench.core.detectors import DEFAULT_DETECTOR, DetectorRef
+from oodbench.core.jobs import JobKind
 from oodbench.detectors import Detector, FitData, build_detector
 from oodbench.detectors.attack import detector_head, uses_head
+from oodbench.execute.check_task import run_checks
 from oodbench.execute.forward import forward_outputs
 from oodbench.execute.inputs import RunContext, Workspace
 from oodbench.models.output_check import OutputChecked, check_outputs, check_shape
-from oodbench.plan.jobs import JobKind
 from oodbench.registry import attacks
 from oodbench.score import ArrayKey
 
@@ -44,14 +45,14 @@ class ShardTask:
     in_logits: Optional[np.ndarray] = None
     indices: Optional[np.ndarray] = None
     artifact_dir: Optional[str] = None
-    #: The detector of a fit, of a detector's own forward pass or of an attack on its head
-    #: (``{"name", "params"}``), and the fit arrays it reads.
-    detector: Optional[dict[str, Any]] = None
+    #: The detector of a fit, of a detector's own forward pass or of an attack on its head,
+    #: and the fit arrays it reads.
+    detector: Optional[DetectorRef] = None
     fit: Optional[dict[str, np.ndarray]] = None
     #: A forward pass that stores penultimate features too.
     features: bool = False
     #: A CHECK task's plain data: the codes to run and, for the black-box comparison, the
-    #: points and the gradient attack's stored scores (:mod:`oodbench.checks.run`).
+    #: points and the gradient attack's stored scores (:mod:`oodbench.execute.check_task`).
     check: Optional[dict[str, Any]] = None
 
     @property
@@ -96,7 +97,8 @@ def run_shard(ws: Workspace, task: ShardTask, on_progress: Optional[ProgressFn] 
     model = ws.model(task.model_index)
     spec = ws.probe_spec(task.probe_index)
     name = suite.models[task.model_index].name
-    detector = None if task.detector is None else build_detector(**task.detector)
+    detector = None if task.detector is None else build_detector(task.detector.name,
+                                                                 task.detector.params)
     if task.kind is JobKind.FIT:
         assert detector is not None
         return _fit(ws, task, detector, name)
@@ -126,7 +128,7 @@ def run_shard(ws: Workspace, task: ShardTask, on_progress: Optional[ProgressFn] 
     # Every model call of the attack is checked (an attack's loop may not survive NaN logits),
     # and so are the logits it returns.
     attacked = OutputChecked(model, **contract)
-    scorer = detector if detector is not None else build_detector("msp")
+    scorer = detector if detector is not None else build_detector(DEFAULT_DETECTOR)
     head = (detector_head(scorer, task.fit, ws.device, lower=attack.lowers_score)
             if uses_head(scorer, attack) else None)
     ctx = AttackContext(

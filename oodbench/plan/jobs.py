@@ -10,45 +10,45 @@ suite can be named, looked up and costed before anything runs. A job over N poin
 from __future__ import annotations
 
 from dataclasses import dataclass
-from enum import Enum
 from typing import TYPE_CHECKING, Any, Optional
 
 from oodbench.core.cost import Cost
+from oodbench.core.detectors import DEFAULT_DETECTOR, DetectorRef
+from oodbench.core.jobs import JobKind, ShardState
 from oodbench.core.rows import RowKind
 
 if TYPE_CHECKING:  # pragma: no cover (annotations only; a downward import)
     from oodbench.attacks.base import AttackSpec
 
 
-class JobKind(str, Enum):
-    """What a job computes. The values are what the results store records."""
-
-    CLEAN = "clean"      # the model on the in-distribution test set: every other row needs it
-    PROBE = "probe"      # the model on a probe's (converted) data set
-    ATTACK = "attack"    # an attack on a probe's points or on in-distribution test points
-    FIT = "fit"          # a detector's statistics of in-distribution training data
-    CHECK = "check"      # trust checks of another job (flags); never stored as a job
-
-
-class ShardState(str, Enum):
-    CACHED = "cached"          # stored, and exact for what this run asks
-    PARTIAL = "partial"        # stored with a looser early stop: some points are re-attacked
-    MISSING = "missing"        # to compute
-
-
 @dataclass(frozen=True)
 class Shard:
-    """Points ``[start, stop)`` of a job. ``reattack``: how many of them a PARTIAL shard
-    attacks again (the points that stopped at a looser threshold than this run needs)."""
+    """Points ``[start, stop)`` of a job. ``positions``: which of them (counted from
+    ``start``) a PARTIAL shard attacks again — the points that stopped at a looser threshold
+    than this run needs, decided by the planner and executed as planned."""
 
     start: int
     stop: int
     state: ShardState = ShardState.MISSING
-    reattack: int = 0
+    positions: tuple[int, ...] = ()
 
     @property
     def size(self) -> int:
         return self.stop - self.start
+
+    @property
+    def reattack(self) -> int:
+        """How many points a PARTIAL shard attacks again."""
+        return len(self.positions)
+
+
+@dataclass(frozen=True)
+class EarlyStop:
+    """The early stop the plan decided for an attack job: the threshold its attacked points
+    stop above (None: no early stop, the full budget). Stored shards that stopped at a looser
+    threshold are PARTIAL, with the points to attack again."""
+
+    threshold: Optional[float] = None
 
 
 @dataclass(frozen=True)
@@ -73,9 +73,9 @@ class Job:
     attack: Optional["AttackSpec"] = None
     depends_on: tuple[str, ...] = ()
     shardable: bool = True
-    #: The detector whose score this job computes or attacks, as plain data ``{"name",
-    #: "params"}`` (None: a forward pass every logit detector shares, or a msp attack).
-    detector: Optional[dict[str, Any]] = None
+    #: The detector whose score this job computes or attacks (None: a forward pass every
+    #: logit detector shares, or a msp attack).
+    detector: Optional[DetectorRef] = None
     #: The fit job whose arrays the detector reads (attacks on a fitted detector).
     fit_key: Optional[str] = None
     #: Whether a forward job stores penultimate features beside the logits.
@@ -84,11 +84,21 @@ class Job:
     reference_key: Optional[str] = None
     #: The suite's label of the detector the job serves alone (None: shared by detectors).
     detector_label: Optional[str] = None
+    #: An attack job's early stop and, with it, its shards' states. None for other jobs, and
+    #: for an attack job planned before its clean (or fit) job was stored: its threshold comes
+    #: from their arrays, so :func:`~oodbench.plan.planner.decide_early_stop` decides it once
+    #: they are (the driver asks for it when the job becomes ready).
+    early_stop: Optional[EarlyStop] = None
+
+    @property
+    def decided(self) -> bool:
+        """Whether every shard's state is final (only an attack job may wait for its inputs)."""
+        return self.kind is not JobKind.ATTACK or self.early_stop is not None
 
     @property
     def label(self) -> str:
         """``model / row``, and the detector a job serves alone (msp's jobs read as always)."""
-        own = self.detector_label not in (None, "msp")
+        own = self.detector_label not in (None, DEFAULT_DETECTOR)
         return f"{self.model} / {self.row}" + (f" [{self.detector_label}]" if own else "")
 
     @property
@@ -121,7 +131,7 @@ class Row:
     kind: RowKind
     points: str
     reference: str
-    detector_spec: dict[str, Any]
+    detector_spec: DetectorRef
     fit: Optional[str] = None
     versus: Optional[str] = None
     extra_references: tuple[str, ...] = ()
@@ -129,7 +139,7 @@ class Row:
     def recipe(self) -> dict[str, Any]:
         """What the store keeps with the row's metrics, so ``verify`` recomputes them alone."""
         recipe = {"kind": self.kind.value, "points": self.points, "reference": self.reference,
-                  "detector": self.detector_spec, "fit": self.fit, "versus": self.versus}
+                  "detector": self.detector_spec.plain(), "fit": self.fit, "versus": self.versus}
         if self.extra_references:  # only full-spectrum rows: recipes stored before stay as they were
             recipe["extra_references"] = list(self.extra_references)
         return recipe
@@ -191,7 +201,7 @@ def format_plan(plan: Plan) -> str:
     if not rows:
         return "nothing to run"
     table = pd.DataFrame(rows).rename(columns={"forward": "fwd evals", "gradient": "grad evals"})
-    if set(table["detector"]) <= {"·", "msp"}:  # msp alone: the plan reads as it always did
+    if set(table["detector"]) <= {"·", DEFAULT_DETECTOR}:  # msp alone: the plan reads as it always did
         table = table.drop(columns="detector")
     cost, cached = plan.remaining_cost, sum(j.cached for j in plan.jobs)
     lines = [table.to_string(index=False), "",

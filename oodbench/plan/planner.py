@@ -9,27 +9,31 @@ table row (:class:`~oodbench.plan.jobs.Row`), so the scorer needs nothing but th
 Detectors multiply as little as possible: one forward pass per (model, data set) serves every
 detector that reads logits or features (features are stored only when one asks for them); only
 a detector that needs the model at scoring time (ODIN) gets its own forward jobs, only a fitted
-one its fit job, and only detector-aware attacks one job per detector. With the default
+one its fit job (the rule :class:`~oodbench.detectors.passes.ForwardPasses`, which
+:func:`oodbench.runner.evaluate` follows too), and only detector-aware attacks one job per
+detector. With the default
 ``detectors: [msp]`` every job key is what it always was.
 """
 
 from __future__ import annotations
 
 import warnings
-from typing import Any, Callable, Optional, Protocol
+from dataclasses import replace
+from typing import Any, Optional, Protocol
 
-import numpy as np
-
+from oodbench.core.detectors import DetectorRef
 from oodbench.core.version import VERSION
 from oodbench.core.arrays import ArrayKey
 from oodbench.attacks.base import Attack, AttackSpec
 from oodbench.data import DatasetNotFoundError, ImageSet
 from oodbench.detectors import Detector, build_detector
 from oodbench.detectors.attack import scores_row, uses_head
+from oodbench.detectors.passes import ForwardPasses
 from oodbench.models import model_fingerprint
 from oodbench.plan.cost import Cost
-from oodbench.plan.jobs import Job, JobKind, Plan, Row, Shard, ShardState
-from oodbench.plan.thresholds import Thresholds, points_to_reattack
+from oodbench.core.jobs import JobKind, ShardState
+from oodbench.plan.jobs import EarlyStop, Job, Plan, Row, Shard
+from oodbench.plan.thresholds import Scores, Thresholds, points_to_reattack
 from oodbench.registry import attacks
 from oodbench.score.groups import CSID
 from oodbench.score.rows import RowKind
@@ -70,18 +74,12 @@ def split(start: int, stop: int, size: int) -> list[tuple[int, int]]:
     return [(a, min(a + size, stop)) for a in range(start, stop, size)]
 
 
-class _Unchecked:
-    """Stored shards are taken as they are (their thresholds are checked after the clean pass)."""
-
-
-UNCHECKED = _Unchecked()
-
-
 def _shards(store: ResultStore, key: str, n: int, shard_size: int, shardable: bool,
-            needed: Optional[float] | _Unchecked = UNCHECKED,
-            scores: Optional[Callable[[Any], np.ndarray]] = None) -> tuple[Shard, ...]:
-    """The job's shards: stored ones (cached, or partial when their early stop is looser than
-    the ``needed`` threshold) and the gaps cut into pieces of at most ``shard_size``."""
+            stop: Optional[tuple[Optional[float], Optional[Scores]]] = None) -> tuple[Shard, ...]:
+    """The job's shards: stored ones and the gaps cut into pieces of at most ``shard_size``.
+    ``stop``: an attack's decided threshold and score function; a stored shard that stopped at
+    a looser threshold is PARTIAL, with the points to attack again. Without it (a forward job,
+    or an attack whose threshold is not known yet) stored shards are taken as they are."""
     used, gaps = store.covering_shards(key) if store.job_points(key) == n else ([], [(0, n)])
     if not shardable and gaps:
         return (Shard(0, n),)
@@ -95,18 +93,35 @@ def _shards(store: ResultStore, key: str, n: int, shard_size: int, shardable: bo
         if arrays is None:
             out.extend(Shard(a, b) for a, b in split(s.start, s.stop, shard_size))
             continue
-        reattack = 0 if isinstance(needed, _Unchecked) or scores is None else len(
-            points_to_reattack(arrays, s.stop_above, needed, scores))
-        out.append(Shard(s.start, s.stop, ShardState.PARTIAL if reattack else ShardState.CACHED,
-                         reattack))
+        positions: tuple[int, ...] = ()
+        if stop is not None and stop[1] is not None:
+            positions = tuple(int(i) for i in points_to_reattack(arrays, s.stop_above, *stop))
+        out.append(Shard(s.start, s.stop, ShardState.PARTIAL if positions else ShardState.CACHED,
+                         positions))
     for a, b in gaps:
         out.extend(Shard(x, y) for x, y in split(a, b, shard_size))
     return tuple(sorted(out, key=lambda s: s.start))
 
 
-def plain(spec: DetectorSpec) -> dict[str, Any]:
-    """A detector as plain data for tasks and stored row recipes."""
-    return {"name": spec.name, "params": dict(spec.params)}
+def decide_early_stop(job: Job, store: ResultStore, thresholds: Thresholds,
+                      shard_size: int) -> Optional[Job]:
+    """``job`` (an attack) with its early stop decided: the threshold this run's metrics allow,
+    and its stored shards CACHED, or PARTIAL with the points to attack again; None while the
+    clean or fit job the threshold comes from is not stored. The one place that decides what to
+    re-attack: the planner calls it for every attack job, and the driver for one planned
+    before its inputs were stored, once they are."""
+    assert job.attack is not None and job.reference_key is not None
+    attack: Attack = attacks.get(job.attack.name)()
+    known = thresholds.needed(attack, job.attack, job.detector, job.reference_key, job.fit_key)
+    if known is None:
+        return None
+    shards = _shards(store, job.key, job.n_points, shard_size, job.shardable, known)
+    return replace(job, shards=shards, early_stop=EarlyStop(known[0]))
+
+
+def plain(spec: DetectorSpec) -> DetectorRef:
+    """The reference to a suite's detector that jobs, tasks and rows carry."""
+    return DetectorRef(spec.name, dict(spec.params))
 
 
 class _Planner:
@@ -117,7 +132,8 @@ class _Planner:
         self.size = suite.shard_size
         self.n_in = len(data.in_distribution())
         self.detectors = [(d, build_detector(d.name, d.params)) for d in suite.detectors]
-        self.features = any(det.needs_features for _, det in self.detectors)
+        self.passes = ForwardPasses(tuple(det for _, det in self.detectors))
+        self.features = self.passes.shared_features
         # one entry per job *and name*: a checkpoint listed twice is one job used under two
         # names, and the run records both uses
         self.jobs: dict[tuple[str, str, str], Job] = {}
@@ -144,7 +160,7 @@ class _Planner:
         n = self.n_in if probe_index is None else self.points[probe_index]
         label = self.suite.in_distribution.label if probe is None else probe.label
         # ODIN's input step costs a gradient evaluation per point before its forward pass
-        cost = Cost(forward=n, gradient=n if det is not None and det[1].needs_model else 0)
+        cost = Cost(forward=n, gradient=n if det is not None and self.passes.own_pass(det[1]) else 0)
         return self._add(Job(key, kind, spec.name, label, config, n,
                              _shards(self.store, key, n, self.size, True), cost, model_index,
                              probe_index, detector=None if det is None else plain(det[0]),
@@ -184,17 +200,16 @@ class _Planner:
         n = self.points[probe_index]
         fit_key = fit if own else None
         job_detector = plain(det[0]) if own and det is not None else None
-        known = self.thresholds.needed(attack, resolved, job_detector, reference, fit_key)
-        needed: Optional[float] | _Unchecked = UNCHECKED if known is None else known[0]
-        scores = None if known is None else known[1]
         deps = (reference,) + ((fit_key,) if fit_key else ())
-        return self._add(Job(key, JobKind.ATTACK, spec.name, probe.label, config, n,
-                             _shards(self.store, key, n, self.size, attack.shardable, needed, scores),
-                             attack.estimate_cost(resolved, n), model_index, probe_index,
-                             attack=resolved, depends_on=deps, shardable=attack.shardable,
-                             detector=job_detector, fit_key=fit_key, reference_key=reference,
-                             detector_label=det[0].display if det is not None and attack.detector_aware
-                             else None))
+        job = Job(key, JobKind.ATTACK, spec.name, probe.label, config, n, (),
+                  attack.estimate_cost(resolved, n), model_index, probe_index,
+                  attack=resolved, depends_on=deps, shardable=attack.shardable,
+                  detector=job_detector, fit_key=fit_key, reference_key=reference,
+                  detector_label=det[0].display if det is not None and attack.detector_aware
+                  else None)
+        decided = decide_early_stop(job, self.store, self.thresholds, self.size)
+        return self._add(decided if decided is not None else replace(
+            job, shards=_shards(self.store, key, n, self.size, attack.shardable)))
 
     def checks(self) -> list[Job]:
         """One check job per clean job (the model checks) and per attack job (the attack checks
@@ -238,12 +253,13 @@ class _Planner:
         pending: list[tuple[Row, Optional[str]]] = []
         for d in self.detectors:
             dspec, det = d
-            reference = self._forward(model_index, fp, None, d) if det.needs_model else clean
-            fit = self._fit(model_index, fp, d) if det.needs_fit else None
+            own = self.passes.own_pass(det)
+            reference = self._forward(model_index, fp, None, d) if own else clean
+            fit = self._fit(model_index, fp, d) if self.passes.fitted(det) else None
             pending.append((Row(spec.name, dspec.display, in_label, RowKind.IN_DISTRIBUTION,
                                 clean, reference, plain(dspec), fit), None))
             # full spectrum: the covariate-shifted sets join the in-distribution side
-            extra = tuple(self._forward(model_index, fp, i, d if det.needs_model else None)
+            extra = tuple(self._forward(model_index, fp, i, d if own else None)
                           for i, p in enumerate(self.suite.probes)
                           if p.group == CSID and i in self.points)
             for probe_index, probe in enumerate(self.suite.probes):
@@ -253,7 +269,7 @@ class _Planner:
                 if not scores_row(det, attack):
                     continue
                 if attack is None:
-                    points = self._forward(model_index, fp, probe_index, d if det.needs_model else None)
+                    points = self._forward(model_index, fp, probe_index, d if own else None)
                     kind = RowKind.OOD
                 else:
                     points = self._attack(model_index, fp, probe_index, d, reference, fit)
@@ -303,4 +319,4 @@ def make_plan(suite: Suite, store: ResultStore, data: PlannedData, *,
                 tuple(planner.checks()))
 
 
-__all__ = ["AttackSpec", "UNCHECKED", "job_config", "make_plan", "split"]
+__all__ = ["AttackSpec", "decide_early_stop", "job_config", "make_plan", "split"]

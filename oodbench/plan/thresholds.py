@@ -12,13 +12,13 @@ streams they follow the very trajectory a fresh run would, so the arrays are the
 
 from __future__ import annotations
 
-import json
 from functools import partial
-from typing import TYPE_CHECKING, Any, Callable, Mapping, Optional, Sequence
+from typing import TYPE_CHECKING, Callable, Mapping, Optional, Sequence
 
 import numpy as np
 
 from oodbench.attacks.base import Attack, AttackSpec
+from oodbench.core.detectors import DEFAULT_DETECTOR, DetectorRef
 from oodbench.detectors import build_detector
 from oodbench.metrics import settled_above
 from oodbench.score import ArrayKey
@@ -41,17 +41,18 @@ class Thresholds:
         self.store, self.metrics = store, list(metrics)
         self._clean: dict[tuple[str, str, Optional[str]], np.ndarray] = {}
 
-    def scores(self, detector: Optional[Mapping[str, Any]],
+    def scores(self, detector: Optional[DetectorRef],
                fit_key: Optional[str]) -> Optional[Scores]:
-        """The scores of stored arrays by ``detector`` (plain data; None: msp) with its fit,
-        or None while the fit job is not stored."""
+        """The scores of stored arrays by ``detector`` (None: msp) with its fit, or None while
+        the fit job is not stored."""
         fit = None if fit_key is None else self.store.get_job(fit_key)
         if fit_key is not None and fit is None:
             return None
-        det = build_detector(**detector) if detector else build_detector("msp")
+        ref = DetectorRef.of(detector)
+        det = build_detector(ref.name, ref.params)
         return partial(det.scores, fit=fit)
 
-    def needed(self, attack: Attack, spec: AttackSpec, detector: Optional[Mapping[str, Any]],
+    def needed(self, attack: Attack, spec: AttackSpec, detector: Optional[DetectorRef],
                reference: str, fit_key: Optional[str]
                ) -> Optional[tuple[Optional[float], Optional[Scores]]]:
         """``(threshold, scores)`` for an attack job (threshold None: no early stop; scores None:
@@ -62,13 +63,13 @@ class Thresholds:
         clean = self.clean_scores(detector, reference, fit_key)
         if scores is None or clean is None:
             return None
-        name = detector["name"] if detector else "msp"
-        return needed_threshold(attack, spec, self.metrics, clean, msp=name == "msp"), scores
+        msp = DetectorRef.of(detector).name == DEFAULT_DETECTOR
+        return needed_threshold(attack, spec, self.metrics, clean, msp=msp), scores
 
-    def clean_scores(self, detector: Optional[Mapping[str, Any]], reference: str,
+    def clean_scores(self, detector: Optional[DetectorRef], reference: str,
                      fit_key: Optional[str]) -> Optional[np.ndarray]:
         """``detector``'s scores of the clean job ``reference`` (once), or None if not stored."""
-        key = (json.dumps(detector, sort_keys=True), reference, fit_key)
+        key = (DetectorRef.of(detector).key, reference, fit_key)
         if key not in self._clean:
             scores = self.scores(detector, fit_key)
             clean = self.store.get_job(reference)

@@ -37,6 +37,7 @@ from typing import Any, Optional
 
 import pandas as pd
 
+from oodbench.core.detectors import DEFAULT_DETECTOR, DetectorRef
 from oodbench.core.errors import ReportError
 from oodbench.models.libraries.preprocessing import suite_overrides
 from oodbench.report.protocols import attack_protocols
@@ -67,18 +68,18 @@ def _names(names: set[tuple[str, Optional[str]]], in_label: str) -> set[tuple[st
     return {(model, probe or in_label) for model, probe in names}
 
 
-def suite_detectors(suite: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
-    """(label, {name, params}) of a stored suite's detectors; a suite of an oodbench before
+def suite_detectors(suite: dict[str, Any]) -> list[tuple[str, DetectorRef]]:
+    """(label, reference) of a stored suite's detectors; a suite of an oodbench before
     detectors existed scored with msp alone."""
     out = []
-    for entry in suite.get("detectors") or [{"name": "msp"}]:
+    for entry in suite.get("detectors") or [{"name": DEFAULT_DETECTOR}]:
         entry = entry if isinstance(entry, dict) else {"name": str(entry)}
-        name = str(entry.get("name", "msp"))
-        out.append((str(entry.get("label") or name), {"name": name, "params": entry.get("params") or {}}))
+        ref = DetectorRef(str(entry.get("name", DEFAULT_DETECTOR)), entry.get("params") or {})
+        out.append((str(entry.get("label") or ref.name), ref))
     return out
 
 
-def _row_exists(detector: dict[str, Any], attack_name: Optional[str]) -> bool:
+def _row_exists(detector: DetectorRef, attack_name: Optional[str]) -> bool:
     """Whether the planner makes this detector's row of a probe (see
     :func:`oodbench.detectors.attack.scores_row`); unknown names: assume it does."""
     from oodbench.detectors import build_detector
@@ -86,7 +87,7 @@ def _row_exists(detector: dict[str, Any], attack_name: Optional[str]) -> bool:
     from oodbench.registry import UnknownNameError, attacks
 
     try:
-        det = build_detector(detector["name"], detector["params"])
+        det = build_detector(detector.name, detector.params)
         attack = None if attack_name is None else attacks.get(attack_name)()
     except (UnknownNameError, ValueError):
         return True
@@ -541,7 +542,7 @@ def load_run(store: ResultStore, run_id: Optional[int],
     of the stored ones (None: the stored values, as an unverified report prints them)."""
     record = find_run(store, run_id)
     rid, suite = record.id, record.suite
-    from oodbench.runner import fold_detectors
+    from oodbench.report.tables import fold_detectors
     from oodbench.score.groups import probe_groups, with_group_rows
 
     groups = probe_groups(suite)

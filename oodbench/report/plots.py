@@ -32,13 +32,15 @@ from typing import Any, Optional, Sequence
 import numpy as np
 
 from oodbench.core.arrays import ArrayKey
+from oodbench.core.detectors import DetectorRef
+from oodbench.core.jobs import JobKind
 from oodbench.errors import MissingFileError
 from oodbench.filenames import slugify
 from oodbench.report.data import (ReportError, RunData, UnverifiedResultsError, audit_run,
                                   find_run, load_run)
 from oodbench.report.output import writing
 from oodbench.score.arrays import holds_bounds, point_scores
-from oodbench.score.labels import DEFAULT_DETECTOR, folds, shown_model
+from oodbench.score.labels import folds, shown_model
 from oodbench.store import ResultStore
 
 FORMATS = ("png", "pdf")
@@ -200,7 +202,7 @@ def plot_data(store: ResultStore, run_id: Optional[int] = None) -> PlotData:
         def score(arrays: dict[str, np.ndarray]) -> np.ndarray:
             if detector is None and not holds_bounds(arrays):
                 return msp_score(arrays[ArrayKey.LOGITS.value])
-            return point_scores(detector or scorer.detector({"name": DEFAULT_DETECTOR}), arrays, fit)
+            return point_scores(detector or scorer.detector(DetectorRef()), arrays, fit)
 
         num_classes = max(num_classes, int(clean[ArrayKey.LOGITS.value].shape[1]))
         slug = base = slugify(model)
@@ -241,12 +243,12 @@ def _job_config(store: ResultStore, job_hash: str) -> dict[str, Any]:
 
 
 def _row_job(store: ResultStore, hashes: Sequence[str],
-             kind: str) -> Optional[tuple[dict[str, Any], dict[str, np.ndarray]]]:
+             kind: JobKind) -> Optional[tuple[dict[str, Any], dict[str, np.ndarray]]]:
     """(config, arrays) of the first of ``hashes`` that is a ``kind`` job with stored logits:
     the config says which attack, radius and points a row used, which its label does not."""
     for h in hashes:
         config = _job_config(store, h)
-        if config.get("kind") != kind:
+        if JobKind.of(config) is not kind:
             continue
         arrays = store.get_job(h)
         if arrays is not None and ArrayKey.LOGITS.value in arrays:
@@ -287,7 +289,7 @@ def _model_radius_points(store: ResultStore, run: RunData, model: str,
     clean probe on the same points (if any) as its radius-0 point. Fills ``clean_labels``."""
     clean: dict[str, tuple[str, float]] = {}
     for probe in run.of_kind("ood", "noise"):
-        found = _row_job(store, preferred.get((model, probe.label), []), "probe")
+        found = _row_job(store, preferred.get((model, probe.label), []), JobKind.PROBE)
         mmc = None if found is None else _row_mmc(found[1], masked=True)
         if found is not None and mmc is not None:
             key = _data_key(found[0].get("probe"))
@@ -295,7 +297,7 @@ def _model_radius_points(store: ResultStore, run: RunData, model: str,
             clean_labels.setdefault(key, probe.label)
     groups: dict[GroupKey, list[Point]] = {}
     for probe in run.of_kind(*RADIUS_KINDS):
-        found = _row_job(store, preferred.get((model, probe.label), []), "attack")
+        found = _row_job(store, preferred.get((model, probe.label), []), JobKind.ATTACK)
         if found is None:
             continue
         attack = found[0].get("attack") or {}

@@ -21,6 +21,8 @@ from typing import Any, Mapping, Optional, Sequence
 
 import numpy as np
 
+from oodbench.core.detectors import DetectorRef
+from oodbench.core.jobs import JobKind
 from oodbench.score.arrays import point_scores
 
 BRACKET_RTOL = 1e-5
@@ -90,10 +92,10 @@ def side_of(config: Mapping[str, Any], label: str, scores: np.ndarray) -> Option
     from oodbench.registry import attacks
     from oodbench.score.rows import RowKind
 
-    kind = config.get("kind")
-    if kind == "probe":
+    kind = JobKind.of(config)
+    if kind is JobKind.PROBE:
         return Side(label, "clean", scores)
-    if kind != "attack":
+    if kind is not JobKind.ATTACK:
         return None
     spec = config.get("attack") or {}
     attack = attacks.get(str(spec.get("name")))()
@@ -124,7 +126,7 @@ def check_table(scorer: Any, rows: Sequence[Any]) -> int:
         side = side_of(config, row.label, scores)
         if side is None:
             continue
-        key = (row.model, json.dumps(row.detector_spec, sort_keys=True), row.reference,
+        key = (row.model, DetectorRef.of(row.detector_spec).key, row.reference,
                json.dumps(config.get("probe"), sort_keys=True))
         groups.setdefault(key, []).append(side)
     checked = 0

@@ -6,6 +6,7 @@ from typing import TYPE_CHECKING, Mapping, Optional, Sequence
 
 import numpy as np
 
+from oodbench.core.jobs import JobKind
 from oodbench.core.rows import RowKind
 from oodbench.metrics import MetricInput, compute_metrics
 from oodbench.score.arrays import PointArrays, holds_bounds, ood_logits, ood_scores
@@ -75,10 +76,10 @@ def row_of_job(config: Mapping[str, object]) -> tuple[RowKind, Optional["Attack"
     in-distribution set, a probe like an OOD set, an attack as its registered class declares
     (the attack is returned for summary rows). Raises ``UnknownNameError`` for an attack that
     is not registered here."""
-    kind = config.get("kind")
-    if kind == "clean":
+    kind = JobKind.of(config)
+    if kind is JobKind.CLEAN:
         return RowKind.IN_DISTRIBUTION, None
-    if kind != "attack":
+    if kind is not JobKind.ATTACK:
         return RowKind.OOD, None
     from oodbench.registry import attacks
 

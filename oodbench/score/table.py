@@ -4,12 +4,12 @@ metric values out. ``run`` scores a plan's :class:`~oodbench.plan.jobs.Row`\\ s 
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Mapping, Optional, Sequence
+from typing import TYPE_CHECKING, Any, Mapping, Optional, Sequence, Union
 
 import numpy as np
 
+from oodbench.core.detectors import DetectorRef
 from oodbench.score.rows import RowKind, row_of_job, score_row
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -54,13 +54,14 @@ class TableScorer:
             self._arrays[key] = arrays
         return self._arrays[key]
 
-    def detector(self, spec: Mapping[str, Any]) -> "Detector":
+    def detector(self, spec: Union[DetectorRef, Mapping[str, Any]]) -> "Detector":
+        """The detector of a row (a reference, or a stored recipe's plain ``detector``)."""
         from oodbench.detectors import build_detector
 
-        name = json.dumps(spec, sort_keys=True)
-        if name not in self._detectors:
-            self._detectors[name] = build_detector(spec["name"], spec.get("params") or {})
-        return self._detectors[name]
+        ref = DetectorRef.of(spec)
+        if ref.key not in self._detectors:
+            self._detectors[ref.key] = build_detector(ref.name, ref.params)
+        return self._detectors[ref.key]
 
     def reference(self, reference: str, extra: Sequence[str] = ()) -> Mapping[str, np.ndarray]:
         """The in-distribution side of a row: the ``reference`` job's arrays, with the points of
@@ -71,7 +72,8 @@ class TableScorer:
         shared = [k for k in parts[0] if all(k in p and np.ndim(p[k]) >= 1 for p in parts)]
         return {k: np.concatenate([np.asarray(p[k]) for p in parts]) for k in shared}
 
-    def inputs(self, *, kind: RowKind, points: str, reference: str, detector: Mapping[str, Any],
+    def inputs(self, *, kind: RowKind, points: str, reference: str,
+               detector: Union[DetectorRef, Mapping[str, Any]],
                fit: Optional[str] = None, versus: Optional[str] = None,
                extra_references: Sequence[str] = ()) -> RowInputs:
         """Everything a row is scored from, read from the store (the fields are a
@@ -86,7 +88,7 @@ class TableScorer:
         clean = self.reference(reference, tuple(extra_references))
         clean_scores = None
         if kind is RowKind.OOD:
-            cache = (json.dumps(detector, sort_keys=True), reference, fit, *extra_references)
+            cache = (DetectorRef.of(detector).key, reference, fit, *extra_references)
             if cache not in self._clean_scores:
                 self._clean_scores[cache] = det.scores(clean, fit_arrays)
             clean_scores = self._clean_scores[cache]

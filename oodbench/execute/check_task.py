@@ -1,25 +1,56 @@
-"""Running a job's checks as a task: plain data in (a :class:`~oodbench.execute.tasks.ShardTask`
-of kind CHECK), plain data out (:func:`encode`), so every executor runs checks as it runs shards
-and only the driver writes their verdicts to the store (:func:`decode`). The task and its
-workspace are typed by the protocols of :mod:`oodbench.core.protocols`: execution imports the
-checks, not the other way round."""
+"""A job's trust checks run as an execution task: plain data in (a
+:class:`~oodbench.execute.tasks.ShardTask` of kind CHECK, run by
+:func:`~oodbench.execute.tasks.run_shard` on any executor), plain data out (:func:`encode`), and
+only the driver writes their verdicts to the store (:func:`decode`). The checks themselves
+(:mod:`oodbench.checks`) are components below execution; this module is how execution runs them.
+
+:func:`run_checks` reads the task and its workspace through the two protocols below (the task
+module imports this one, so naming :class:`ShardTask` here would close a circle).
+"""
 
 from __future__ import annotations
 
 import json
-from typing import Any, Optional
+from typing import Any, Optional, Protocol
 
 import numpy as np
 import torch
 
 from oodbench.attacks.base import AttackContext
+from oodbench.core.detectors import DEFAULT_DETECTOR, DetectorRef
 from oodbench.checks.base import AttackInputs, BlackBoxInputs, ModelInputs
-from oodbench.core.protocols import CheckTask, CheckWorkspace
 from oodbench.detectors import build_detector
 from oodbench.detectors.attack import detector_head, uses_head
 from oodbench.registry import attacks, checks
 
 BLACK_BOX = "black-box-beats-white-box"
+
+
+class CheckTask(Protocol):
+    """The plain data of a CHECK task that :func:`run_checks` reads."""
+
+    label: str
+    model_index: int
+    probe_index: Optional[int]
+    attack: Any  # the job's resolved AttackSpec, or None for a model's clean job
+    in_logits: Optional[np.ndarray]
+    detector: Optional[DetectorRef]
+    fit: Optional[dict[str, np.ndarray]]
+    check: Optional[dict[str, Any]]
+
+
+class CheckWorkspace(Protocol):
+    """What a check run loads through the executor's workspace: the suite, its models, its
+    data, the device."""
+
+    suite: Any
+    data: Any
+    device: Any
+    n_classes: Optional[int]
+
+    def model(self, index: int) -> Any: ...
+
+    def probe_spec(self, index: Optional[int]) -> Any: ...
 
 
 def encode(codes: list[str], flags: dict[str, str]) -> dict[str, np.ndarray]:
@@ -67,8 +98,9 @@ def run_checks(ws: CheckWorkspace, task: CheckTask) -> dict[str, np.ndarray]:
         attack = attacks.get(task.attack.name)()
         source = ws.data.attack_source(ws.probe_spec(task.probe_index), attack.source)
         idx = torch.arange(min(settings.n, len(source)))
-        detector = None if task.detector is None else build_detector(**task.detector)
-        scorer = detector if detector is not None else build_detector("msp")
+        detector = None if task.detector is None else build_detector(task.detector.name,
+                                                                     task.detector.params)
+        scorer = detector if detector is not None else build_detector(DEFAULT_DETECTOR)
         head = (detector_head(scorer, task.fit, ws.device, lower=attack.lowers_score)
                 if uses_head(scorer, attack) else None)
 
@@ -100,4 +132,5 @@ def run_checks(ws: CheckWorkspace, task: CheckTask) -> dict[str, np.ndarray]:
     return encode(codes, flags)
 
 
-__all__ = ["black_box_points", "decode", "encode", "run_checks"]
+__all__ = ["BLACK_BOX", "CheckTask", "CheckWorkspace", "black_box_points", "decode", "encode",
+           "run_checks"]
