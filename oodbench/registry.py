@@ -2,10 +2,9 @@
 
 Every extensible thing in oodbench (architectures, model adapters, datasets, metrics, objectives,
 attacks, trainers, executors, detectors, trust checks, report layouts and report formats) is found
-by name through a :class:`Registry`. Adding an entry is one
-decorated function or class next to its implementation; nothing else has to change. Entries may be
-lazy ``"module:attr"`` strings so that heavy dependencies (robustbench, pyautoattack) are imported
-only when a suite asks for them.
+by name through a :class:`Registry`. Adding an entry is one decorated function or class next to
+its implementation; nothing else has to change. Entries may be lazy ``"module:attr"`` strings so
+that heavy dependencies (robustbench, pyautoattack) are imported only when a suite asks for them.
 
 Each family names the packages that hold its built-in components. On the family's first lookup
 the registry imports every module in them (a package scan, once), so a new component is one file

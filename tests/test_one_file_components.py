@@ -1,5 +1,5 @@
-"""A new component is one file: a detector, an attack and a report layout are each added by
-writing one module into a copy of the package, with no other file edited, and the
+"""A new component is one file: a detector, an attack, a report layout and a metric are each
+added by writing one module into a copy of the package, with no other file edited, and the
 registry-parametrised tests (run in a subprocess against the copy) collect and pass them.
 
 The registries find the modules by scanning their family's folder (:func:`oodbench.registry.
@@ -73,6 +73,17 @@ def model_list(runs, numbers, refs) -> Table:
                           for m in run.models]) for run in runs]
     return finish_table(runs, "model-list", "Test error per model", blocks, numbers, refs)
 '''),
+    "metrics/score_gap.py": ("tests/test_metrics.py", "mean-score-gap", '''
+"""A metric written by a test: how far the detector's mean score drops from in to out."""
+
+from oodbench.metrics import MetricInput, register
+
+
+@register("mean-score-gap", scope="probe", higher_is_better=True)
+def mean_score_gap(inp: MetricInput) -> float:
+    """Mean detector score in-distribution minus mean score on the probe (a metric in one file)."""
+    return float(inp.in_score.mean() - inp.out_score.mean())
+'''),
 }
 
 
@@ -85,7 +96,7 @@ def _differences(a: Path, b: Path, below: str = "") -> list[str]:
 
 
 @pytest.mark.slow
-def test_a_detector_an_attack_and_a_layout_are_each_one_file(tmp_path):
+def test_a_detector_an_attack_a_layout_and_a_metric_are_each_one_file(tmp_path):
     copy = tmp_path / "src"
     shutil.copytree(ROOT / "oodbench", copy / "oodbench",
                     ignore=shutil.ignore_patterns("__pycache__"))
