@@ -37,6 +37,25 @@ class _FriendlyErrors(click.Group):
             sys.exit(2)
 
 
+class RegistryChoice(click.Choice):
+    """A choice among the names of a registry family, read when the option is used or its help
+    shown: reading them when this module loads would import every component for ``--help``."""
+
+    def __init__(self, family: str):
+        self.family = family
+        super().__init__(())
+
+    @property  # type: ignore[override]
+    def choices(self) -> tuple[str, ...]:
+        from oodbench.registry import FAMILIES
+
+        return tuple(FAMILIES[self.family].names())
+
+    @choices.setter
+    def choices(self, _value: Any) -> None:  # click.Choice.__init__ assigns; the registry decides
+        pass
+
+
 def _set_debug(ctx: click.Context, _param: click.Parameter, value: bool) -> None:
     ctx.meta["oodbench.debug"] = value
 
@@ -180,7 +199,7 @@ def validate(suite_file: Path) -> None:
 @click.argument("family", required=False)
 def list_(family: Optional[str]) -> None:
     """List registered components of FAMILY (architectures, models, datasets, metrics,
-    detectors, attacks, …)."""
+    detectors, attacks, checks, layouts, formats, …); without FAMILY, every family."""
     from oodbench.registry import FAMILIES, UnknownNameError
 
     if family is None:
@@ -316,11 +335,12 @@ def verify(results: Path, run_id: Optional[int], fraction: Optional[float],
 
 @main.command()
 @click.argument("results", type=click.Path(exists=True, dir_okay=False, path_type=Path))
-@click.option("--format", "fmt", type=click.Choice(["latex", "html", "md", "csv"]), required=True,
-              help="latex (booktabs table), html (self-contained page), md (GitHub Markdown), "
-                   "csv (long metric table).")
-@click.option("--layout", type=click.Choice(["hein2019-table1", "ratio-summary", "per-probe", "detectors"]),
-              default="hein2019-table1", show_default=True, help="Table layout (not for csv).")
+@click.option("--format", "fmt", type=RegistryChoice("formats"), required=True,
+              help="A registered report format (`oodbench list formats` describes each).")
+@click.option("--layout", type=RegistryChoice("layouts"), default="hein2019-table1",
+              show_default=True,
+              help="A registered table layout (`oodbench list layouts` describes each; not for "
+                   "csv).")
 @click.option("--run", "run_ids", type=int, multiple=True,
               help="Run id (default: the latest); repeat for one block per run.")
 @click.option("--precision", type=click.IntRange(0, 12), default=3, show_default=True,

@@ -23,13 +23,13 @@ from torch import nn
 from oodbench.score import RowKind
 from oodbench.attacks import AttackConfig, AttackContext, AttackResult, AttackSpec, ThreatModel, run_attack
 from oodbench.attacks.engine import point_generators
-from oodbench.attacks.base import Attack
+from oodbench.attacks.base import Attack, grey_data
 from oodbench.attacks.registered import EngineAttack
 from oodbench.attacks.threats import _project_l1_ball
 from oodbench.data import DataRequest, load_dataset
 from oodbench.metrics import (MetricInput, acceptance_threshold, compute_metrics, confidence,
                               fpr_at_tpr, msp_score, settled_above)
-from oodbench.registry import UnknownNameError, attacks, objectives
+from oodbench.registry import Entry, UnknownNameError, attacks, datasets, objectives
 from oodbench.registry import metrics as metric_registry
 from oodbench.scores import MSP_CEILING
 
@@ -835,3 +835,38 @@ def test_registered_attack_contract(name):
         if isinstance(attack, EngineAttack):  # engine attacks must yield a valid engine config
             config = attack.config(resolved)
             assert isinstance(config, AttackConfig) and config.threat == resolved.threat
+
+
+# --------------------------------------------------------------------------------------------
+# grey or colour defaults come from the data set's declared shape
+# --------------------------------------------------------------------------------------------
+
+#: The grey data sets as ``attacks/registered.py`` listed them by hand before the defaults read
+#: the data set's declared shape: no registered data set's defaults may have changed.
+OLD_GREY_DATASETS = {"mnist", "fashion-mnist", "kmnist", "emnist-letters", "digits"}
+
+
+def _grey_or_colour_defaults(dataset: str) -> tuple:
+    samples = attacks.get("adversarial-samples")().defaults(dataset)
+    return (samples["threat"]["eps"], samples["step_size"],
+            attacks.get("in-distribution-attack")().defaults(dataset)["threat"]["eps"],
+            attacks.get("certified")().defaults(dataset)["threat"]["eps"])
+
+
+GREY_DEFAULTS, COLOUR_DEFAULTS = (0.3, 0.0075, 0.1, 0.3), (0.1, 0.0025, 8 / 255, 8 / 255)
+
+
+@pytest.mark.parametrize("dataset", datasets.names() + ["", "not-registered"])
+def test_grey_defaults_follow_the_declared_shape(dataset):
+    grey = dataset in OLD_GREY_DATASETS
+    assert grey_data(dataset) is grey
+    assert _grey_or_colour_defaults(dataset) == (GREY_DEFAULTS if grey else COLOUR_DEFAULTS)
+
+
+def test_a_new_grey_data_set_gets_grey_defaults(monkeypatch):
+    """A data set added later (a file, a plugin) is grey by declaring one channel, nothing else."""
+    datasets.names()  # discovered first, so the entries below are not overwritten
+    monkeypatch.setitem(datasets._entries, "my-grey", Entry("my-grey", object(), meta={"shape": (1, 16, 16)}))
+    monkeypatch.setitem(datasets._entries, "my-colour", Entry("my-colour", object(), meta={"shape": (3, 16, 16)}))
+    assert _grey_or_colour_defaults("my-grey") == GREY_DEFAULTS
+    assert _grey_or_colour_defaults("my-colour") == COLOUR_DEFAULTS

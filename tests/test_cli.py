@@ -39,3 +39,16 @@ def test_list_families():
 def test_help_is_fast_and_does_not_import_torch():
     code = "import sys; from oodbench.cli import main; assert 'torch' not in sys.modules"
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_list_imports_no_heavy_optional_library():
+    """`oodbench list` imports every component module (each registry scans its folders), so those
+    modules keep timm, transformers, robustbench, pyautoattack, ray, jinja2, matplotlib, scipy
+    and scikit-learn inside the functions that use them: listing stays near a bare torch import."""
+    heavy = ("timm", "transformers", "robustbench", "autoattack", "pyautoattack", "ray", "jinja2",
+             "matplotlib", "scipy", "sklearn")
+    code = ("import sys; from click.testing import CliRunner; from oodbench.cli import main; "
+            "assert CliRunner().invoke(main, ['list']).exit_code == 0; "
+            f"print(sorted(m for m in {heavy!r} if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True)
+    assert out.stdout.strip() == "[]"

@@ -282,11 +282,11 @@ def test_evaluate_api_scores_each_detector(digits_weights):
 
 def test_detectors_layout_has_a_row_per_detector(every_detector):
     from oodbench.cli import report
-    from oodbench.report.layouts import LAYOUTS
+    from oodbench.registry import layouts
 
     tmp, suite, result = every_detector
     layout_option = next(p for p in report.params if p.name == "layout")
-    assert list(layout_option.type.choices) == list(LAYOUTS)  # the CLI offers every layout
+    assert list(layout_option.type.choices) == layouts.names()  # the CLI offers every layout
     text = render(tmp / "r.db", fmt="md", layout="detectors", percent=True, precision=1)
     lines = [line for line in text.splitlines() if line.startswith("| plain · ")]
     assert [line.split("|")[1].strip() for line in lines] == [f"plain · {d.display}" for d in suite.detectors]

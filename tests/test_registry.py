@@ -53,3 +53,39 @@ def test_every_builtin_entry_has_a_doc(family):
     assert len(reg) > 0
     for entry in reg:
         assert entry.doc, f"{family} {entry.name} has no one-line doc"
+
+
+def _defining_module(target) -> str:
+    """The module a registered object (or a lazy ``"module:attr"`` entry) comes from."""
+    if isinstance(target, str):
+        return target.partition(":")[0]
+    fn = getattr(target, "fn", None)  # a metric wraps its function
+    return (fn or target).__module__
+
+
+@pytest.mark.parametrize("family", sorted(FAMILIES))
+def test_every_builtin_entry_lives_in_its_familys_folders(family):
+    """A family's first lookup imports only its own folders (``Registry.packages``), so every
+    built-in entry must be registered from a module there — else it would exist only after some
+    other family had been looked up first."""
+    reg = FAMILIES[family]
+    assert reg.packages
+    for entry in reg:
+        module = _defining_module(entry.target)
+        assert any(module == p or module.startswith(p + ".") for p in reg.packages), \
+            f"{family} {entry.name} is registered in {module}, outside {reg.packages}"
+
+
+def test_a_package_scan_imports_every_module_below_a_package(tmp_path, monkeypatch):
+    """import_tree: every module and subpackage of a package, in file-name order; a module
+    alone is just imported."""
+    from oodbench.registry import import_tree
+
+    pkg = tmp_path / "scanme"
+    (pkg / "sub").mkdir(parents=True)
+    for path in ("__init__.py", "b.py", "a.py", "sub/__init__.py", "sub/c.py"):
+        (pkg / path).write_text("")
+    (pkg / "notes.txt").write_text("not a module")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    assert import_tree("scanme") == ["scanme", "scanme.a", "scanme.b", "scanme.sub", "scanme.sub.c"]
+    assert import_tree("scanme.b") == ["scanme.b"]

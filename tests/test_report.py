@@ -18,6 +18,7 @@ import yaml
 from click.testing import CliRunner
 
 from oodbench.cli import main
+from oodbench.registry import formats, layouts
 from oodbench.report import (ReportError, UnverifiedResultsError, UnverifiedResultsWarning,
                              latex_escape, md_escape, verify_run)
 from oodbench.report import render as render_audited
@@ -397,6 +398,20 @@ def test_every_layout_compiles_with_latex(tmp_path, layout):
         res = compile_tex(source, tmp_path, name)
         assert res.returncode == 0, res.stdout[-3000:]
         assert (tmp_path / f"{name}.pdf").stat().st_size > 0
+
+
+@pytest.mark.parametrize("layout", layouts.names())
+def test_every_registered_layout_renders_in_every_table_format(store_path, layout):
+    """Every registered layout (a new one is one file in ``oodbench/report/layouts/``) builds a
+    table of the two models' run that each table format writes, labelled with the layout's name
+    and the same on every call (a committed report must regenerate byte for byte)."""
+    table_formats = [name for name in formats.names() if formats.get(name).tables]
+    assert {"latex", "html", "md"} <= set(table_formats)
+    for fmt in table_formats:
+        text = render(store_path, fmt=fmt, layout=layout)
+        assert text == render(store_path, fmt=fmt, layout=layout)
+        assert "two models, every kind of row" in text, fmt
+    assert rf"\label{{tab:synthetic:{layout}}}" in render(store_path, fmt="latex", layout=layout)
 
 
 # --------------------------------------------------------------------------- reference cards

@@ -27,9 +27,18 @@ from oodbench.attacks.members import SINGLE_RUN_FIELDS, VERSIONS, MemberSpec, Ve
 from oodbench.attacks.threats import ThreatModel
 from oodbench.core.cost import Cost
 from oodbench.core.rows import RowKind
-from oodbench.registry import UnknownNameError, objectives
+from oodbench.registry import UnknownNameError, datasets, objectives
 from oodbench.validation import (MAX_RESTARTS, MAX_STEPS, FiniteFloat, JsonDict, PositiveFloat, Restarts,
                                  Steps)
+
+
+def grey_data(in_dataset: str) -> bool:
+    """Whether the in-distribution data set is grey: its registry entry declares one channel
+    (``shape=(1, H, W)``). The papers' radii differ for grey digits and colour images, so an
+    attack's defaults ask this; a data set that declares no shape (a folder, noise) or is not
+    registered counts as colour."""
+    shape = datasets.meta(in_dataset).get("shape") if in_dataset in datasets else None
+    return shape is not None and shape[0] == 1
 
 
 class AttackSpec(BaseModel):

@@ -21,8 +21,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from oodbench.attacks.base import Attack, AttackContext, AttackSpec
-from oodbench.attacks.registered import GREY_DATASETS
+from oodbench.attacks.base import Attack, AttackContext, AttackSpec, grey_data
 from oodbench.bounds import input_box, output_bounds
 from oodbench.detectors import DEFAULT_DETECTOR, Detector, build_detector
 from oodbench.core.cost import Cost
@@ -47,7 +46,7 @@ class Certified(Attack):
     certifies = True
 
     def defaults(self, in_dataset: str) -> dict[str, Any]:
-        return {"threat": {"norm": "Linf", "eps": 0.3 if in_dataset in GREY_DATASETS else 8 / 255}}
+        return {"threat": {"norm": "Linf", "eps": 0.3 if grey_data(in_dataset) else 8 / 255}}
 
     def resolve(self, spec: AttackSpec, in_dataset: str) -> AttackSpec:
         given = [f for f in _ENGINE_FIELDS if getattr(spec, f) is not None]

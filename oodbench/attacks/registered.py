@@ -4,7 +4,7 @@
   noise images, Linf ε = 0.3, 200 iterations, step 0.0075.
 - ``adversarial-samples`` (Hein et al. 2019, Table 1): PGD on the cross-entropy of in-distribution
   test points, 80 iterations, Linf ε 0.3 / step 0.0075 for MNIST-like grey data, ε 0.1 / step
-  0.0025 otherwise; the confidences of the *misclassified* adversarial points are the OOD scores.
+  0.0025 otherwise (grey: the data set declares one channel); the confidences of the *misclassified* adversarial points are the OOD scores.
 - ``worst-case`` (Augustin et al. 2020, Sec. 5): APGD maximising the confidence around any OOD
   probe, L2 ε = 1.0, 100 iterations; reported as worst-case AUROC / FPR@95 / MMC.
 - ``in-distribution-attack`` (the in-distribution side of ATD, NeurIPS 2022, and AROS, ICLR
@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from oodbench.attacks.base import Attack, AttackContext, AttackSpec, GradientObjective
+from oodbench.attacks.base import Attack, AttackContext, AttackSpec, GradientObjective, grey_data
 from oodbench.attacks.engine import AttackConfig, LogitsHead, run_attack
 from oodbench.attacks.ensemble import run_ensemble
 from oodbench.attacks.members import gradient_steps, members_of
@@ -32,9 +32,6 @@ from oodbench.core.arrays import ArrayKey
 from oodbench.core.cost import Cost
 from oodbench.core.rows import RowKind
 from oodbench.registry import attacks
-
-GREY_DATASETS = {"mnist", "fashion-mnist", "kmnist", "emnist-letters", "digits"}
-
 
 class EngineAttack(Attack):
     """An attack that is one call of the engine; subclasses set defaults and post-processing."""
@@ -150,7 +147,7 @@ class AdversarialSamples(EngineAttack):
     select = "objective"
 
     def defaults(self, in_dataset: str) -> dict[str, Any]:
-        eps, step = (0.3, 0.0075) if in_dataset in GREY_DATASETS else (0.1, 0.0025)
+        eps, step = (0.3, 0.0075) if grey_data(in_dataset) else (0.1, 0.0025)
         return {"threat": {"norm": "Linf", "eps": eps}, "objective": "ce", "optimizer": "pgd",
                 "steps": 80, "step_size": step, "restarts": 1, "random_start": True}
 
@@ -179,7 +176,7 @@ class InDistributionAttack(EngineAttack):
     def defaults(self, in_dataset: str) -> dict[str, Any]:
         # ATD / AROS attack both sides in the same ball: 8/255 on colour images; grey digits
         # take the larger 0.1 (their noise attacks use 0.3).
-        eps = 0.1 if in_dataset in GREY_DATASETS else 8 / 255
+        eps = 0.1 if grey_data(in_dataset) else 8 / 255
         return {"threat": {"norm": "Linf", "eps": eps}, "objective": None, "optimizer": "pgd",
                 "steps": 100, "step_size": 2.5 * eps / 100, "restarts": 1, "random_start": True}
 

@@ -16,9 +16,6 @@ from __future__ import annotations
 from oodbench.checks.base import AttackInputs, BlackBoxInputs, Check, Flag, ModelInputs
 from oodbench.checks.spec import CHECKS_VERSION, BlackBoxCheckSpec, ChecksSpec
 
-from oodbench.checks import (black_box, classes, dynamic, randomised, softmax,  # noqa: F401,E402
-                             zero_gradient)  # (registers)
-
 __all__ = ["AttackInputs", "BlackBoxCheckSpec", "BlackBoxInputs", "CHECKS_VERSION", "Check",
            "ChecksSpec", "Flag", "ModelInputs", "codes_for"]
 

@@ -1,6 +1,7 @@
 """Datasets and probes: everything a suite can name under ``in_distribution`` or ``probes``.
 
-Importing this package registers the built-ins in :data:`oodbench.registry.datasets`:
+The built-ins, one module each (the ``datasets`` registry imports every module of this folder on
+its first lookup, so a new data set is one file here):
 
 - ``torchvision_sets``: mnist, fashion-mnist, kmnist, emnist-letters, cifar10, cifar100, svhn,
   image-folder (real files under a data root, read through torchvision);
@@ -20,9 +21,6 @@ from __future__ import annotations
 
 import torch
 
-from oodbench.data import digits, noise, torchvision_sets  # noqa: F401  (registers built-ins)
-from oodbench.data import tiny_images  # noqa: F401  (registers tiny-images)
-from oodbench.data import image_list, unit_tests  # noqa: F401  (registers image-list, unit-*)
 from typing import Any, Mapping
 
 from oodbench.data.base import DataRequest, DatasetError, DatasetNotFoundError, ImageSet

@@ -2,7 +2,8 @@
 
 ``oodbench list detectors`` shows each with what it needs and whether its adaptive attack is
 exact. A new detector is one file here (or in a plugin) with a decorated :class:`Detector`
-subclass; the registry-parametrised tests pick it up. :func:`build_detector` turns a suite's
+subclass; nothing else changes: the ``detectors`` registry finds it by scanning this folder, and
+the registry-parametrised tests pick it up. :func:`build_detector` turns a suite's
 ``detectors:`` entry into an instance.
 """
 
@@ -13,8 +14,6 @@ from typing import Any, Mapping
 from oodbench.detectors.base import Detector, FitData, Need, Outputs, Params
 from oodbench.registry import detectors
 from oodbench.core.detectors import DEFAULT_DETECTOR
-
-from oodbench.detectors import gaussian, knn, logits, odin, react, vim  # noqa: F401  (registers)
 
 __all__ = ["Detector", "FitData", "Need", "Outputs", "Params", "build_detector", "DEFAULT_DETECTOR"]
 

@@ -6,8 +6,10 @@
     print(render("results/quickstart.db", fmt="latex", layout="hein2019-table1", percent=True))
 
 Formats: ``latex`` (booktabs), ``html`` (self-contained page), ``md`` (GitHub Markdown), ``csv``
-(long metric table). Layouts: ``hein2019-table1``, ``ratio-summary``, ``per-probe``
-(:mod:`oodbench.report.layouts`). A run is audited before it is reported
+(long metric table) — one module each in :mod:`oodbench.report.formats`. Layouts:
+``hein2019-table1``, ``ratio-summary``, ``per-probe``, ``detectors`` — one module each in
+:mod:`oodbench.report.layouts`. Both are registries (``oodbench list formats``, ``oodbench list
+layouts``): a new one is one file in its folder. A run is audited before it is reported
 (:func:`~oodbench.report.data.audit_run`: verified against its stored jobs, and every metric
 recomputed from the stored arrays; the table prints the recomputed values).
 ``oodbench report`` is the command-line face of :func:`render`.
@@ -15,10 +17,8 @@ recomputed from the stored arrays; the table prints the recomputed values).
 
 from oodbench.report.data import ReportError, UnverifiedResultsError, load_run, verify_run
 from oodbench.report.escape import latex_escape, md_escape
-from oodbench.report.layouts import LAYOUTS
 from oodbench.report.references import ReferenceCard, load_card
-from oodbench.report.render import FORMATS, UnverifiedResultsWarning, render
+from oodbench.report.render import UnverifiedResultsWarning, render
 
 __all__ = ["render", "verify_run", "load_run", "latex_escape", "md_escape", "load_card",
-           "ReferenceCard", "ReportError", "UnverifiedResultsError", "UnverifiedResultsWarning",
-           "FORMATS", "LAYOUTS"]
+           "ReferenceCard", "ReportError", "UnverifiedResultsError", "UnverifiedResultsWarning"]

@@ -11,23 +11,22 @@ from __future__ import annotations
 import os
 import warnings
 from dataclasses import dataclass
-from functools import lru_cache
 from pathlib import Path
-from typing import Iterable, Optional, Sequence, Union
+from typing import TYPE_CHECKING, Iterable, Optional, Sequence, Union
 from urllib.parse import quote
-
-import jinja2
-import pandas as pd
 
 from oodbench.errors import MissingFileError
 from oodbench.report.data import (RunData, ReportError, UnverifiedResultsError, audit_run, find_run,
                                   load_run, run_ci_level, with_intervals)
-from oodbench.report.escape import latex_escape, latex_label, md_escape
-from oodbench.report.layouts import BUILDERS, LAYOUTS, Numbers, Table
+from oodbench.registry import formats, layouts
+from oodbench.report.formats import Content, Format
+from oodbench.report.layouts import Numbers, Table
 from oodbench.report.references import ReferenceCard, References, load_references
 from oodbench.store import ResultStore
 
-FORMATS = ("latex", "html", "md", "csv")
+if TYPE_CHECKING:
+    import jinja2
+
 CI_STYLES = ("pm", "interval")
 
 
@@ -35,64 +34,9 @@ class UnverifiedResultsWarning(UserWarning):
     """A run that fails verification was reported because ``allow_unverified`` was given."""
 
 
-class Raw(str):
-    """Template output that is already in the target format (a macro's result): not re-escaped."""
-
-
-def _finalizer(escape):
-    def finalize(value: object) -> str:
-        if isinstance(value, Raw):
-            return str(value)
-        if value is None:
-            raise ValueError("a template printed None (a missing value must be a string)")
-        return escape(value)
-
-    return finalize
-
-
-@lru_cache(maxsize=None)
-def environment(fmt: str) -> jinja2.Environment:
-    """The Jinja2 environment of a format. Every printed value is escaped for it: LaTeX and
-    Markdown through ``finalize``, HTML through autoescape."""
-    loader = jinja2.PackageLoader("oodbench.report", "templates")
-    common = dict(loader=loader, trim_blocks=True, lstrip_blocks=True, keep_trailing_newline=True,
-                  undefined=jinja2.StrictUndefined)
-    if fmt == "latex":
-        env = jinja2.Environment(block_start_string="<%", block_end_string="%>",
-                                 variable_start_string="<<", variable_end_string=">>",
-                                 comment_start_string="<#", comment_end_string="#>",
-                                 finalize=_finalizer(latex_escape), autoescape=False, **common)
-    elif fmt == "md":
-        env = jinja2.Environment(finalize=_finalizer(md_escape), autoescape=False, **common)
-    elif fmt == "html":
-        env = jinja2.Environment(autoescape=True, **common)
-    else:
-        raise ValueError(fmt)
-    env.filters["raw"] = Raw
-    return env
-
-
-def _csv(runs: list[RunData], numbers: Numbers, refs: References) -> str:
-    frames = []
-    for run in runs:
-        long = run.metrics[["model", "probe", "metric", "value", "kind"]].copy()
-        long["value"] = ["" if pd.isna(v) else numbers.text(m, float(v))
-                         for m, v in zip(long["metric"], long["value"])]
-        if refs:
-            reported = [refs.get(mo, p, me) for mo, p, me in zip(long["model"], long["probe"], long["metric"])]
-            long["paper"] = [numbers.text(me, r) if r is not None else "" for me, r in zip(long["metric"], reported)]
-            long["difference"] = [
-                numbers.difference(me, float(v), r).replace("\u2212", "-") if r is not None and not pd.isna(v) else ""
-                for me, v, r in zip(long["metric"], run.metrics["value"], reported)]
-        if run.intervals:
-            bounds = [run.interval(mo, p, me) for mo, p, me in
-                      zip(run.metrics["model"], run.metrics["probe"], run.metrics["metric"])]
-            long["ci_low"] = ["" if b is None else numbers.text(me, b[0]) for me, b in zip(long["metric"], bounds)]
-            long["ci_high"] = ["" if b is None else numbers.text(me, b[1]) for me, b in zip(long["metric"], bounds)]
-        if len(runs) > 1:
-            long.insert(0, "suite", run.name)
-        frames.append(long)
-    return pd.concat(frames, ignore_index=True).to_csv(index=False, lineterminator="\n")
+def environment(fmt: str) -> "jinja2.Environment":
+    """The Jinja2 environment of the template format ``fmt`` (the leaderboard's pages use html's)."""
+    return formats.get(fmt)().environment()
 
 
 @dataclass(frozen=True)
@@ -139,10 +83,15 @@ def figure_sections(store_path: Path, runs: list[RunData], plots: Path,
     return [FigureSection(heading, tuple(links)) for heading, links in sections.items()]
 
 
+def _check_layout(layout: str) -> None:
+    if layout not in layouts:
+        raise ReportError(f"unknown layout {layout!r}; layouts: {', '.join(layouts.names())}")
+
+
 def build_table(runs: list[RunData], layout: str, numbers: Numbers, refs: References) -> Table:
-    if layout not in BUILDERS:
-        raise ReportError(f"unknown layout {layout!r}; layouts: {', '.join(LAYOUTS)}")
-    return BUILDERS[layout](runs, numbers, refs)
+    """The table of the registered layout ``layout`` (``oodbench list layouts``)."""
+    _check_layout(layout)
+    return layouts.get(layout)(runs, numbers, refs)
 
 
 def render(store_path: Union[str, Path], *, fmt: str, layout: str = "hein2019-table1",
@@ -153,11 +102,13 @@ def render(store_path: Union[str, Path], *, fmt: str, layout: str = "hein2019-ta
            ci: Optional[float] = None, ci_style: str = "pm") -> str:
     """Render run(s) of the results store at ``store_path`` as a table.
 
-    fmt: ``latex`` (a booktabs ``table`` environment; ``standalone=True`` wraps it in a
+    fmt: a registered format (``oodbench list formats``; :mod:`oodbench.report.formats`):
+    ``latex`` (a booktabs ``table`` environment; ``standalone=True`` wraps it in a
     compilable ``article``), ``html`` (a self-contained page), ``md`` (GitHub-flavoured
     Markdown) or ``csv`` (the long metric table with a ``kind`` column; ``layout`` does not
-    apply). layout: ``hein2019-table1``, ``ratio-summary`` or ``per-probe`` (see
-    :mod:`oodbench.report.layouts`). run_id: a run, several runs (one block each), or None for
+    apply). layout: a registered layout (``oodbench list layouts``; see
+    :mod:`oodbench.report.layouts`): ``hein2019-table1``, ``ratio-summary``, ``per-probe`` or
+    ``detectors``. run_id: a run, several runs (one block each), or None for
     the latest. references: reference cards (YAML paths) putting the paper's numbers beside the
     measured ones. Each run is audited first (:func:`~oodbench.report.data.audit_run`: verified,
     and every metric recomputed from the stored arrays by the scorer) and the table prints the
@@ -172,14 +123,15 @@ def render(store_path: Union[str, Path], *, fmt: str, layout: str = "hein2019-ta
     the stored arrays with the run's seed; ``ci_style`` ``pm`` (``97.3 ± 0.4``, half the
     interval's width) or ``interval`` (``97.3 [96.9, 97.7]``); csv gains ``ci_low``/``ci_high``.
     """
-    if fmt not in FORMATS:
-        raise ReportError(f"unknown format {fmt!r}; formats: {', '.join(FORMATS)}")
-    if layout not in BUILDERS:
-        raise ReportError(f"unknown layout {layout!r}; layouts: {', '.join(LAYOUTS)}")
+    if fmt not in formats:
+        raise ReportError(f"unknown format {fmt!r}; formats: {', '.join(formats.names())}")
+    writer: Format = formats.get(fmt)()
+    _check_layout(layout)
     if not isinstance(precision, int) or not 0 <= precision <= 12:
         raise ReportError(f"precision must be an integer from 0 to 12, not {precision!r}")
-    if plots is not None and fmt != "html":
-        raise ReportError(f"figures are linked only from html reports, not {fmt}")
+    if plots is not None and not writer.figures:
+        linking = [name for name in formats.names() if formats.get(name).figures]
+        raise ReportError(f"figures are linked only from {' or '.join(linking)} reports, not {fmt}")
     if ci is not None and not 0 < ci < 1:
         raise ReportError(f"ci must be a level between 0 and 1 (e.g. 0.95), not {ci!r}")
     if ci_style not in CI_STYLES:
@@ -209,14 +161,9 @@ def render(store_path: Union[str, Path], *, fmt: str, layout: str = "hein2019-ta
                                 + [label for r in runs for label in r.declared]))
     refs = load_references(references, models, probes)
     numbers = Numbers(precision=precision, percent=percent, ci_style=ci_style)
-    if fmt == "csv":
-        return _csv(runs, numbers, refs)
-    table = build_table(runs, layout, numbers, refs)
+    table = build_table(runs, layout, numbers, refs) if writer.tables else None
     # drawn last, once the run verified and the table built: a refused report writes no files
     figures = [] if plots is None else figure_sections(
         path, runs, Path(plots), Path.cwd() if link_from is None else Path(link_from),
         allow_unverified)
-    template = {"latex": "table.tex.j2", "html": "table.html.j2", "md": "table.md.j2"}[fmt]
-    return environment(fmt).get_template(template).render(
-        table=table, standalone=standalone, label=latex_label(table.label), layout=layout,
-        figures=figures)
+    return writer.render(Content(runs, numbers, refs, layout, table, standalone, figures))

@@ -13,8 +13,10 @@ as result, and ``float('nan')`` plus an :class:`UndefinedMetricWarning` when the
 undefined (an empty OOD set), so a benchmark table shows a hole instead of crashing a long run.
 
 Part 2 wraps them as :class:`Metric` objects registered in ``oodbench.registry.metrics``; the
-runner computes them from logits through :func:`compute_metrics`. This module must only import
-``oodbench.registry`` from oodbench, because the registry imports it lazily on first lookup.
+runner computes them from logits through :func:`compute_metrics`. A new metric is one module in
+this folder (or a plugin) with a function decorated by :func:`register`; the ``metrics`` registry
+imports every module here on its first lookup. Modules here import only the shared layer and
+:mod:`oodbench.scores` from oodbench, because the registry imports them lazily.
 """
 
 from __future__ import annotations
@@ -56,6 +58,7 @@ __all__ = [
     "Metric",
     "SCOPES",
     "compute_metrics",
+    "register",
 ]
 
 
@@ -750,10 +753,14 @@ class Metric:
         return float(self.fn(inp))
 
 
-def _register(name: str, *, scope: str, higher_is_better: bool,
+def register(name: str, *, scope: str, higher_is_better: bool,
               settled_above: Optional[Callable[[np.ndarray], float]] = None,
               settles_by_confidence: bool = False) -> Callable[[Callable], Callable]:
-    """Register ``fn(MetricInput) -> float`` as a :class:`Metric`; its docstring is the doc."""
+    """Register ``fn(MetricInput) -> float`` as a :class:`Metric`; its docstring is the doc.
+
+    ``scope`` says on which rows it has a value (:data:`SCOPES`); ``settled_above`` and
+    ``settles_by_confidence`` state its early-stop rule (see :class:`Metric`; without one an
+    attack runs in full for it)."""
 
     def decorator(fn: Callable[[MetricInput], float]) -> Callable[[MetricInput], float]:
         doc = " ".join((fn.__doc__ or "").split())
@@ -791,19 +798,19 @@ def _accepted_at_tpr95(score_in: np.ndarray) -> float:
     return float(np.nextafter(acceptance_threshold(score_in, 0.95), -np.inf))
 
 
-@_register("test-error", scope="in", higher_is_better=False)
+@register("test-error", scope="in", higher_is_better=False)
 def _test_error_metric(inp: MetricInput) -> float:
     """Fraction of misclassified in-distribution test samples."""
     return 1.0 - float(np.mean(inp.in_correct))
 
 
-@_register("ece", scope="in", higher_is_better=False)
+@register("ece", scope="in", higher_is_better=False)
 def _ece_metric(inp: MetricInput) -> float:
     """Expected calibration error (15 bins) of the raw softmax confidence, in-distribution."""
     return expected_calibration_error(inp.in_conf, inp.in_correct)
 
 
-@_register("ece-ts", scope="in", higher_is_better=False)
+@register("ece-ts", scope="in", higher_is_better=False)
 def _ece_ts_metric(inp: MetricInput) -> float:
     """ECE (15 bins) after temperature scaling fitted on a held-out half of the test set.
 
@@ -823,7 +830,7 @@ def _ece_ts_metric(inp: MetricInput) -> float:
     return expected_calibration_error(conf, inp.in_correct[eval_idx])
 
 
-@_register("mmc", scope="both", higher_is_better=False, settled_above=_confidence_is_one,
+@register("mmc", scope="both", higher_is_better=False, settled_above=_confidence_is_one,
            settles_by_confidence=True)
 def _mmc_metric(inp: MetricInput) -> float:
     """Mean max confidence: of the in-distribution set on its row, of the probe on a probe row.
@@ -834,25 +841,25 @@ def _mmc_metric(inp: MetricInput) -> float:
     return mean_max_confidence(inp.in_conf if inp.out_logits is None else inp.out_conf)
 
 
-@_register("auroc", scope="probe", higher_is_better=True, settled_above=_above_every_in)
+@register("auroc", scope="probe", higher_is_better=True, settled_above=_above_every_in)
 def _auroc_metric(inp: MetricInput) -> float:
     """AUROC of the (log-)confidence separating in-distribution (positive) from the probe; ties count 1/2."""
     return auroc(inp.in_score, inp.out_score)
 
 
-@_register("auroc-conservative", scope="probe", higher_is_better=True, settled_above=_above_every_in)
+@register("auroc-conservative", scope="probe", higher_is_better=True, settled_above=_above_every_in)
 def _auroc_conservative_metric(inp: MetricInput) -> float:
     """AUROC where tied confidences count as failed detections (robust to saturated models)."""
     return auroc_conservative(inp.in_score, inp.out_score)
 
 
-@_register("aupr-in", scope="probe", higher_is_better=True, settled_above=_above_every_in)
+@register("aupr-in", scope="probe", higher_is_better=True, settled_above=_above_every_in)
 def _aupr_in_metric(inp: MetricInput) -> float:
     """Average precision with in-distribution as the positive class, confidence as score."""
     return aupr_in(inp.in_score, inp.out_score)
 
 
-@_register("aupr-out", scope="probe", higher_is_better=True)
+@register("aupr-out", scope="probe", higher_is_better=True)
 def _aupr_out_metric(inp: MetricInput) -> float:
     """Average precision with the OOD probe as the positive class, -confidence as score.
 
@@ -863,19 +870,19 @@ def _aupr_out_metric(inp: MetricInput) -> float:
     return aupr_out(inp.in_score, inp.out_score)
 
 
-@_register("aupr-in-trapezoid", scope="probe", higher_is_better=True)
+@register("aupr-in-trapezoid", scope="probe", higher_is_better=True)
 def _aupr_in_trapezoid_metric(inp: MetricInput) -> float:
     """AUPR with in-distribution as positive by the trapezoid rule (OpenOOD / pytorch-ood AUPR-IN)."""
     return aupr_in_trapezoid(inp.in_score, inp.out_score)
 
 
-@_register("aupr-out-trapezoid", scope="probe", higher_is_better=True)
+@register("aupr-out-trapezoid", scope="probe", higher_is_better=True)
 def _aupr_out_trapezoid_metric(inp: MetricInput) -> float:
     """AUPR with the probe as positive by the trapezoid rule (OpenOOD / pytorch-ood AUPR-OUT)."""
     return aupr_out_trapezoid(inp.in_score, inp.out_score)
 
 
-@_register("fpr95", scope="probe", higher_is_better=False, settled_above=_accepted_at_tpr95)
+@register("fpr95", scope="probe", higher_is_better=False, settled_above=_accepted_at_tpr95)
 def _fpr95_metric(inp: MetricInput) -> float:
     """Share of probe samples accepted at the threshold keeping 95% of in-distribution samples.
 
@@ -885,7 +892,7 @@ def _fpr95_metric(inp: MetricInput) -> float:
     return fpr_at_tpr(inp.in_score, inp.out_score, tpr=0.95)
 
 
-@_register("fpr95-ood", scope="probe", higher_is_better=False)
+@register("fpr95-ood", scope="probe", higher_is_better=False)
 def _fpr95_ood_metric(inp: MetricInput) -> float:
     """Share of in-distribution samples flagged as OOD at the threshold detecting 95% of the probe.
 
