@@ -133,7 +133,8 @@ def test_group_rows_are_means_of_their_members():
 
 
 def test_show_prints_the_unit_test_counts_as_integers():
-    from oodbench.runner import format_table, wide_table
+    from oodbench.report.tables import format_table
+    from oodbench.score.wide import wide_table
 
     long = pd.DataFrame([("m", "msp", p, metric, v) for p, metric, v in [
         ("in", "test-error", 0.1), ("blobs", "fpr95", 0.5), ("black", "fpr95", 0.05),
