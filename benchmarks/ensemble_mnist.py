@@ -26,11 +26,11 @@ import numpy as np
 import yaml
 
 from oodbench.attacks.members import VERSIONS
-from oodbench.runner import run_suite
-from oodbench.score.members import member_summaries
-from oodbench.score.table import TableScorer
-from oodbench.store import ResultStore
-from oodbench.suite import parse_suite
+from oodbench.pipeline.run import run_suite
+from oodbench.pipeline.score.members import member_summaries
+from oodbench.pipeline.score.table import TableScorer
+from oodbench.pipeline.store import ResultStore
+from oodbench.pipeline.suite import parse_suite
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -87,8 +87,8 @@ def write_folder(root: Path, n: int) -> None:
 
 def child(root: Path, fmt: str, shard: int) -> None:
     """Run the suite on the probe under ``root``; print one JSON line with the figures."""
-    from oodbench.runner import run_suite
-    from oodbench.suite import load_suite
+    from oodbench.pipeline.run import run_suite
+    from oodbench.pipeline.suite import load_suite
 
     after_imports = _rss_now()
     suite_file = root / "suite.yaml"

@@ -28,7 +28,7 @@ from oodbench.data import DataRequest, load_dataset
 from oodbench.data.common import subsample_indices
 from oodbench.metrics import MetricInput, compute_metrics
 from oodbench.models import load_model
-from oodbench.registry import attacks
+from oodbench.core.registry import attacks
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -6,7 +6,7 @@ Two random-initialised ImageNet networks, loaded through oodbench's adapters the
 loads them: a torchvision ResNet-50 (state dict, ``arch: resnet50-imagenet``, ImageNet
 normalisation) and a timm ViT-S/16 (``adapter: timm``; its input layer resizes 224 → 248
 bicubic and crops 224, as timm's evaluation transform does). For each: oodbench's clean pass
-(:func:`oodbench.execute.forward.forward_logits`) vs a bare ``model(x)`` loop under
+(:func:`oodbench.pipeline.execute.forward.forward_logits`) vs a bare ``model(x)`` loop under
 ``inference_mode``, and :func:`oodbench.attacks.run_attack` (L∞, ``--steps`` steps, no random
 start) vs the bare forward+backward PGD loop of ``engine_overhead.py`` — same module, same
 inputs, same thread settings, in this process. Prints wall and CPU (process) seconds and the
@@ -30,7 +30,7 @@ import torch
 
 from engine_overhead import bare_loop  # benchmarks/ is the script's folder
 from oodbench.attacks import AttackConfig, ThreatModel, run_attack
-from oodbench.execute.forward import forward_logits
+from oodbench.pipeline.execute.forward import forward_logits
 from oodbench.models import load_model
 
 IMAGENET = {"mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225]}

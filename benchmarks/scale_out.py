@@ -32,8 +32,8 @@ from typing import Callable
 
 import torch
 
-from oodbench.runner import run_suite
-from oodbench.suite import load_suite
+from oodbench.pipeline.run import run_suite
+from oodbench.pipeline.suite import load_suite
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -57,10 +57,10 @@ from oodbench.data import DataRequest, ImageSet, load_dataset, to_shape
 from oodbench.data.common import subsample_indices
 from oodbench.metrics import auroc, fpr_at_tpr, msp_score
 from oodbench.models import load_model
-from oodbench.registry import architectures, attacks
-from oodbench.runner import forward_logits, run_suite
-from oodbench.store import ResultStore
-from oodbench.suite import parse_suite
+from oodbench.core.registry import architectures, attacks
+from oodbench.pipeline.run import forward_logits, run_suite
+from oodbench.pipeline.store import ResultStore
+from oodbench.pipeline.suite import parse_suite
 
 REPO = Path(__file__).resolve().parents[1]
 METRICS = {"auroc": auroc, "fpr95": fpr_at_tpr}

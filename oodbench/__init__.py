@@ -19,13 +19,13 @@ __all__ = ["__version__", "load_suite", "run_suite", "load_model", "evaluate"]
 
 if TYPE_CHECKING:  # pragma: no cover
     from oodbench.models import load_model
-    from oodbench.runner import evaluate, run_suite
-    from oodbench.suite import load_suite
+    from oodbench.pipeline.run import evaluate, run_suite
+    from oodbench.pipeline.suite import load_suite
 
 _LAZY = {
-    "load_suite": "oodbench.suite",
-    "run_suite": "oodbench.runner",
-    "evaluate": "oodbench.runner",
+    "load_suite": "oodbench.pipeline.suite",
+    "run_suite": "oodbench.pipeline.run",
+    "evaluate": "oodbench.pipeline.run",
     "load_model": "oodbench.models",
 }
 

@@ -14,17 +14,17 @@ from typing import TYPE_CHECKING, Any, Iterator, Optional
 import click
 
 if TYPE_CHECKING:
-    from oodbench.suite import Suite
+    from oodbench.pipeline.suite import Suite
 
 
 class _FriendlyErrors(click.Group):
-    """Prints an :class:`~oodbench.errors.OodbenchError` (anything wrong with what the user gave:
+    """Prints an :class:`~oodbench.core.errors.OodbenchError` (anything wrong with what the user gave:
     suite, checkpoint, data, results store, leaderboard, card) as one ``error:`` line and exits
     with code 2, without a traceback. Any other exception is a bug and keeps its traceback;
     ``--debug`` shows the traceback of user errors too."""
 
     def invoke(self, ctx: click.Context):  # type: ignore[override]
-        from oodbench.errors import OodbenchError
+        from oodbench.core.errors import OodbenchError
 
         try:
             return super().invoke(ctx)
@@ -47,7 +47,7 @@ class RegistryChoice(click.Choice):
 
     @property  # type: ignore[override]
     def choices(self) -> tuple[str, ...]:
-        from oodbench.registry import FAMILIES
+        from oodbench.core.registry import FAMILIES
 
         return tuple(FAMILIES[self.family].names())
 
@@ -95,8 +95,8 @@ def run(suite_file: Path, data_root: Optional[Path], output: Optional[Path], dev
     """Evaluate every model of SUITE_FILE: plan the jobs, run the shards the results store
     lacks, store each as it finishes, score every row. A killed run resumes where it stopped."""
     from oodbench.report.tables import format_table
-    from oodbench.runner import run_suite
-    from oodbench.suite import load_suite
+    from oodbench.pipeline.run import run_suite
+    from oodbench.pipeline.suite import load_suite
 
     overrides = {"download": False if no_download else None, "executor": executor,
                  "ray_address": address}
@@ -119,7 +119,7 @@ def run(suite_file: Path, data_root: Optional[Path], output: Optional[Path], dev
 def _echo_flags(results: Path, run_id: int) -> None:
     """The run's trust-check flags, after its table (nothing when none was flagged)."""
     from oodbench.report.data import format_flags, run_flags
-    from oodbench.store import ResultStore
+    from oodbench.pipeline.store import ResultStore
 
     with ResultStore(results, readonly=True) as store:
         flags = run_flags(store, run_id)
@@ -141,8 +141,8 @@ def _warnings_as_lines() -> Iterator[None]:
 
 def _print_plan(suite: "Suite", data_root: Optional[Path], output: Optional[Path],
                 skip_missing: Optional[bool]) -> None:
-    from oodbench.plan import format_plan
-    from oodbench.runner import plan_suite
+    from oodbench.pipeline.plan import format_plan
+    from oodbench.pipeline.run import plan_suite
 
     with _warnings_as_lines():
         click.echo(format_plan(plan_suite(suite, data_root=data_root, output=output,
@@ -161,7 +161,7 @@ def plan_(suite_file: Path, data_root: Optional[Path], output: Optional[Path],
           skip_missing: Optional[bool]) -> None:
     """Print the jobs a run of SUITE_FILE would execute: model, row, kind, shards, what the
     results store already holds, and the estimated forward and gradient evaluations."""
-    from oodbench.suite import load_suite
+    from oodbench.pipeline.suite import load_suite
 
     _print_plan(load_suite(suite_file), data_root, output, skip_missing)
 
@@ -172,8 +172,8 @@ def upgrade(results: Path) -> None:
     """Upgrade RESULTS, a results store of an older oodbench, in place and in one transaction
     (every job whose checksum holds is kept; on any failure, or if it is already current, the
     file is left as it is)."""
-    from oodbench.errors import MissingFileError
-    from oodbench.store import ResultStore, migrate, storage_errors
+    from oodbench.core.errors import MissingFileError
+    from oodbench.pipeline.store import ResultStore, migrate, storage_errors
 
     if not results.is_file():
         raise MissingFileError(f"{results}: no such results store")
@@ -187,7 +187,7 @@ def upgrade(results: Path) -> None:
 @click.argument("suite_file", type=click.Path(path_type=Path))
 def validate(suite_file: Path) -> None:
     """Check SUITE_FILE (fields, registered names) without running anything."""
-    from oodbench.suite import load_suite
+    from oodbench.pipeline.suite import load_suite
 
     suite = load_suite(suite_file)
     click.echo(f"{suite_file}: ok — {len(suite.models)} model(s), {len(suite.probes)} probe(s), "
@@ -200,7 +200,7 @@ def validate(suite_file: Path) -> None:
 def list_(family: Optional[str]) -> None:
     """List registered components of FAMILY (architectures, models, datasets, metrics,
     detectors, attacks, checks, layouts, formats, …); without FAMILY, every family."""
-    from oodbench.registry import FAMILIES, UnknownNameError
+    from oodbench.core.registry import FAMILIES, UnknownNameError
 
     if family is None:
         for name, reg in FAMILIES.items():
@@ -220,8 +220,8 @@ def _member_lines(store: Any, run_id: int, problems: list[str]) -> list[str]:
     """One line per ensemble row of a complete run (``show``)."""
     if problems:
         return []
-    from oodbench.score.members import member_summaries
-    from oodbench.score.table import TableScorer
+    from oodbench.pipeline.score.members import member_summaries
+    from oodbench.pipeline.score.table import TableScorer
 
     return [m.line() for m in member_summaries(store, run_id, TableScorer(store, [], 0))]
 
@@ -238,9 +238,9 @@ def show(results: Path, run_id: Optional[int]) -> None:
     from oodbench.models.libraries.preprocessing import override_notes, suite_overrides
     from oodbench.report.data import ReportError, audit_run, find_run, recomputed_frame
     from oodbench.report.tables import format_table
-    from oodbench.score.wide import wide_table
-    from oodbench.score.groups import probe_groups
-    from oodbench.store import ResultStore
+    from oodbench.pipeline.score.wide import wide_table
+    from oodbench.pipeline.score.groups import probe_groups
+    from oodbench.pipeline.store import ResultStore
 
     with ResultStore(results, readonly=True) as store:
         try:
@@ -272,7 +272,7 @@ def show(results: Path, run_id: Optional[int]) -> None:
 
 def _recompute_options(command: click.Command) -> click.Command:
     """The options of a recomputation audit, shared by `verify` and `leaderboard verify`."""
-    from oodbench.recompute import DEFAULT_TOLERANCE
+    from oodbench.pipeline.recompute import DEFAULT_TOLERANCE
 
     options = [
         click.option("--recompute", "fraction", type=click.FloatRange(0, 1, min_open=True),
@@ -309,9 +309,9 @@ def verify(results: Path, run_id: Optional[int], fraction: Optional[float],
     """Check a run of RESULTS (opened read-only): complete, jobs, checksums, and every metric
     recomputed from the stored arrays; with --recompute, also re-execute a sample of the stored
     shards. Exit 1 if anything differs or is missing."""
-    from oodbench.recompute import recompute_run
+    from oodbench.pipeline.recompute import recompute_run
     from oodbench.report.data import full_verification
-    from oodbench.store import ResultStore
+    from oodbench.pipeline.store import ResultStore
 
     summary = None
     with ResultStore(results, readonly=True) as store:
@@ -474,7 +474,7 @@ def submit(checkpoint: Optional[Path], card: Optional[str], zoo_dir: Optional[Pa
     submitting it again reports that and exits 0."""
     from oodbench.leaderboard import LeaderboardError, parse_options, submit_card
     from oodbench.leaderboard import submit as submit_
-    from oodbench.suite import load_suite
+    from oodbench.pipeline.suite import load_suite
     from oodbench.zoo import find_card
 
     run = dict(leaderboard=leaderboard_file, data_root=data_root, device=device, progress=not quiet)

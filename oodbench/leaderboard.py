@@ -44,13 +44,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Optional, Union
 from urllib.parse import quote
 
-from oodbench.errors import MissingFileError, OodbenchError
-from oodbench.store import open_versioned_db, storage_errors
-from oodbench.suite import Suite, parse_suite
+from oodbench.core.errors import MissingFileError, OodbenchError
+from oodbench.pipeline.store import open_versioned_db, storage_errors
+from oodbench.pipeline.suite import Suite, parse_suite
 
 if TYPE_CHECKING:  # pragma: no cover
     from oodbench.models import Normalization
-    from oodbench.recompute import Recomputation
+    from oodbench.pipeline.recompute import Recomputation
     from oodbench.zoo import ZooCard
 
 SCHEMA_VERSION = 1
@@ -284,7 +284,7 @@ def submit(checkpoint: Union[str, Path], *, suite: Suite, name: str, arch: str,
     (``added=False``). The results store defaults to :func:`default_results_store`.
     """
     from oodbench.models import file_sha256
-    from oodbench.runner import run_suite
+    from oodbench.pipeline.run import run_suite
 
     path = Path(checkpoint).expanduser()
     if not path.is_file():
@@ -301,8 +301,8 @@ def submit(checkpoint: Union[str, Path], *, suite: Suite, name: str, arch: str,
             return Submission(existing, False, key, digest)
     store = Path(results) if results is not None else default_results_store(leaderboard)
     result = run_suite(sub_suite, data_root=data_root, output=store, device=device, progress=progress)
-    from oodbench.provenance import environment
-    from oodbench.runner import resolve_device
+    from oodbench.core.provenance import environment
+    from oodbench.pipeline.run import resolve_device
 
     dev = resolve_device(device or sub_suite.device)
     env = environment(dev)
@@ -316,7 +316,7 @@ def submit(checkpoint: Union[str, Path], *, suite: Suite, name: str, arch: str,
         "results_store": str(Path(result.store_path).resolve()), "run_id": result.run_id,
     }
     from oodbench.report.tables import fold_detectors
-    from oodbench.score.groups import with_group_rows
+    from oodbench.pipeline.score.groups import with_group_rows
 
     long = fold_detectors(with_group_rows(result.metrics, result.groups), into="probe")
     metrics = [(str(p), str(m), None if v != v else float(v))
@@ -349,7 +349,7 @@ def entry_page(entry_id: int) -> str:
 
 
 def _fmt(value: Optional[float], metric: str) -> str:
-    from oodbench.score.groups import COUNTS, count_text
+    from oodbench.pipeline.score.groups import COUNTS, count_text
 
     if value is None or value != value:
         return "–"
@@ -417,7 +417,7 @@ def entry_flags(entry: dict[str, Any], leaderboard: Union[str, Path]) -> Optiona
     """The trust-check flags (:class:`oodbench.report.data.RowFlag`) of an entry's run, read from
     its results store; None when the store is missing or unreadable (unknown, not "none")."""
     from oodbench.report.data import run_flags
-    from oodbench.store import ResultStore, StoreError
+    from oodbench.pipeline.store import ResultStore, StoreError
 
     store = entry_results_store(entry, leaderboard)
     if store is None:
@@ -443,8 +443,8 @@ def entry_problems(entry: dict[str, Any], leaderboard: Union[str, Path]) -> Opti
     the run's metrics of its model."""
     from oodbench.report.data import full_verification
     from oodbench.report.tables import fold_detectors
-    from oodbench.score.groups import probe_groups, with_group_rows
-    from oodbench.store import ResultStore
+    from oodbench.pipeline.score.groups import probe_groups, with_group_rows
+    from oodbench.pipeline.store import ResultStore
 
     path = entry_results_store(entry, leaderboard)
     if path is None:
@@ -480,11 +480,11 @@ def recompute_entries(leaderboard: Union[str, Path], fraction: float, *, seed: i
                       tolerance: Optional[float] = None, data_root: Union[str, Path, None] = None,
                       device: Optional[str] = None) -> dict[int, Union["Recomputation", str]]:
     """Re-execute a seeded sample of every entry's stored shards
-    (:func:`oodbench.recompute.recompute_run`) and record each audit on the leaderboard, so its
+    (:func:`oodbench.pipeline.recompute.recompute_run`) and record each audit on the leaderboard, so its
     page says when the entry was last recomputed and with what result. An entry whose results
     store is missing gets the reason instead (and no record)."""
-    from oodbench.recompute import recompute_run
-    from oodbench.store import ResultStore
+    from oodbench.pipeline.recompute import recompute_run
+    from oodbench.pipeline.store import ResultStore
 
     with Leaderboard(leaderboard, create=False) as board:
         entries = board.entries()

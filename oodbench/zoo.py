@@ -42,8 +42,8 @@ from oodbench.core.errors import ReportError, ZooError
 from oodbench.core.references import ReferenceCard, parse_card as parse_reference_card
 from oodbench.core.yaml_location import format_loc, node_line
 from oodbench.models.spec import Normalization
-from oodbench.registry import UnknownNameError, architectures
-from oodbench.validation import read_yaml
+from oodbench.core.registry import UnknownNameError, architectures
+from oodbench.core.validation import read_yaml
 
 CACHE_ENV = "OODBENCH_CACHE"
 DEFAULT_CACHE = Path("~/.cache/oodbench")

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
-from oodbench.store import ResultStore
+from oodbench.pipeline.store import ResultStore
 
 
 def run_arrays(db: Path, result) -> dict[tuple[str, str], dict[str, np.ndarray]]:

@@ -18,7 +18,7 @@ from oodbench.attacks.autoattack import state_file
 from oodbench.attacks.counterfactuals import INDEX_FILE, grid_size
 from oodbench.data import load_dataset
 from oodbench.data.base import DataRequest
-from oodbench.registry import attacks
+from oodbench.core.registry import attacks
 
 NEW_ATTACKS = ("autoattack", "alpha-scaling", "counterfactuals")
 FAST_AA = {"version": "custom", "attacks": ["apgd-ce"]}

@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from sklearn.metrics import roc_auc_score
 from torch import nn
 
-from oodbench.score import RowKind
+from oodbench.pipeline.score import RowKind
 from oodbench.attacks import AttackConfig, AttackContext, AttackResult, AttackSpec, ThreatModel, run_attack
 from oodbench.attacks.engine import point_generators
 from oodbench.attacks.base import Attack, grey_data
@@ -29,8 +29,8 @@ from oodbench.attacks.threats import _project_l1_ball
 from oodbench.data import DataRequest, load_dataset
 from oodbench.metrics import (MetricInput, acceptance_threshold, compute_metrics, confidence,
                               fpr_at_tpr, msp_score, settled_above)
-from oodbench.registry import Entry, UnknownNameError, attacks, datasets, objectives
-from oodbench.registry import metrics as metric_registry
+from oodbench.core.registry import Entry, UnknownNameError, attacks, datasets, objectives
+from oodbench.core.registry import metrics as metric_registry
 from oodbench.scores import MSP_CEILING
 
 CPU = torch.device("cpu")

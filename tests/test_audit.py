@@ -22,10 +22,10 @@ from click.testing import CliRunner
 
 import oodbench
 from oodbench.cli import main
-from oodbench.recompute import DEFAULT_TOLERANCE, array_differences, recompute_run
+from oodbench.pipeline.recompute import DEFAULT_TOLERANCE, array_differences, recompute_run
 from oodbench.report.data import recompute_metrics
-from oodbench.store import ResultStore, array_checksum
-from oodbench.suite import load_suite
+from oodbench.pipeline.store import ResultStore, array_checksum
+from oodbench.pipeline.suite import load_suite
 
 ROOT = Path(__file__).resolve().parents[1]
 WEIGHTS = ROOT / "model_zoo" / "digits-plain.safetensors"

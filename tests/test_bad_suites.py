@@ -15,8 +15,8 @@ import yaml
 from click.testing import CliRunner
 
 from oodbench.cli import main
-from oodbench.errors import OodbenchError
-from oodbench.suite import SuiteError, load_suite
+from oodbench.core.errors import OodbenchError
+from oodbench.pipeline.suite import SuiteError, load_suite
 
 from conftest import VALID_SUITE  # noqa: E402  (tests/ is on sys.path under pytest)
 
@@ -249,5 +249,5 @@ def test_device_absent_on_this_machine_is_an_error_at_run(tmp_path, digits_weigh
     assert isinstance(res.exception, SystemExit)
     assert not (tmp_path / "r.db").exists()
     with pytest.raises(OodbenchError, match="device 'cuda:99'"):
-        from oodbench.devices import resolve_device
+        from oodbench.core.devices import resolve_device
         resolve_device("cuda:99")

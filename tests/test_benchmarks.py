@@ -17,15 +17,15 @@ except ImportError:  # run from inside tests/
 
 from oodbench.data import DataRequest, DatasetNotFoundError, ImageSet, load_dataset, materialise
 from oodbench.data.unit_tests import UNIT_TESTS, blur_wrap, stripes
-from oodbench.runner import run_suite
-from oodbench.score.table import TableScorer
+from oodbench.pipeline.run import run_suite
+from oodbench.pipeline.score.table import TableScorer
 from oodbench.scores import msp_score
-from oodbench.store import ResultStore
+from oodbench.pipeline.store import ResultStore
 from sklearn.metrics import roc_auc_score
-from oodbench.score.bootstrap import bootstrap_mean_intervals, bootstrap_samples
-from oodbench.score.groups import with_group_rows
-from oodbench.score.rows import RowKind
-from oodbench.suite import SuiteError, load_suite, parse_suite
+from oodbench.pipeline.score.bootstrap import bootstrap_mean_intervals, bootstrap_samples
+from oodbench.pipeline.score.groups import with_group_rows
+from oodbench.pipeline.score.rows import RowKind
+from oodbench.pipeline.suite import SuiteError, load_suite, parse_suite
 
 ROOT = Path(__file__).resolve().parents[1]
 SUITES = ROOT / "suites"
@@ -134,7 +134,7 @@ def test_group_rows_are_means_of_their_members():
 
 def test_show_prints_the_unit_test_counts_as_integers():
     from oodbench.report.tables import format_table
-    from oodbench.score.wide import wide_table
+    from oodbench.pipeline.score.wide import wide_table
 
     long = pd.DataFrame([("m", "msp", p, metric, v) for p, metric, v in [
         ("in", "test-error", 0.1), ("blobs", "fpr95", 0.5), ("black", "fpr95", 0.05),
@@ -154,7 +154,7 @@ def test_group_interval_resamples_each_set_and_covers_the_mean():
     low, high = bootstrap_mean_intervals(samples)["auroc"]
     by_hand = np.mean([samples[0]["auroc"], samples[1]["auroc"]], axis=0)
     assert (low, high) == tuple(np.percentile(by_hand, [2.5, 97.5]))
-    from oodbench.score import score_row
+    from oodbench.pipeline.score import score_row
 
     mean = np.mean([score_row(RowKind.OOD, s, clean, ["auroc"], seed=0)["auroc"] for s in sets])
     assert low <= mean <= high

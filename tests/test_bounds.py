@@ -24,8 +24,8 @@ from oodbench.detectors.attack import detector_head
 from oodbench.detectors.base import Outputs
 from oodbench.models.architectures.resnet import BasicBlock as OodbenchBlock
 from oodbench.models.normalize import Normalize
-from oodbench.registry import architectures, attacks
-from oodbench.score.bracket import BracketViolation, Side, check_sides
+from oodbench.core.registry import architectures, attacks
+from oodbench.pipeline.score.bracket import BracketViolation, Side, check_sides
 from oodbench.scores import msp_score
 
 from conftest import SUITE_HEADER  # noqa: E402
@@ -326,11 +326,11 @@ checks: {{enabled: false}}
 
 @pytest.mark.slow
 def test_a_run_brackets_every_row_and_a_violated_row_raises(write_suite, tmp_path):
-    from oodbench.runner import plan_suite, run_suite
-    from oodbench.score.bracket import check_table
-    from oodbench.score.table import TableScorer
-    from oodbench.store import ResultStore
-    from oodbench.suite import load_suite
+    from oodbench.pipeline.run import plan_suite, run_suite
+    from oodbench.pipeline.score.bracket import check_table
+    from oodbench.pipeline.score.table import TableScorer
+    from oodbench.pipeline.store import ResultStore
+    from oodbench.pipeline.suite import load_suite
 
     suite = load_suite(write_suite(CERTIFIED_SUITE))
     result = run_suite(suite, output=tmp_path / "r.db", progress=False)

@@ -13,9 +13,9 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from oodbench.errors import OodbenchError
+from oodbench.core.errors import OodbenchError
 from oodbench.models import ModelLoadError, load_model
-from oodbench.registry import architectures
+from oodbench.core.registry import architectures
 
 HTML = (b"<!DOCTYPE html><html><head><title>Google Drive - Virus scan warning</title></head>"
         b"<body>Google Drive can't scan this file for viruses.</body></html>")

@@ -48,7 +48,7 @@ from oodbench.data.noise import (
     symmetric_pad,
 )
 from oodbench.data.torchvision_sets import FIX, open_torchvision
-from oodbench.registry import UnknownNameError, datasets
+from oodbench.core.registry import UnknownNameError, datasets
 
 FIX_TEXT = (
     "set `data_root` in the suite, pass --data-root or set OODBENCH_DATA to a directory "

@@ -10,12 +10,12 @@ from oodbench.cli import main
 from oodbench.data.common import subsample_indices
 from oodbench.metrics import auroc
 from oodbench.detectors import build_detector
-from oodbench.plan import JobKind
+from oodbench.pipeline.plan import JobKind
 from oodbench.report import render
 from oodbench.report.data import full_verification
-from oodbench.runner import plan_suite, run_suite
-from oodbench.store import ResultStore
-from oodbench.suite import SuiteError, load_suite
+from oodbench.pipeline.run import plan_suite, run_suite
+from oodbench.pipeline.store import ResultStore
+from oodbench.pipeline.suite import SuiteError, load_suite
 
 from conftest import SUITE_HEADER  # noqa: E402
 
@@ -282,7 +282,7 @@ def test_evaluate_api_scores_each_detector(digits_weights):
 
 def test_detectors_layout_has_a_row_per_detector(every_detector):
     from oodbench.cli import report
-    from oodbench.registry import layouts
+    from oodbench.core.registry import layouts
 
     tmp, suite, result = every_detector
     layout_option = next(p for p in report.params if p.name == "layout")

@@ -25,7 +25,7 @@ from oodbench.detectors import FitData, Outputs, build_detector
 from oodbench.metrics import MetricInput, compute_metrics, fpr_at_tpr
 from oodbench.models.architectures.lenet import LeNet
 from oodbench.models.features import head_layer, logits_and_features
-from oodbench.registry import detectors
+from oodbench.core.registry import detectors
 
 CPU = torch.device("cpu")
 N_FIT, N_TEST, N_CLASSES = 240, 24, 4

@@ -24,9 +24,9 @@ from oodbench.detectors import FitData, build_detector
 from oodbench.detectors.attack import detector_head
 from oodbench.detectors.base import Outputs, soft_minimum
 from oodbench.models.features import logits_and_features
-from oodbench.plan.cost import Cost
-from oodbench.registry import attacks
-from oodbench.score import ArrayKey
+from oodbench.pipeline.plan.cost import Cost
+from oodbench.core.registry import attacks
+from oodbench.pipeline.score import ArrayKey
 
 from conftest import SUITE_HEADER  # noqa: E402  (tests/ is on sys.path under pytest)
 
@@ -304,9 +304,9 @@ def test_show_prints_the_auroc_after_each_member_and_plan_the_version(write_suit
     from click.testing import CliRunner
 
     from oodbench.cli import main
-    from oodbench.runner import run_suite
-    from oodbench.store import ResultStore
-    from oodbench.suite import load_suite
+    from oodbench.pipeline.run import run_suite
+    from oodbench.pipeline.store import ResultStore
+    from oodbench.pipeline.suite import load_suite
 
     path = write_suite(ENSEMBLE_SUITE)
     plan = CliRunner().invoke(main, ["plan", str(path), "-o", str(tmp_path / "r.db")])
@@ -319,8 +319,8 @@ def test_show_prints_the_auroc_after_each_member_and_plan_the_version(write_suit
     lines = [line for line in shown.output.splitlines() if "AUROC % after" in line]
     assert len(lines) == 2 and "apgd" in lines[0] and "square" in lines[0]
     with ResultStore(tmp_path / "r.db", readonly=True) as store:
-        from oodbench.score.members import member_summaries
-        from oodbench.score.table import TableScorer
+        from oodbench.pipeline.score.members import member_summaries
+        from oodbench.pipeline.score.table import TableScorer
 
         summaries = member_summaries(store, result.run_id, TableScorer(store, [], 0))
     stored = result.metrics.set_index(["detector", "metric"])["value"]

@@ -12,15 +12,15 @@ from click.testing import CliRunner
 
 from oodbench.cli import main
 from oodbench.data import DatasetError, DatasetNotFoundError
-from oodbench.devices import DeviceError
-from oodbench.errors import MissingFileError, OodbenchError
+from oodbench.core.devices import DeviceError
+from oodbench.core.errors import MissingFileError, OodbenchError
 from oodbench.leaderboard import LeaderboardError
 from oodbench.models import ModelLoadError
 from oodbench.models.output_check import ModelOutputError
-from oodbench.registry import UnknownNameError
+from oodbench.core.registry import UnknownNameError
 from oodbench.report import ReportError, UnverifiedResultsError
-from oodbench.store import ResultStore, StoreError
-from oodbench.suite import SuiteError
+from oodbench.pipeline.store import ResultStore, StoreError
+from oodbench.pipeline.suite import SuiteError
 from oodbench.train.recipe import RecipeError
 from oodbench.zoo import ZooError
 

@@ -19,11 +19,11 @@ from oodbench.checks import ChecksSpec
 from oodbench.checks.base import AttackInputs
 from oodbench.checks.classes import TooFewClasses
 from oodbench.cli import main
-from oodbench.registry import attacks, checks
+from oodbench.core.registry import attacks, checks
 from oodbench.report.data import run_flags
-from oodbench.runner import run_suite
-from oodbench.store import ResultStore
-from oodbench.suite import SuiteError, load_suite, parse_suite
+from oodbench.pipeline.run import run_suite
+from oodbench.pipeline.store import ResultStore
+from oodbench.pipeline.suite import SuiteError, load_suite, parse_suite
 
 ROOT = Path(__file__).resolve().parents[1]
 ZOO = ROOT / "model_zoo" / "digits-plain.safetensors"
@@ -62,7 +62,7 @@ class Wrapped(nn.Module):
 
 def build(kind, weights, num_classes=5):
     from safetensors.torch import load_file
-    from oodbench.registry import architectures
+    from oodbench.core.registry import architectures
 
     torch.manual_seed(0)
     net = architectures.get("digits-net")(num_classes=num_classes)
@@ -155,7 +155,7 @@ def test_every_job_is_checked_once_and_a_rerun_checks_nothing(flagged):
         n_checks = len(store._rows("SELECT hash FROM checks"))
     assert set().union(*checked.values()) == CODES
     assert n_checks == 12  # per model: its clean job and its attack job
-    from oodbench.runner import plan_suite
+    from oodbench.pipeline.run import plan_suite
 
     plan = plan_suite(suite, output=root / "r.db")
     assert len(plan.checks) == 12 and all(c.cached for c in plan.checks)

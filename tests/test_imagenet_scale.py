@@ -45,8 +45,8 @@ def test_a_torchvision_resnet50_checkpoint_evaluates_on_224_images_with_no_code(
     from safetensors.torch import save_file
     from torchvision.models import resnet50
 
-    from oodbench.runner import run_suite
-    from oodbench.suite import load_suite
+    from oodbench.pipeline.run import run_suite
+    from oodbench.pipeline.suite import load_suite
 
     _folder(tmp_path / "imgs", [(300, 400), (256, 320), (280, 280), (260, 300)])
     torch.manual_seed(0)

@@ -24,8 +24,8 @@ from click.testing import CliRunner
 import oodbench
 from oodbench.cli import main
 from oodbench.report.data import verify_run
-from oodbench.store import CorruptEntryWarning, ResultStore, StoreError
-from oodbench.suite import SuiteError, load_suite
+from oodbench.pipeline.store import CorruptEntryWarning, ResultStore, StoreError
+from oodbench.pipeline.suite import SuiteError, load_suite
 
 ROOT = Path(__file__).resolve().parents[1]
 WEIGHTS = ROOT / "model_zoo" / "digits-plain.safetensors"
@@ -206,8 +206,8 @@ class _Interrupted(Exception):
 def test_an_interrupted_run_does_not_verify_and_show_says_so(honest, tmp_path):
     """A run stopped mid-way (here after its first shard, as by Ctrl-C) leaves a run record
     without ``finished``: it must not pass for a complete one."""
-    from oodbench.execute import LocalExecutor, SuiteData, Workspace
-    from oodbench.execute.forward import resolve_device
+    from oodbench.pipeline.execute import LocalExecutor, SuiteData, Workspace
+    from oodbench.pipeline.execute.forward import resolve_device
 
     class StopsAfterOneShard(LocalExecutor):
         def results(self):
@@ -269,9 +269,9 @@ def test_a_skipped_probe_is_not_missing(honest, tmp_path):
 
 @pytest.fixture
 def short_lock_wait(monkeypatch):
-    import oodbench.store
+    import oodbench.pipeline.store
 
-    monkeypatch.setattr(oodbench.store, "LOCK_TIMEOUT_S", 0.2)
+    monkeypatch.setattr(oodbench.pipeline.store, "LOCK_TIMEOUT_S", 0.2)
 
 
 @pytest.mark.parametrize("command", ["show", "verify", "run"])
@@ -381,7 +381,7 @@ def test_autoattack_state_file_that_cannot_be_saved_only_warns(tmp_path):
     from oodbench.attacks.base import AttackSpec
     from oodbench.data import DataRequest, load_dataset
     from oodbench.models import load_model
-    from oodbench.registry import attacks
+    from oodbench.core.registry import attacks
 
     model = load_model({"name": "d", "adapter": "safetensors", "arch": "digits-net",
                         "arch_options": {"num_classes": 5}, "path": str(WEIGHTS)})

@@ -44,8 +44,8 @@ def board(tmp_path, write_suite, digits_weights):
 
 def test_submit_records_entry_with_provenance(board, digits_weights, tmp_path):
     from oodbench.models import file_sha256
-    from oodbench.runner import run_suite
-    from oodbench.suite import load_suite
+    from oodbench.pipeline.run import run_suite
+    from oodbench.pipeline.suite import load_suite
 
     runner, lb, suite_file = board
     assert (lb.parent / "leaderboard-results.db").is_file()  # results store beside the board
@@ -89,7 +89,7 @@ def test_duplicate_adds_nothing_and_changed_suite_is_new_board(board, write_suit
 
 
 def test_board_hash_ignores_models_and_device(write_suite, digits_weights):
-    from oodbench.suite import load_suite
+    from oodbench.pipeline.suite import load_suite
 
     suite = load_suite(write_suite(BOARD_SUITE, n_uniform=50))
     other = submission_suite(suite, digits_weights, name="x", arch="digits-net",

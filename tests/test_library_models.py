@@ -22,7 +22,7 @@ from torch import nn
 from oodbench.models import ModelLoadError, load_model, model_fingerprint
 from oodbench.models.features import FeaturesError, head_layer, logits_and_features
 from oodbench.models.libraries.torch_export_models import NoGradientError
-from oodbench.registry import models
+from oodbench.core.registry import models
 
 VIT_ARGS = {"img_size": 16, "patch_size": 4, "depth": 1, "embed_dim": 48, "num_heads": 2}
 
@@ -168,10 +168,10 @@ def test_a_store_written_before_config_hashing_still_verifies(tmp_path, monkeypa
     ``config_sha256``) are not recomputed by ``verify``: the store still verifies."""
     from click.testing import CliRunner
 
-    import oodbench.plan.planner as planner
+    import oodbench.pipeline.plan.planner as planner
     from oodbench.cli import main
-    from oodbench.runner import run_suite
-    from oodbench.suite import load_suite
+    from oodbench.pipeline.run import run_suite
+    from oodbench.pipeline.suite import load_suite
 
     save_timm_folder(tiny_vit(), tmp_path / "vit")
     (tmp_path / "suite.yaml").write_text("""\
@@ -192,7 +192,7 @@ metrics: [test-error, auroc]
     result = CliRunner().invoke(main, ["verify", str(tmp_path / "old.db")])
     assert result.exit_code == 0, result.output
     rerun = run_suite(suite, output=tmp_path / "old.db", progress=False)  # now config-hashed keys
-    from oodbench.store import ResultStore
+    from oodbench.pipeline.store import ResultStore
 
     with ResultStore(tmp_path / "old.db", readonly=True) as store:
         keys = [set(store.run_jobs(r.run_id).job_hash) for r in (old, rerun)]
@@ -313,9 +313,9 @@ metrics: [auroc, mmc]
 
 @pytest.mark.slow  # two networks, three detectors, a 5-step attack on each: ~1 min CPU
 def test_timm_vit_and_hf_convnext_run_a_suite_clean_and_attacked(tmp_path) -> None:
-    from oodbench.runner import run_suite
-    from oodbench.store import ResultStore
-    from oodbench.suite import load_suite
+    from oodbench.pipeline.run import run_suite
+    from oodbench.pipeline.store import ResultStore
+    from oodbench.pipeline.suite import load_suite
 
     vit = tiny_vit()
     save_timm_folder(vit, tmp_path / "vit")
@@ -352,7 +352,7 @@ def test_timm_vit_and_hf_convnext_run_a_suite_clean_and_attacked(tmp_path) -> No
     ("num_classes", "0", "greater than 0"),
 ])
 def test_suite_validation_names_a_bad_adapter_option(tmp_path, field, value, message) -> None:
-    from oodbench.suite import SuiteError, load_suite
+    from oodbench.pipeline.suite import SuiteError, load_suite
 
     text = LIBRARY_SUITE.replace("{name: timm vit, adapter: timm, path: vit}",
                                  f"{{name: timm vit, adapter: timm, path: vit, {field}: {value}}}")
@@ -391,8 +391,8 @@ def test_tables_say_which_preprocessing_the_suite_overrode(tmp_path) -> None:
 
     from oodbench.cli import main
     from oodbench.report import render
-    from oodbench.runner import run_suite
-    from oodbench.suite import load_suite
+    from oodbench.pipeline.run import run_suite
+    from oodbench.pipeline.suite import load_suite
 
     save_timm_folder(tiny_vit(), tmp_path / "vit")
     tiny_hf_convnext(tmp_path / "hf")
@@ -425,7 +425,7 @@ metrics: [test-error, mmc, auroc]
 def test_huggingface_entries_need_a_folder_or_a_hub_id() -> None:
     """`path` or `model: org/name` (the README's two forms) validate; neither is refused with
     both fields named, before anything loads."""
-    from oodbench.suite import SuiteError, parse_suite
+    from oodbench.pipeline.suite import SuiteError, parse_suite
 
     base = {"name": "s", "in_distribution": {"dataset": "digits"},
             "probes": [{"dataset": "uniform-noise"}]}

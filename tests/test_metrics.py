@@ -32,8 +32,8 @@ from oodbench.metrics import (
     softmax,
     test_error,
 )
-from oodbench.registry import UnknownNameError
-from oodbench.registry import metrics as metric_registry
+from oodbench.core.registry import UnknownNameError
+from oodbench.core.registry import metrics as metric_registry
 
 BUILTIN_METRICS = {
     "test-error": ("in", False),
@@ -427,7 +427,7 @@ def test_imports_only_registry_from_oodbench():
     tree = ast.parse(Path(M.__file__).read_text())
     imported = {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.module}
     imported |= {a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
-    assert {m for m in imported if m.split(".")[0] == "oodbench"} == {"oodbench.registry",
+    assert {m for m in imported if m.split(".")[0] == "oodbench"} == {"oodbench.core.registry",
                                                                       "oodbench.scores"}
 
 

@@ -15,9 +15,9 @@ from click.testing import CliRunner
 from safetensors.torch import save_file
 
 from oodbench.cli import main
-from oodbench.errors import OodbenchError
+from oodbench.core.errors import OodbenchError
 from oodbench.models.output_check import ModelOutputError, check_outputs, check_shape
-from oodbench.registry import architectures
+from oodbench.core.registry import architectures
 
 
 def test_finite_logits_of_the_right_shape_pass_unchanged():

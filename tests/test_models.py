@@ -21,7 +21,7 @@ from oodbench.models import (
     with_normalization,
 )
 from oodbench.models.adapters import ensure_autoattack, robustbench_file
-from oodbench.registry import architectures, models
+from oodbench.core.registry import architectures, models
 
 SLOW_ARCHS: set[str] = set()  # names taking > 3 s for build + forward + round trip on 2 CPUs
 
@@ -400,7 +400,7 @@ def test_python_adapter_requires_trust_code(tmp_path: Path) -> None:
     (tmp_path / "my_factory_pkg.py").write_text(textwrap.dedent("""
         import torch
         from torch import nn
-        from oodbench.registry import architectures
+        from oodbench.core.registry import architectures
 
         def build(seed=0, num_classes=10):
             torch.manual_seed(seed)

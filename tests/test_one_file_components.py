@@ -2,7 +2,7 @@
 added by writing one module into a copy of the package, with no other file edited, and the
 registry-parametrised tests (run in a subprocess against the copy) collect and pass them.
 
-The registries find the modules by scanning their family's folder (:func:`oodbench.registry.
+The registries find the modules by scanning their family's folder (:func:`oodbench.core.registry.
 import_tree`); nothing lists them.
 """
 
@@ -26,7 +26,7 @@ NEW_FILES = {
 """A detector written by a test: the margin between the two largest logits."""
 
 from oodbench.detectors import Detector
-from oodbench.registry import detectors
+from oodbench.core.registry import detectors
 
 
 @detectors.register("top2-margin")
@@ -44,7 +44,7 @@ class Top2Margin(Detector):
 
 from oodbench.attacks.base import grey_data
 from oodbench.attacks.registered import EngineAttack
-from oodbench.registry import attacks
+from oodbench.core.registry import attacks
 
 
 @attacks.register("short-noise")
@@ -60,7 +60,7 @@ class ShortNoise(EngineAttack):
     "report/layouts/model_list.py": ("tests/test_report.py", "model-list", '''
 """A layout written by a test: the test error of each model, one row per model."""
 
-from oodbench.registry import layouts
+from oodbench.core.registry import layouts
 from oodbench.report.layouts import Block, Row, Table, finish_table, make_cell
 
 

@@ -12,11 +12,11 @@ import pytest
 from click.testing import CliRunner
 
 from oodbench.cli import main
-from oodbench.execute import LocalExecutor, RunProgress, ShardOutcome, Workspace, run_shard
-from oodbench.plan import JobKind, ShardState
-from oodbench.runner import plan_suite, run_suite
-from oodbench.store import ResultStore, StoredShard, tile
-from oodbench.suite import load_suite
+from oodbench.pipeline.execute import LocalExecutor, RunProgress, ShardOutcome, Workspace, run_shard
+from oodbench.pipeline.plan import JobKind, ShardState
+from oodbench.pipeline.run import plan_suite, run_suite
+from oodbench.pipeline.store import ResultStore, StoredShard, tile
+from oodbench.pipeline.suite import load_suite
 
 from conftest import SUITE_HEADER  # noqa: E402
 from stored import assert_same_arrays  # noqa: E402
@@ -91,8 +91,8 @@ class _DiesAfter(LocalExecutor):
 
 
 def _executor_of(suite, db, factory):
-    from oodbench.execute import SuiteData
-    from oodbench.execute.forward import resolve_device
+    from oodbench.pipeline.execute import SuiteData
+    from oodbench.pipeline.execute.forward import resolve_device
 
     ws = Workspace(suite, SuiteData(suite, suite.resolve_data_root()), resolve_device("cpu"), db)
     return factory(ws)
@@ -163,7 +163,7 @@ def test_progress_without_a_terminal_is_one_line_per_finished_job(write_suite, t
     stream = io.StringIO()
     bars = RunProgress(plan, stream=stream)
     assert bars.overall is None  # not a terminal: no bars
-    from oodbench.execute import RunContext, execute
+    from oodbench.pipeline.execute import RunContext, execute
 
     with ResultStore(tmp_path / "r.db") as store:
         ex = _executor_of(suite, tmp_path / "r.db", lambda ws: LocalExecutor(ws, bars))
@@ -195,7 +195,7 @@ def test_progress_bars_count_attack_steps_as_they_happen(write_suite, tmp_path):
         seen.append(bars.overall.n)
 
     bars.step = spy  # type: ignore[method-assign]
-    from oodbench.execute import RunContext, execute
+    from oodbench.pipeline.execute import RunContext, execute
 
     with ResultStore(tmp_path / "r.db") as store:
         ex = _executor_of(suite, tmp_path / "r.db", lambda ws: LocalExecutor(ws, bars))

@@ -17,9 +17,9 @@ from oodbench.metrics import auroc
 from oodbench.report import render
 from oodbench.report.plots import (RADIUS_SECTION, plot_data, roc_points, slugify, write_figures,
                                    write_plots)
-from oodbench.runner import run_suite
-from oodbench.store import ResultStore
-from oodbench.suite import load_suite
+from oodbench.pipeline.run import run_suite
+from oodbench.pipeline.store import ResultStore
+from oodbench.pipeline.suite import load_suite
 
 from conftest import SUITE_HEADER  # noqa: E402  (tests/ is on sys.path under pytest)
 
@@ -157,7 +157,7 @@ def _stored_mmc(store_path):
 
 def test_suite_sweep_needs_a_name_per_radius(digits_weights, tmp_path):
     """Validation permits a sweep; unnamed entries (same default label) are refused with a hint."""
-    from oodbench.suite import SuiteError
+    from oodbench.pipeline.suite import SuiteError
 
     path = tmp_path / "s.yaml"
     path.write_text(RADIUS_SUITE.format(weights=digits_weights, sharp=digits_weights))

@@ -17,11 +17,11 @@ import pytest
 import torch
 
 from oodbench.attacks.counterfactuals import INDEX_FILE
-from oodbench.execute import SuiteData, Workspace, artifact_dir
-from oodbench.execute.ray_executor import RayExecutor
-from oodbench.runner import plan_suite, run_suite
-from oodbench.store import ResultStore
-from oodbench.suite import load_suite
+from oodbench.pipeline.execute import SuiteData, Workspace, artifact_dir
+from oodbench.pipeline.execute.ray_executor import RayExecutor
+from oodbench.pipeline.run import plan_suite, run_suite
+from oodbench.pipeline.store import ResultStore
+from oodbench.pipeline.suite import load_suite
 from stored import assert_same_arrays, run_arrays  # tests/stored.py (pytest puts tests/ on sys.path)
 
 import ray  # a test dependency (the `test` extra): never skipped
@@ -67,7 +67,7 @@ FACTORY = textwrap.dedent('''
     import torch
     from safetensors.torch import load_file
 
-    from oodbench.registry import architectures
+    from oodbench.core.registry import architectures
 
 
     class HangsOnNode(torch.nn.Module):
@@ -113,7 +113,7 @@ def cluster():
         assert set(ids) == {"head", "second"}
 
         def ready() -> None:  # a local function travels by value: workers cannot import tests
-            import oodbench.execute.tasks  # noqa: F401
+            import oodbench.pipeline.execute.tasks  # noqa: F401
 
         # One worker per node starts now (torch and oodbench imported), placed by the nodes'
         # custom resources: otherwise the head may run every shard while the second node's

@@ -8,10 +8,10 @@ from pathlib import Path
 import pytest
 from safetensors.torch import load_file, save_file
 
-from oodbench.plan import ShardState
-from oodbench.runner import plan_suite, run_suite
-from oodbench.store import ResultStore
-from oodbench.suite import load_suite
+from oodbench.pipeline.plan import ShardState
+from oodbench.pipeline.run import plan_suite, run_suite
+from oodbench.pipeline.store import ResultStore
+from oodbench.pipeline.suite import load_suite
 from stored import assert_same_arrays, run_arrays  # tests/stored.py (pytest puts tests/ on sys.path)
 
 import ray  # a test dependency (the `test` extra): never skipped
@@ -50,7 +50,7 @@ FACTORY = textwrap.dedent('''
     import torch
     from safetensors.torch import load_file
 
-    from oodbench.registry import architectures
+    from oodbench.core.registry import architectures
 
 
     class Flaky(torch.nn.Module):

@@ -1,6 +1,6 @@
 import pytest
 
-from oodbench.registry import FAMILIES, Registry, UnknownNameError
+from oodbench.core.registry import FAMILIES, Registry, UnknownNameError
 
 
 def test_register_get_and_doc():
@@ -79,7 +79,7 @@ def test_every_builtin_entry_lives_in_its_familys_folders(family):
 def test_a_package_scan_imports_every_module_below_a_package(tmp_path, monkeypatch):
     """import_tree: every module and subpackage of a package, in file-name order; a module
     alone is just imported."""
-    from oodbench.registry import import_tree
+    from oodbench.core.registry import import_tree
 
     pkg = tmp_path / "scanme"
     (pkg / "sub").mkdir(parents=True)

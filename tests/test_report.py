@@ -18,12 +18,12 @@ import yaml
 from click.testing import CliRunner
 
 from oodbench.cli import main
-from oodbench.registry import formats, layouts
+from oodbench.core.registry import formats, layouts
 from oodbench.report import (ReportError, UnverifiedResultsError, UnverifiedResultsWarning,
                              latex_escape, md_escape, verify_run)
 from oodbench.report import render as render_audited
-from oodbench.store import ResultStore
-from oodbench.suite import parse_suite
+from oodbench.pipeline.store import ResultStore
+from oodbench.pipeline.suite import parse_suite
 
 ROOT = Path(__file__).resolve().parents[1]
 QUICKSTART_REPORTS = ROOT / "reports" / "quickstart"

@@ -16,8 +16,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from oodbench.registry import architectures
-from oodbench.suite import load_suite
+from oodbench.core.registry import architectures
+from oodbench.pipeline.suite import load_suite
 
 from test_integrity import PROBES, WEIGHTS, cli, sql, write
 

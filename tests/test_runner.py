@@ -8,9 +8,9 @@ from sklearn.metrics import roc_auc_score
 
 from oodbench.data import DatasetNotFoundError
 from oodbench.metrics import confidence
-from oodbench.runner import run_suite
-from oodbench.store import ResultStore
-from oodbench.suite import load_suite
+from oodbench.pipeline.run import run_suite
+from oodbench.pipeline.store import ResultStore
+from oodbench.pipeline.suite import load_suite
 
 from conftest import SUITE_HEADER  # noqa: E402  (tests/ is on sys.path under pytest)
 
@@ -200,7 +200,7 @@ def test_the_plan_decides_which_points_to_reattack(write_suite, tmp_path):
     decision waits for it (the driver asks the plan's rule once it is)."""
     from oodbench.core.jobs import JobKind
     from oodbench.metrics import settled_above
-    from oodbench.runner import plan_suite
+    from oodbench.pipeline.run import plan_suite
     from oodbench.scores import msp_score
 
     big = ATTACK_SUITE.replace("steps: {steps}", "steps: {steps}, step_size: 0.3")

@@ -7,7 +7,7 @@ import pytest
 from sklearn.metrics import roc_auc_score
 
 from oodbench.metrics import confidence
-from oodbench.score import RowKind, bootstrap_intervals, score_row
+from oodbench.pipeline.score import RowKind, bootstrap_intervals, score_row
 
 
 def _logits(rng, n, scale):
@@ -68,9 +68,9 @@ def test_report_ci_prints_the_intervals_of_the_stored_arrays(write_suite, tmp_pa
     from click.testing import CliRunner
 
     from oodbench.cli import main
-    from oodbench.runner import run_suite
-    from oodbench.store import ResultStore
-    from oodbench.suite import load_suite
+    from oodbench.pipeline.run import run_suite
+    from oodbench.pipeline.store import ResultStore
+    from oodbench.pipeline.suite import load_suite
 
     result = run_suite(load_suite(write_suite()), output=tmp_path / "r.db", progress=False)
     with ResultStore(tmp_path / "r.db") as store:

@@ -3,7 +3,7 @@ import sqlite3
 import numpy as np
 import pytest
 
-from oodbench.store import SCHEMA_VERSION, CorruptEntryWarning, ResultStore, canonical_hash
+from oodbench.pipeline.store import SCHEMA_VERSION, CorruptEntryWarning, ResultStore, canonical_hash
 
 
 def test_canonical_hash_ignores_key_order():

@@ -11,7 +11,7 @@ import pytest
 from click.testing import CliRunner
 
 from oodbench.cli import main
-from oodbench.store import SCHEMA_VERSION, ResultStore, StoreError, migrate
+from oodbench.pipeline.store import SCHEMA_VERSION, ResultStore, StoreError, migrate
 
 from test_integrity import sql, write
 

@@ -2,7 +2,7 @@ from pathlib import Path
 
 import pytest
 
-from oodbench.suite import SuiteError, load_suite
+from oodbench.pipeline.suite import SuiteError, load_suite
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -19,10 +19,10 @@ except ImportError:  # tests/ is not a package
     import formats  # type: ignore[no-redef]
 
 from oodbench.metrics import confidence
-from oodbench.registry import architectures
-from oodbench.runner import run_suite
-from oodbench.store import ResultStore
-from oodbench.suite import load_suite
+from oodbench.core.registry import architectures
+from oodbench.pipeline.run import run_suite
+from oodbench.pipeline.store import ResultStore
+from oodbench.pipeline.suite import load_suite
 
 MEAN, STD = [0.4914, 0.4822, 0.4465], [0.2023, 0.1994, 0.2010]
 

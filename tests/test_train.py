@@ -15,7 +15,7 @@ from torch import nn
 
 from oodbench.attacks import AttackConfig, ThreatModel, run_attack
 from oodbench.data import DataRequest, load_dataset
-from oodbench.registry import UnknownNameError, architectures, attacks, objectives, trainers
+from oodbench.core.registry import UnknownNameError, architectures, attacks, objectives, trainers
 from oodbench.train import Recipe, RecipeError, load_recipe, train_from_recipe
 from oodbench.train import losses
 from oodbench.train.checkpoint import load_checkpoint

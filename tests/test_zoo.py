@@ -186,7 +186,7 @@ def test_submit_by_card_records_the_cards_model_once(tmp_path, write_suite, remo
 
     # through the API, on another board: --name/--paper override the card, the rest is the card's
     from oodbench.leaderboard import submit_card
-    from oodbench.suite import load_suite
+    from oodbench.pipeline.suite import load_suite
 
     other = load_suite(write_suite(ZOO_SUITE.replace("n: 50", "n: 60"), name="other.yaml"))
     sub = submit_card(card, suite=other, name="override", paper="https://example.org/p",

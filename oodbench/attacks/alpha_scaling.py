@@ -42,7 +42,7 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from oodbench.attacks.base import Attack, AttackContext, AttackSpec, merge_options
-from oodbench.registry import attacks
+from oodbench.core.registry import attacks
 from oodbench.core.rows import RowKind
 
 OPTION_DEFAULTS: dict[str, Any] = {"threshold": 0.999, "alpha_max": 1e20, "overconfident": 0.95,

@@ -43,7 +43,7 @@ from oodbench.attacks.base import (Attack, AttackContext, AttackSpec, GradientOb
                                    merge_options)
 from oodbench.core.cost import Cost
 from oodbench.core.arrays import ArrayKey
-from oodbench.registry import attacks
+from oodbench.core.registry import attacks
 from oodbench.core.rows import RowKind
 
 VERSIONS = ("standard", "plus", "rand", "custom")

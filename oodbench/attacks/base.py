@@ -27,8 +27,8 @@ from oodbench.attacks.members import SINGLE_RUN_FIELDS, VERSIONS, MemberSpec, Ve
 from oodbench.attacks.threats import ThreatModel
 from oodbench.core.cost import Cost
 from oodbench.core.rows import RowKind
-from oodbench.registry import UnknownNameError, datasets, objectives
-from oodbench.validation import (MAX_RESTARTS, MAX_STEPS, FiniteFloat, JsonDict, PositiveFloat, Restarts,
+from oodbench.core.registry import UnknownNameError, datasets, objectives
+from oodbench.core.validation import (MAX_RESTARTS, MAX_STEPS, FiniteFloat, JsonDict, PositiveFloat, Restarts,
                                  Steps)
 
 
@@ -169,7 +169,7 @@ class Attack:
     lowers_score: ClassVar[bool] = False
 
     #: Whether its row holds certified upper bounds of the score over the ball instead of
-    #: attacked points (``certified``; :mod:`oodbench.score.bracket` orders the rows by it).
+    #: attacked points (``certified``; :mod:`oodbench.pipeline.score.bracket` orders the rows by it).
     certifies: ClassVar[bool] = False
 
     #: Whether the trust checks compare it with a score-based black-box attack (Square) in the

@@ -11,7 +11,7 @@ worse. Ties count against the detector with ``auroc-conservative`` and ``fpr95``
 Only detectors that declare a bound (``oodbench list detectors``: ``certified: ...``) get a row.
 The row stores the bounds as ``score_upper`` and the upper bounds of the logits as ``logits``
 (so confidence metrics such as MMC are not reported for it: see
-:func:`oodbench.score.rows.score_row`).
+:func:`oodbench.pipeline.score.rows.score_row`).
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from oodbench.attacks.base import Attack, AttackContext, AttackSpec, grey_data
 from oodbench.bounds import input_box, output_bounds
 from oodbench.detectors import DEFAULT_DETECTOR, Detector, build_detector
 from oodbench.core.cost import Cost
-from oodbench.registry import attacks
+from oodbench.core.registry import attacks
 from oodbench.core.arrays import ArrayKey
 
 #: Settings of a gradient attack that mean nothing for a bound.

@@ -44,7 +44,7 @@ from oodbench.attacks.base import Attack, AttackContext, AttackSpec, merge_optio
 from oodbench.attacks.engine import AttackConfig, run_attack
 from oodbench.attacks.threats import ThreatModel
 from oodbench.core.cost import Cost
-from oodbench.registry import attacks
+from oodbench.core.registry import attacks
 from oodbench.core.rows import RowKind
 
 DEFAULT_RADII = {"L2": [0.5, 1.0, 2.0, 3.0], "Linf": [2 / 255, 4 / 255, 8 / 255, 16 / 255],

@@ -45,7 +45,7 @@ from tqdm.auto import tqdm
 from oodbench.attacks.threats import ThreatModel
 from oodbench.detectors.base import Outputs
 from oodbench.models.fixed_rows import FORWARD_ROWS, padded
-from oodbench.registry import objectives
+from oodbench.core.registry import objectives
 from oodbench.scores import MSP_CEILING, msp_score, stop_threshold
 
 

@@ -30,7 +30,7 @@ from typing import Literal, Optional
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from oodbench.validation import Restarts, Steps
+from oodbench.core.validation import Restarts, Steps
 
 Version = Literal["standard", "fast", "paper", "custom"]
 MemberName = Literal["apgd", "apgd-surrogate", "pgd-starts", "square"]

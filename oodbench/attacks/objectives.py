@@ -2,7 +2,7 @@
 
 An objective is ``f(logits, target) -> (N,)``; ``target`` is the true label (adversarial
 samples), the target class (counterfactuals) or ignored (OOD attacks). Registered in
-``oodbench.registry.objectives``; a new one is one decorated function.
+``oodbench.core.registry.objectives``; a new one is one decorated function.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from typing import Optional
 import torch
 import torch.nn.functional as F
 
-from oodbench.registry import objectives
+from oodbench.core.registry import objectives
 
 
 @objectives.register("max-log-conf")

@@ -31,7 +31,7 @@ from oodbench.attacks.members import gradient_steps, members_of
 from oodbench.core.arrays import ArrayKey
 from oodbench.core.cost import Cost
 from oodbench.core.rows import RowKind
-from oodbench.registry import attacks
+from oodbench.core.registry import attacks
 
 class EngineAttack(Attack):
     """An attack that is one call of the engine; subclasses set defaults and post-processing."""

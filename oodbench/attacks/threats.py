@@ -12,7 +12,7 @@ from typing import Literal, Sequence, Union
 import torch
 from pydantic import BaseModel, ConfigDict, field_validator
 
-from oodbench.validation import PositiveFloat
+from oodbench.core.validation import PositiveFloat
 
 Norm = Literal["Linf", "L2", "L1"]
 

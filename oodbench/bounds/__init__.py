@@ -3,7 +3,7 @@ detectors' scores over a threat ball computed from the propagated boxes.
 
 An attack finds *some* point of the ball with a high score (a lower bound of the worst case);
 these bounds hold for *every* point of the ball (an upper bound of it). Between them lies the
-true worst case: the bracket that :mod:`oodbench.score.bracket` checks on every table.
+true worst case: the bracket that :mod:`oodbench.pipeline.score.bracket` checks on every table.
 """
 
 from oodbench.bounds.ibp import Box, UnsupportedLayerError, input_box, propagate

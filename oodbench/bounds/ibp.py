@@ -27,7 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch import fx, nn
 
-from oodbench.errors import OodbenchError
+from oodbench.core.errors import OodbenchError
 from oodbench.models.normalize import Normalize
 
 SUPPORTED = ("Linear, Conv2d, ReLU, BatchNorm1d/2d (eval mode), MaxPool2d, AvgPool2d, "

@@ -24,7 +24,7 @@ def codes_for(attack, spec, settings: ChecksSpec) -> list[str]:
     """The registered checks that run for a job, in registry order: the model checks for a clean
     job (``attack`` None), else the attack checks that apply to ``attack``; none when
     ``settings.enabled`` is off, and never one in ``settings.skip``."""
-    from oodbench.registry import checks
+    from oodbench.core.registry import checks
 
     if not settings.enabled:
         return []

@@ -29,7 +29,7 @@ import torch
 
 from oodbench.checks.base import AttackInputs, Check
 from oodbench.core.cost import Cost
-from oodbench.registry import checks
+from oodbench.core.registry import checks
 
 RTOL = 1e-6
 """A Square score counts as higher than a stored one only above ``stored + RTOL · max(1,

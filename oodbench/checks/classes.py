@@ -6,7 +6,7 @@ from typing import Optional
 
 from oodbench.checks.base import AttackInputs, Check
 from oodbench.core.cost import Cost
-from oodbench.registry import checks
+from oodbench.core.registry import checks
 
 
 @checks.register("too-few-classes")

@@ -30,7 +30,7 @@ from torch.overrides import TorchFunctionMode
 from oodbench.checks.base import Check, ModelInputs, close
 from oodbench.checks.calls import Mode, outputs
 from oodbench.core.cost import Cost
-from oodbench.registry import checks
+from oodbench.core.registry import checks
 
 _AUTOGRAD = {"grad", "backward", "vjp", "jvp", "requires_grad_"}
 

@@ -7,7 +7,7 @@ from typing import Optional
 from oodbench.checks.base import Check, ModelInputs, close
 from oodbench.checks.calls import outputs
 from oodbench.core.cost import Cost
-from oodbench.registry import checks
+from oodbench.core.registry import checks
 
 
 @checks.register("randomised-forward")

@@ -8,7 +8,7 @@ import torch
 
 from oodbench.checks.base import Check, ModelInputs
 from oodbench.checks.calls import outputs
-from oodbench.registry import checks
+from oodbench.core.registry import checks
 
 _TOL = 1e-4
 

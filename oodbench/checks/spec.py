@@ -10,7 +10,7 @@ from typing import Any, Optional
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from oodbench.validation import Count
+from oodbench.core.validation import Count
 
 CHECKS_VERSION = 1
 """Part of every check's key: bump it when a check's rule changes, so stored verdicts are redone."""
@@ -52,7 +52,7 @@ class ChecksSpec(BaseModel):
     @field_validator("skip")
     @classmethod
     def _known_codes(cls, codes: list[str]) -> list[str]:
-        from oodbench.registry import UnknownNameError, checks
+        from oodbench.core.registry import UnknownNameError, checks
 
         for code in codes:
             try:

@@ -8,7 +8,7 @@ import torch
 
 from oodbench.checks.base import AttackInputs, Check
 from oodbench.core.cost import Cost
-from oodbench.registry import checks
+from oodbench.core.registry import checks
 
 
 def start_points(inputs: AttackInputs) -> torch.Tensor:

@@ -3,7 +3,7 @@
 The store keeps a job's outputs as named numpy arrays (any metric can be recomputed from them,
 and attack-specific arrays such as the α-scaling curves sit beside the common ones). The names
 every stage shares are the members of :class:`ArrayKey`;
-:class:`~oodbench.score.arrays.PointArrays` reads them.
+:class:`~oodbench.pipeline.score.arrays.PointArrays` reads them.
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """Where in a YAML file a field stands, so that an error names ``FILE:LINE: field `a.b[0]```.
 
 Suites, recipes and model cards are all checked by pydantic against a YAML file read with its
-node tree (:func:`oodbench.validation.read_yaml`); these two helpers turn pydantic's error
+node tree (:func:`oodbench.core.validation.read_yaml`); these two helpers turn pydantic's error
 location into the line of the node and the field's name as the user wrote it.
 """
 

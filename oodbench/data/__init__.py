@@ -27,7 +27,7 @@ from oodbench.data.base import DataRequest, DatasetError, DatasetNotFoundError, 
 from oodbench.data.common import require_split
 from oodbench.data.stream import ImageSource, materialise, take_rows
 from oodbench.data.transforms import describe_conversion, to_shape
-from oodbench.registry import datasets
+from oodbench.core.registry import datasets
 
 __all__ = [
     "DataRequest",
@@ -141,7 +141,7 @@ def num_classes(name: str, options: Mapping[str, Any]) -> int | None:
 def load_dataset(name: str, request: DataRequest) -> ImageSet:
     """Load the registered dataset ``name`` for ``request`` and check the output contract.
 
-    Raises :class:`~oodbench.registry.UnknownNameError` for an unregistered name (with "did you
+    Raises :class:`~oodbench.core.registry.UnknownNameError` for an unregistered name (with "did you
     mean"), :class:`DatasetNotFoundError` when files are missing, :class:`DatasetError` (a
     ``ValueError``) for bad options or unusable files, and ``ValueError``/``TypeError`` for a
     result that breaks the contract (a bug in the loader).

@@ -20,7 +20,7 @@ import torch
 
 from oodbench.data.base import DataRequest, ImageSet
 from oodbench.data.common import SPLITS, check_option_names, check_split, subsample_indices, take
-from oodbench.registry import datasets
+from oodbench.core.registry import datasets
 
 SPLIT_SEED = 0
 """Seed of the fixed stratified train/test split (never the suite's seed)."""

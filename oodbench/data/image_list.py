@@ -28,7 +28,7 @@ from oodbench.data.common import check_option_names, subsample_indices, take
 from oodbench.data.stream import FolderSource
 from oodbench.data.torchvision_sets import (FIX_ROOT, GEOMETRY_OPTIONS, FolderOptions,
                                             _folder_shape, _read_image, geometry_options)
-from oodbench.registry import datasets
+from oodbench.core.registry import datasets
 
 NAME = "image-list"
 

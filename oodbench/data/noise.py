@@ -43,7 +43,7 @@ import torch.nn.functional as F
 from oodbench.data.base import DataRequest, ImageSet
 from oodbench.data.common import check_option_names, check_options, no_options
 from oodbench.data.stream import ImageSource
-from oodbench.registry import datasets
+from oodbench.core.registry import datasets
 
 DEFAULT_N = 1000
 KERNEL_RADIUS = 7  # 15×15 kernel, as in the authors' code (``size = 7`` → offsets −7..7)

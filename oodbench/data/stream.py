@@ -36,7 +36,7 @@ import torch
 
 from oodbench.core.errors import DatasetError
 from oodbench.data.transforms import _check_shape, to_shape
-from oodbench.errors import OodbenchError
+from oodbench.core.errors import OodbenchError
 
 #: Reads of at least this many files are decoded by DataLoader workers (fewer: in-process, where
 #: starting workers would cost more than it saves).

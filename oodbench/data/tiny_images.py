@@ -33,7 +33,7 @@ import torch
 from oodbench.data.base import DataRequest, DatasetNotFoundError, ImageSet
 from oodbench.data.common import check_option_names, subsample_indices
 from oodbench.data.stream import ArrayPart, ArraySource
-from oodbench.registry import datasets
+from oodbench.core.registry import datasets
 
 NAME = "tiny-images"
 IMAGE_BYTES = 3072  # 32 × 32 × 3 uint8

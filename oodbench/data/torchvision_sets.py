@@ -50,7 +50,7 @@ from oodbench.data.common import (
 )
 from oodbench.data.stream import ArrayPart, ArraySource, FolderSource
 from oodbench.data.transforms import to_shape
-from oodbench.registry import datasets
+from oodbench.core.registry import datasets
 
 D = TypeVar("D")
 

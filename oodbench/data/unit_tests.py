@@ -40,7 +40,7 @@ from oodbench.data.base import DataRequest, ImageSet
 from oodbench.data.common import check_options, no_options
 from oodbench.data.noise import _count, _reference, permute_pixels
 from oodbench.data.stream import GeneratedSource
-from oodbench.registry import datasets
+from oodbench.core.registry import datasets
 
 DEFAULT_N = 400
 """Images per test in NINCO."""

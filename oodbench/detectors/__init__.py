@@ -12,7 +12,7 @@ from __future__ import annotations
 from typing import Any, Mapping
 
 from oodbench.detectors.base import Detector, FitData, Need, Outputs, Params
-from oodbench.registry import detectors
+from oodbench.core.registry import detectors
 from oodbench.core.detectors import DEFAULT_DETECTOR
 
 __all__ = ["Detector", "FitData", "Need", "Outputs", "Params", "build_detector", "DEFAULT_DETECTOR"]

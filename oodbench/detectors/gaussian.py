@@ -21,7 +21,7 @@ import torch
 from pydantic import Field
 
 from oodbench.detectors.base import Detector, FitData, Need, Outputs, Params, soft_minimum
-from oodbench.registry import detectors
+from oodbench.core.registry import detectors
 
 
 class GaussianParams(Params):

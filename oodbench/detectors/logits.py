@@ -12,7 +12,7 @@ from pydantic import Field
 
 from oodbench.bounds import OutputBounds, energy_upper, max_logit_upper, msp_upper
 from oodbench.detectors.base import Detector, Outputs, Params
-from oodbench.registry import detectors
+from oodbench.core.registry import detectors
 from oodbench.scores import MSP_CEILING, msp_score, other_mass
 from oodbench.core.arrays import ArrayKey
 

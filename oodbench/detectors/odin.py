@@ -14,7 +14,7 @@ code steps on normalised inputs with the signed gradient divided by the normalis
 ``eps / std`` in normalised units, which is exactly ``eps`` in pixels: ``eps`` here is the
 paper's value as is (as pytorch-ood's ``norm_std`` makes it), not to be divided by the std.
 
-oodbench's forward pass (:mod:`oodbench.execute.forward`) runs under ``torch.inference_mode()``;
+oodbench's forward pass (:mod:`oodbench.pipeline.execute.forward`) runs under ``torch.inference_mode()``;
 the gradient step leaves it for its own probe, so ODIN works there as under ``torch.no_grad()``.
 """
 
@@ -29,7 +29,7 @@ from torch import nn
 
 from oodbench.detectors.base import Detector, Need, Outputs, Params
 from oodbench.detectors.logits import log_probs
-from oodbench.registry import detectors
+from oodbench.core.registry import detectors
 
 
 class ODINParams(Params):

@@ -1,5 +1,5 @@
 """Which forward passes a set of detectors needs: the one rule a suite's plan and the in-memory
-:func:`oodbench.runner.evaluate` share.
+:func:`oodbench.pipeline.run.evaluate` share.
 
 Detectors multiply as little as possible: one forward pass per (model, data set) serves every
 detector that reads logits or features, and stores the penultimate features only when one of

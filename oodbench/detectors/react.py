@@ -16,7 +16,7 @@ from pydantic import Field
 
 from oodbench.bounds import OutputBounds, energy_upper, head_bounds, widened
 from oodbench.detectors.base import Detector, FitData, Need, Outputs, Params, soft_minimum
-from oodbench.registry import detectors
+from oodbench.core.registry import detectors
 
 
 class ReActParams(Params):

@@ -16,7 +16,7 @@ import torch
 from pydantic import Field
 
 from oodbench.detectors.base import Detector, FitData, Need, Outputs, Params
-from oodbench.registry import detectors
+from oodbench.core.registry import detectors
 
 
 class ViMParams(Params):

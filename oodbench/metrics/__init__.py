@@ -12,7 +12,7 @@ after the arrays, one shared input check that names the offending argument, a Py
 as result, and ``float('nan')`` plus an :class:`UndefinedMetricWarning` when the result is
 undefined (an empty OOD set), so a benchmark table shows a hole instead of crashing a long run.
 
-Part 2 wraps them as :class:`Metric` objects registered in ``oodbench.registry.metrics``; the
+Part 2 wraps them as :class:`Metric` objects registered in ``oodbench.core.registry.metrics``; the
 runner computes them from logits through :func:`compute_metrics`. A new metric is one module in
 this folder (or a plugin) with a function decorated by :func:`register`; the ``metrics`` registry
 imports every module here on its first lookup. Modules here import only the shared layer and
@@ -30,7 +30,7 @@ from typing import Any, Callable, Optional, Sequence
 
 import numpy as np
 
-from oodbench.registry import metrics as metric_registry
+from oodbench.core.registry import metrics as metric_registry
 from oodbench.scores import msp_score
 
 __all__ = [
@@ -916,7 +916,7 @@ def compute_metrics(names: list[str], inp: MetricInput, *, row: str) -> dict[str
     names : list of str
         Registered metric names (``oodbench list metrics``). Every name is looked up before
         anything is computed, so an unknown one raises
-        :class:`~oodbench.registry.UnknownNameError` (with close matches) straight away.
+        :class:`~oodbench.core.registry.UnknownNameError` (with close matches) straight away.
     inp : MetricInput
     row : {"in", "probe"}
         ``"in"``: the model's in-distribution row; metrics of scope ``in`` and ``both`` are

@@ -1,6 +1,6 @@
 """Model adapters: each turns a :class:`ModelSpec` into an ``nn.Module`` returning logits.
 
-An adapter is ``adapter(spec, base_dir) -> nn.Module``, registered in ``oodbench.registry.models``
+An adapter is ``adapter(spec, base_dir) -> nn.Module``, registered in ``oodbench.core.registry.models``
 with metadata:
 
 * ``required``: the spec fields it needs (a tuple inside: any one of those fields); a suite entry
@@ -42,7 +42,7 @@ from oodbench.models.errors import ModelLoadError, spec_error
 from oodbench.models.files import require_file, resolve_path
 from oodbench.models.sniff import REDOWNLOAD_FIX, safetensors_problem, torch_file_problem
 from oodbench.models.spec import ModelSpec
-from oodbench.registry import UnknownNameError, architectures, models
+from oodbench.core.registry import UnknownNameError, architectures, models
 
 # --------------------------------------------------------------------------------------------
 # shared helpers

@@ -14,7 +14,7 @@ from typing import Any, Optional
 import torch
 
 from oodbench.models.spec import ModelSpec
-from oodbench.registry import architectures, models
+from oodbench.core.registry import architectures, models
 
 
 def missing_model_field(spec: ModelSpec) -> Optional[tuple[str, str]]:

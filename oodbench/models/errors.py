@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from oodbench.errors import OodbenchError
+from oodbench.core.errors import OodbenchError
 
 
 class ModelLoadError(OodbenchError):

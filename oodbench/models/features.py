@@ -16,7 +16,7 @@ from typing import Iterator, Optional
 import torch
 from torch import nn
 
-from oodbench.errors import OodbenchError
+from oodbench.core.errors import OodbenchError
 
 
 class FeaturesError(OodbenchError, ValueError):

@@ -13,7 +13,7 @@ from oodbench.models.errors import ModelLoadError, spec_error
 from oodbench.models.files import expected_sha256, file_sha256, resolve_path, verify_sha256
 from oodbench.models.normalize import with_normalization
 from oodbench.models.spec import ModelSpec
-from oodbench.registry import UnknownNameError, architectures, models
+from oodbench.core.registry import UnknownNameError, architectures, models
 
 ModelRef = Union[ModelSpec, Mapping[str, Any], str]
 

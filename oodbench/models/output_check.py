@@ -14,7 +14,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from oodbench.errors import OodbenchError
+from oodbench.core.errors import OodbenchError
 
 
 class ModelOutputError(OodbenchError, ValueError):

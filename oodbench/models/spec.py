@@ -11,7 +11,7 @@ from typing import Annotated, Literal, Optional, Union
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from oodbench.validation import FiniteFloat, JsonDict, Label, PositiveFloat, Text
+from oodbench.core.validation import FiniteFloat, JsonDict, Label, PositiveFloat, Text
 
 MAX_INPUT_SIDE = 4096
 """Largest ``input_size`` side a model entry may ask for."""

@@ -21,7 +21,7 @@ Each table row (probe) gets a *kind*, from the run's suite (``runs.suite_json``)
 ``worst-case``       the ``worst-case`` attack on an OOD set (worst-case AUROC)
 ``robust``           an attack scored like the in-distribution row (AutoAttack: robust error)
 ``summary``          an attack's own quantities (α-scaling, counterfactuals)
-``group``            the mean over a ``group:`` of probes (near, far; :mod:`oodbench.score.groups`)
+``group``            the mean over a ``group:`` of probes (near, far; :mod:`oodbench.pipeline.score.groups`)
 ``unit-tests``       how many of NINCO's OOD unit tests each model fails
 =================  =================================================================
 """
@@ -41,8 +41,8 @@ from oodbench.core.detectors import DEFAULT_DETECTOR, DetectorRef
 from oodbench.core.errors import ReportError
 from oodbench.models.libraries.preprocessing import suite_overrides
 from oodbench.report.protocols import attack_protocols
-from oodbench.score.groups import UNIT_TESTS, group_label
-from oodbench.store import JobRecord, ResultStore, RunRecord
+from oodbench.pipeline.score.groups import UNIT_TESTS, group_label
+from oodbench.pipeline.store import JobRecord, ResultStore, RunRecord
 
 KINDS = ("in-distribution", "ood", "noise", "adversarial", "worst-case", "robust", "summary",
          "group", "unit-tests")
@@ -84,7 +84,7 @@ def _row_exists(detector: DetectorRef, attack_name: Optional[str]) -> bool:
     :func:`oodbench.detectors.attack.scores_row`); unknown names: assume it does."""
     from oodbench.detectors import build_detector
     from oodbench.detectors.attack import scores_row
-    from oodbench.registry import UnknownNameError, attacks
+    from oodbench.core.registry import UnknownNameError, attacks
 
     try:
         det = build_detector(detector.name, detector.params)
@@ -124,7 +124,7 @@ def expected_rows(run: RunRecord) -> list[tuple[str, str, str, Optional[str]]]:
 
 def _joins_in_distribution(spec: Any) -> bool:
     """A covariate-shifted in-distribution probe (``group: csid``) makes no row of its own."""
-    from oodbench.score.groups import CSID
+    from oodbench.pipeline.score.groups import CSID
 
     return isinstance(spec, dict) and spec.get("group") == CSID
 
@@ -134,7 +134,7 @@ def completeness_problems(store: ResultStore, run_id: int) -> list[str]:
     not finish (interrupted or failed), or lacks rows or metrics its stored suite asks for.
     Cheap (no arrays are read), so ``show`` checks it too."""
     from oodbench.metrics import row_metric_names
-    from oodbench.registry import UnknownNameError
+    from oodbench.core.registry import UnknownNameError
 
     run = store.run_record(run_id)
     if run is None:
@@ -171,7 +171,7 @@ def suite_hash_problems(store: ResultStore, run_id: int) -> list[str]:
     suite whose metric or probe list was cut, together with the rows it no longer asks for,
     is otherwise a complete run of a smaller suite). A suite that does not validate here (an
     older or plugin-using oodbench) cannot be checked and is not reported."""
-    from oodbench.suite import SuiteError, parse_suite
+    from oodbench.pipeline.suite import SuiteError, parse_suite
 
     run = store.run_record(run_id)
     if run is None or not run.suite:
@@ -254,16 +254,16 @@ def recompute_metrics(store: ResultStore, run_id: int) -> tuple[dict[MetricKey, 
     """Every metric value of a run recomputed from its stored arrays, and the values that differ
     from the stored ones (or cannot be recomputed here).
 
-    Uses the run's own scorer (:class:`oodbench.score.table.TableScorer` on the row recipes
-    stored beside the metrics; :func:`oodbench.score.score_row` for rows stored before recipes
+    Uses the run's own scorer (:class:`oodbench.pipeline.score.table.TableScorer` on the row recipes
+    stored beside the metrics; :func:`oodbench.pipeline.score.score_row` for rows stored before recipes
     existed), with the run's seed, so an honest file reproduces every value bit for bit. Reads
     the arrays through the store (a corrupt job, which :func:`verify_run` names, is missing
     here). Rows whose attack is not registered here are reported as not recomputable.
     """
-    from oodbench.registry import UnknownNameError
-    from oodbench.score import row_of_job, score_row
-    from oodbench.score.table import MissingArraysError, TableScorer
-    from oodbench.store import CorruptEntryWarning
+    from oodbench.core.registry import UnknownNameError
+    from oodbench.pipeline.score import row_of_job, score_row
+    from oodbench.pipeline.score.table import MissingArraysError, TableScorer
+    from oodbench.pipeline.store import CorruptEntryWarning
 
     run = store.run_record(run_id)
     suite = run.suite if run is not None else {}
@@ -442,7 +442,7 @@ class RunData:
     intervals: dict[tuple[str, str, str], tuple[float, float]] = field(default_factory=dict)
     #: The trust checks' flags of the run's jobs (:func:`run_flags`).
     flags: list[RowFlag] = field(default_factory=list)
-    #: ``{probe label: group}`` of the suite (:mod:`oodbench.score.groups`).
+    #: ``{probe label: group}`` of the suite (:mod:`oodbench.pipeline.score.groups`).
     groups: dict[str, str] = field(default_factory=dict)
     #: ``{row label: the protocol that produced it}`` of the attacked rows
     #: (:mod:`oodbench.report.protocols`).
@@ -474,7 +474,7 @@ class RunData:
 
 
 def _label(spec: dict[str, Any]) -> str:
-    """A suite entry's table label, as :attr:`oodbench.suite.DataSpec.label` makes it."""
+    """A suite entry's table label, as :attr:`oodbench.pipeline.suite.DataSpec.label` makes it."""
     attack = spec.get("attack") or {}
     return str(spec.get("name") or spec.get("dataset") or attack.get("name") or "?")
 
@@ -486,7 +486,7 @@ def _suite_labels(suite: dict[str, Any]) -> tuple[str, list[str]]:
 
 
 def _attack_row(name: str) -> Optional[str]:
-    from oodbench.registry import UnknownNameError, attacks
+    from oodbench.core.registry import UnknownNameError, attacks
 
     try:
         return attacks.get(name).row
@@ -495,7 +495,7 @@ def _attack_row(name: str) -> Optional[str]:
 
 
 def _is_synthetic(dataset: Optional[str]) -> bool:
-    from oodbench.registry import UnknownNameError, datasets
+    from oodbench.core.registry import UnknownNameError, datasets
 
     if not dataset:
         return False
@@ -543,7 +543,7 @@ def load_run(store: ResultStore, run_id: Optional[int],
     record = find_run(store, run_id)
     rid, suite = record.id, record.suite
     from oodbench.report.tables import fold_detectors
-    from oodbench.score.groups import probe_groups, with_group_rows
+    from oodbench.pipeline.score.groups import probe_groups, with_group_rows
 
     groups = probe_groups(suite)
     frame = store.metrics_frame(rid) if values is None else recomputed_frame(store, rid, values)
@@ -594,14 +594,14 @@ def run_ci_level(store: ResultStore, run_id: int) -> Optional[float]:
 def with_intervals(store: ResultStore, run: RunData, level: float, *,
                    n_resamples: int = 1000) -> RunData:
     """``run`` with a bootstrap interval for every value that has one, computed from the stored
-    arrays by :func:`oodbench.score.bootstrap_intervals` with the run's seed (never re-running a
+    arrays by :func:`oodbench.pipeline.score.bootstrap_intervals` with the run's seed (never re-running a
     model), each row scored by its own detector. Rows whose arrays are missing get none."""
-    from oodbench.registry import UnknownNameError
-    from oodbench.score.labels import folds, shown_model
-    from oodbench.score import RowKind, row_of_job
-    from oodbench.score.bootstrap import bootstrap_mean_intervals, bootstrap_samples, percentile_intervals
-    from oodbench.score.groups import group_members
-    from oodbench.score.table import MissingArraysError, TableScorer
+    from oodbench.core.registry import UnknownNameError
+    from oodbench.pipeline.score.labels import folds, shown_model
+    from oodbench.pipeline.score import RowKind, row_of_job
+    from oodbench.pipeline.score.bootstrap import bootstrap_mean_intervals, bootstrap_samples, percentile_intervals
+    from oodbench.pipeline.score.groups import group_members
+    from oodbench.pipeline.score.table import MissingArraysError, TableScorer
 
     record = store.run_record(run.run_id)
     seed = int((record.suite if record is not None else {}).get("seed", 0))

@@ -34,14 +34,14 @@ import numpy as np
 from oodbench.core.arrays import ArrayKey
 from oodbench.core.detectors import DetectorRef
 from oodbench.core.jobs import JobKind
-from oodbench.errors import MissingFileError
-from oodbench.filenames import slugify
+from oodbench.core.errors import MissingFileError
+from oodbench.core.filenames import slugify
 from oodbench.report.data import (ReportError, RunData, UnverifiedResultsError, audit_run,
                                   find_run, load_run)
 from oodbench.report.output import writing
-from oodbench.score.arrays import holds_bounds, point_scores
-from oodbench.score.labels import folds, shown_model
-from oodbench.store import ResultStore
+from oodbench.pipeline.score.arrays import holds_bounds, point_scores
+from oodbench.pipeline.score.labels import folds, shown_model
+from oodbench.pipeline.store import ResultStore
 
 FORMATS = ("png", "pdf")
 ROC_KINDS = ("ood", "noise", "adversarial", "worst-case")
@@ -179,7 +179,7 @@ def plot_data(store: ResultStore, run_id: Optional[int] = None) -> PlotData:
     """Confidences of every model and plottable row of run ``run_id`` (default: the latest);
     the ROC curves rank by each row's detector score, as the metrics do."""
     from oodbench.metrics import confidence, msp_score
-    from oodbench.score.table import TableScorer
+    from oodbench.pipeline.score.table import TableScorer
 
     run = load_run(store, run_id)
     preferred = _row_jobs(store, run)
@@ -261,7 +261,7 @@ def _row_mmc(arrays: dict[str, np.ndarray], *, masked: bool) -> Optional[float]:
     the points of OOD-scored rows, not of rows scored like the in-distribution set); None when
     no point counts (the metric is undefined there)."""
     from oodbench.metrics import confidence, mean_max_confidence
-    from oodbench.score import ArrayKey, ood_logits
+    from oodbench.pipeline.score import ArrayKey, ood_logits
 
     logits = ood_logits(arrays) if masked else arrays[ArrayKey.LOGITS.value]
     return mean_max_confidence(confidence(logits)) if logits.shape[0] else None

@@ -12,8 +12,8 @@ from __future__ import annotations
 
 from typing import Any, Mapping, Optional
 
-from oodbench.registry import attacks
-from oodbench.store import ResultStore
+from oodbench.core.registry import attacks
+from oodbench.pipeline.store import ResultStore
 
 _OPTIMIZERS = {"pgd": "PGD", "apgd": "APGD", "monotone-pgd": "monotone PGD"}
 

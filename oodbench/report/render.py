@@ -15,14 +15,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Iterable, Optional, Sequence, Union
 from urllib.parse import quote
 
-from oodbench.errors import MissingFileError
+from oodbench.core.errors import MissingFileError
 from oodbench.report.data import (RunData, ReportError, UnverifiedResultsError, audit_run, find_run,
                                   load_run, run_ci_level, with_intervals)
-from oodbench.registry import formats, layouts
+from oodbench.core.registry import formats, layouts
 from oodbench.report.formats import Content, Format
 from oodbench.report.layouts import Numbers, Table
 from oodbench.report.references import ReferenceCard, References, load_references
-from oodbench.store import ResultStore
+from oodbench.pipeline.store import ResultStore
 
 if TYPE_CHECKING:
     import jinja2

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import pandas as pd
 
-from oodbench.score.groups import COUNTS, count_text
-from oodbench.score.labels import shown_model
-from oodbench.score.wide import has_detector_axis
+from oodbench.pipeline.score.groups import COUNTS, count_text
+from oodbench.pipeline.score.labels import shown_model
+from oodbench.pipeline.score.wide import has_detector_axis
 
 
 def fold_detectors(long: pd.DataFrame, into: str = "model") -> pd.DataFrame:

@@ -16,7 +16,7 @@ import torch
 
 from oodbench.data import DataRequest, ImageSet, load_dataset, materialise, to_shape
 from oodbench.data.common import uint8_to_unit
-from oodbench.registry import datasets
+from oodbench.core.registry import datasets
 from oodbench.train.recipe import Augment, OutDistribution, Recipe
 
 

@@ -36,12 +36,12 @@ from tqdm.auto import tqdm
 
 from oodbench.core.version import VERSION
 from oodbench.data import DataRequest, ImageSet, load_dataset
-from oodbench.errors import MissingFileError
+from oodbench.core.errors import MissingFileError
 from oodbench.metrics import auroc, confidence, mean_max_confidence, test_error
 from oodbench.models.normalize import with_normalization
-from oodbench.registry import architectures, attacks, trainers
-from oodbench.execute.forward import forward_logits, resolve_device
-from oodbench.suite import resolve_data_root as _resolve_data_root
+from oodbench.core.registry import architectures, attacks, trainers
+from oodbench.pipeline.execute.forward import forward_logits, resolve_device
+from oodbench.pipeline.suite import resolve_data_root as _resolve_data_root
 from oodbench.train import checkpoint as ckpt
 from oodbench.train.data import OutSource, augment, generator, load_in_distribution, step_seed
 from oodbench.train.methods import Batch, Method
@@ -59,7 +59,7 @@ def _file_sha256(path: Path) -> str:
 
 
 def resolve_data_root(recipe: Recipe, override: Union[str, Path, None]) -> Path:
-    """The same rule as for suites (``oodbench.suite.resolve_data_root``)."""
+    """The same rule as for suites (``oodbench.pipeline.suite.resolve_data_root``)."""
     return _resolve_data_root(recipe.data_root, recipe.base_dir, override)
 
 

@@ -60,7 +60,7 @@ from torch import nn
 from oodbench.attacks.engine import AttackConfig, run_attack
 from oodbench.attacks.objectives import spread_loss
 from oodbench.bounds import OutputBounds, input_box, msp_upper, output_bounds
-from oodbench.registry import objectives
+from oodbench.core.registry import objectives
 
 OUT_LOSSES = ("max-log-conf", "ce-uniform", "logit-spread")
 

@@ -23,7 +23,7 @@ import torch
 from torch import nn
 
 from oodbench.attacks.engine import AttackConfig
-from oodbench.registry import trainers
+from oodbench.core.registry import trainers
 from oodbench.train import losses
 
 if TYPE_CHECKING:  # pragma: no cover

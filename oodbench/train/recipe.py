@@ -32,9 +32,9 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from oodbench.attacks.threats import ThreatModel
 from oodbench.models.spec import Normalization
-from oodbench.registry import architectures, datasets, objectives, trainers
-from oodbench.suite import DataSpec, SuiteError
-from oodbench.validation import check_registered, read_yaml
+from oodbench.core.registry import architectures, datasets, objectives, trainers
+from oodbench.pipeline.suite import DataSpec, SuiteError
+from oodbench.core.validation import check_registered, read_yaml
 
 OutLoss = Literal["max-log-conf", "ce-uniform", "logit-spread"]
 

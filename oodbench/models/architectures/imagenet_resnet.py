@@ -14,7 +14,7 @@ from typing import Any
 from torch import nn
 
 from oodbench.models.architectures._meta import ArchInfo
-from oodbench.registry import architectures
+from oodbench.core.registry import architectures
 
 
 def _create_imagenet_resnet50(num_classes: int, **kwargs: Any) -> nn.Module:

@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 from oodbench.models.architectures._meta import ArchInfo
-from oodbench.registry import architectures
+from oodbench.core.registry import architectures
 
 
 class LeNet(nn.Module):

@@ -23,7 +23,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from oodbench.models.architectures._meta import ArchInfo
-from oodbench.registry import architectures
+from oodbench.core.registry import architectures
 
 
 def _projection(in_planes: int, out_planes: int, stride: int) -> nn.Sequential:

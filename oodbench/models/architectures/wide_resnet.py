@@ -20,7 +20,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from oodbench.models.architectures._meta import ArchInfo
-from oodbench.registry import architectures
+from oodbench.core.registry import architectures
 
 
 class WideBasicBlock(nn.Module):

@@ -23,7 +23,7 @@ from oodbench.models.errors import spec_error
 from oodbench.models.libraries.preprocessing import InputConfig, with_input
 from oodbench.models.libraries.timm_models import read_json
 from oodbench.models.spec import ModelSpec
-from oodbench.registry import models
+from oodbench.core.registry import models
 
 CONFIG_FILE = "config.json"
 PROCESSOR_FILE = "preprocessor_config.json"

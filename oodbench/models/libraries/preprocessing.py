@@ -106,7 +106,7 @@ def suite_overrides(entries: Iterable[Mapping[str, Any]]) -> dict[str, tuple[str
     entries (as stored: ``runs.suite_json``) whose adapter reads its preprocessing from a
     library config (registered with ``config=``) and whose entry sets any of
     :data:`SUITE_FIELDS`: those values, not the config's, made the model's numbers."""
-    from oodbench.registry import UnknownNameError, models
+    from oodbench.core.registry import UnknownNameError, models
 
     out: dict[str, tuple[str, list[str]]] = {}
     for entry in entries:

@@ -30,7 +30,7 @@ from oodbench.models.files import require_file
 from oodbench.models.libraries.preprocessing import InputConfig, with_input
 from oodbench.models.sniff import REDOWNLOAD_FIX, safetensors_problem
 from oodbench.models.spec import ModelSpec
-from oodbench.registry import models
+from oodbench.core.registry import models
 
 CONFIG_FILE = "config.json"
 WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")

@@ -29,7 +29,7 @@ import torch
 from torch import nn
 
 from oodbench.data.transforms import Geometry
-from oodbench.errors import OodbenchError
+from oodbench.core.errors import OodbenchError
 from oodbench.models.adapters import refuse_wrong_format, spec_path
 from oodbench.models.errors import spec_error
 from oodbench.models.files import require_file
@@ -37,7 +37,7 @@ from oodbench.models.fixed_rows import FORWARD_ROWS
 from oodbench.models.libraries.preprocessing import InputConfig, with_input
 from oodbench.models.sniff import torch_file_problem
 from oodbench.models.spec import ModelSpec
-from oodbench.registry import models
+from oodbench.core.registry import models
 
 _EXPORT_FIX = ("export with `torch.export.save(torch.export.export(model.eval(), (x,), "
                "dynamic_shapes=({0: torch.export.Dim('batch')},)), 'model.pt2')`")

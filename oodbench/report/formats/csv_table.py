@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pandas as pd
 
-from oodbench.registry import formats
+from oodbench.core.registry import formats
 from oodbench.report.formats.base import Content, Format
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from oodbench.registry import formats
+from oodbench.core.registry import formats
 from oodbench.report.formats.base import TemplateFormat
 
 

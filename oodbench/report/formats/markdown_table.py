@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from oodbench.registry import formats
+from oodbench.core.registry import formats
 from oodbench.report.escape import md_escape
 from oodbench.report.formats.base import TemplateFormat, escaping
 

@@ -17,7 +17,7 @@ from oodbench.models.libraries.preprocessing import override_notes
 from oodbench.report.data import RunData
 from oodbench.report.protocols import protocol_notes
 from oodbench.report.references import References
-from oodbench.score.groups import COUNTS, FAILED, count_text
+from oodbench.pipeline.score.groups import COUNTS, FAILED, count_text
 
 Layout = Callable[[list[RunData], "Numbers", References], "Table"]
 """A registered layout: the audited runs, how numbers print and the paper values -> a table."""
@@ -31,7 +31,7 @@ _DERIVED_DIRECTION = {"accuracy": True, "robust-accuracy": True, "mean-auroc": T
 
 
 def _registered_meta(metric: str) -> Optional[dict]:
-    from oodbench.registry import UnknownNameError, metrics
+    from oodbench.core.registry import UnknownNameError, metrics
 
     try:
         return metrics.meta(metric)

@@ -2,16 +2,16 @@
 
 from __future__ import annotations
 
-from oodbench.registry import layouts
+from oodbench.core.registry import layouts
 from oodbench.report.data import CLEAN_OOD, RunData
 from oodbench.report.layouts.base import (TABLE1, Block, Group, Numbers, Row, Table, finish_table,
                                           higher_is_better, make_cell, mark_best)
 from oodbench.report.references import References
-from oodbench.score.groups import FAILED, UNIT_TESTS
+from oodbench.pipeline.score.groups import FAILED, UNIT_TESTS
 
 def _detector_columns(kind: str) -> tuple[str, ...]:
     """The metrics the detectors layout shows for a row of ``kind``: a group mean like a clean
-    set; the unit tests as the count of failed ones (:mod:`oodbench.score.groups`)."""
+    set; the unit tests as the count of failed ones (:mod:`oodbench.pipeline.score.groups`)."""
     if kind == UNIT_TESTS:
         return (FAILED,)
     return ("auroc", "fpr95") if kind in CLEAN_OOD + ("group",) else ("auroc",)

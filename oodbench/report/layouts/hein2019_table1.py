@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from oodbench.registry import layouts
+from oodbench.core.registry import layouts
 from oodbench.report.data import RunData
 from oodbench.report.layouts.base import (TABLE1, Block, Numbers, Row, Table, finish_table, groups_of,
                                           higher_is_better, make_cell, mark_best)

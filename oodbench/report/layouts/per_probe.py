@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from typing import Optional
 
-from oodbench.registry import layouts
+from oodbench.core.registry import layouts
 from oodbench.report.data import CLEAN_OOD, ReportError, RunData
 from oodbench.report.layouts.base import (Block, Numbers, Row, Table, finish_table, groups_of,
                                           make_cell, mark_best)
 from oodbench.report.references import References
-from oodbench.score.groups import group_label, group_members
+from oodbench.pipeline.score.groups import group_label, group_members
 
 def pair_worst_case(run: RunData) -> list[tuple[Optional[str], Optional[str]]]:
     """(clean probe, worst-case probe) label pairs: every clean OOD probe, with its worst-case

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Callable, Optional
 
-from oodbench.registry import layouts
+from oodbench.core.registry import layouts
 from oodbench.report.data import CLEAN_OOD, RunData
 from oodbench.report.layouts.base import (Block, Numbers, Row, Table, finish_table, higher_is_better,
                                           make_cell, mark_best, mean)
@@ -52,7 +52,7 @@ def ratio_summary(runs: list[RunData], numbers: Numbers, refs: References) -> Ta
         specs.append(("Mean MMC on OOD", "mmc",
                       lambda m: mean([run.value(m, p.label, "mmc") for p in clean]),
                       lambda m: refs.get(m, "summary", "mmc")))
-        # OpenOOD's near/far means (oodbench.score.groups), each with its bootstrap interval
+        # OpenOOD's near/far means (oodbench.pipeline.score.groups), each with its bootstrap interval
         group_rows = {}
         for p in run.of_kind("group"):
             for name, metric in (("AUROC", "auroc"), ("FPR@95", "fpr95")):

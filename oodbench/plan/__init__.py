@@ -1,7 +1,0 @@
-"""Planning: a suite and a results store become a typed, sharded, costed :class:`Plan`."""
-
-from oodbench.plan.cost import Cost
-from oodbench.plan.jobs import Job, JobKind, Plan, Shard, ShardState, format_plan
-from oodbench.plan.planner import make_plan
-
-__all__ = ["Cost", "Job", "JobKind", "Plan", "Shard", "ShardState", "format_plan", "make_plan"]
