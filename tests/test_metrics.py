@@ -32,6 +32,7 @@ from oodbench.metrics import (
     softmax,
     test_error,
 )
+from oodbench.core.rows import MetricScope, RowKind
 from oodbench.core.registry import UnknownNameError
 from oodbench.core.registry import metrics as metric_registry
 
@@ -423,12 +424,60 @@ def test_doctests():
 
 def test_imports_only_registry_from_oodbench():
     # The registry imports this module lazily on first lookup; importing other oodbench modules
-    # here could create an import cycle. oodbench.scores imports nothing from oodbench.
+    # here could create an import cycle. oodbench.scores imports nothing from oodbench, and
+    # oodbench.core is the bottom layer (it imports nothing else of the package): a metric's
+    # scope is stated in the row kinds defined there (core.rows.MetricScope).
     tree = ast.parse(Path(M.__file__).read_text())
     imported = {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.module}
     imported |= {a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
-    assert {m for m in imported if m.split(".")[0] == "oodbench"} == {"oodbench.core.registry",
-                                                                      "oodbench.scores"}
+    ours = {m for m in imported if m.split(".")[0] == "oodbench"}
+    assert {m for m in ours if not m.startswith("oodbench.core.")} == {"oodbench.core.registry",
+                                                                       "oodbench.scores"}
+    assert ours - {"oodbench.core.registry", "oodbench.scores"} == {"oodbench.core.rows"}
+
+
+def test_metric_scopes_are_the_row_kinds_they_cover():
+    """One vocabulary: a scope is the set of row kinds a metric has a value on; an attacked
+    in-distribution row holds a probe row's metrics, a summary row none."""
+    assert MetricScope.IN.rows == {RowKind.IN_DISTRIBUTION}
+    assert MetricScope.PROBE.rows == {RowKind.OOD, RowKind.IN_ATTACKED}
+    assert MetricScope.BOTH.rows == MetricScope.IN.rows | MetricScope.PROBE.rows
+    assert not any(scope.covers(RowKind.SUMMARY) for scope in MetricScope)
+    names = list(BUILTIN_METRICS)
+    on_in = [n for n, (scope, _) in BUILTIN_METRICS.items() if scope in ("in", "both")]
+    on_probe = [n for n, (scope, _) in BUILTIN_METRICS.items() if scope in ("probe", "both")]
+    assert M.row_metric_names(names, RowKind.IN_DISTRIBUTION) == M.row_metric_names(names, "in") == on_in
+    for kind in (RowKind.OOD, RowKind.IN_ATTACKED, "probe"):
+        assert M.row_metric_names(names, kind) == on_probe
+    assert M.row_metric_names(names, RowKind.SUMMARY) == []
+    inp = toy_input()
+    assert list(compute_metrics(names, inp, row=RowKind.IN_ATTACKED)) == on_probe
+    assert compute_metrics(names, inp, row=RowKind.OOD) == compute_metrics(names, inp, row="probe")
+    assert compute_metrics(names, inp, row=RowKind.IN_DISTRIBUTION) == compute_metrics(names, inp, row="in")
+
+
+def test_register_takes_a_scope_or_its_old_string(monkeypatch):
+    """Plugins written before :class:`MetricScope` pass ``scope="in"`` etc.; both spellings
+    register the same metric, and a scope that is neither is refused by name."""
+    metric_registry.names()  # discover the built-ins before copying the entries
+    monkeypatch.setattr(metric_registry, "_entries", dict(metric_registry._entries))
+
+    def mean_in_conf(inp):
+        """Mean confidence on the in-distribution set."""
+        return float(inp.in_conf.mean())
+
+    M.register("test-conf-old", scope="in", higher_is_better=False)(mean_in_conf)
+    M.register("test-conf-new", scope=MetricScope.IN, higher_is_better=False)(mean_in_conf)
+    for name in ("test-conf-old", "test-conf-new"):
+        assert metric_registry.get(name).scope is MetricScope.IN
+        assert metric_registry.meta(name)["scope"] is MetricScope.IN
+    inp = toy_input()
+    expected = mean_max_confidence(confidence(inp.in_logits))
+    got = compute_metrics(["test-conf-old", "test-conf-new", "auroc"], inp, row=RowKind.IN_DISTRIBUTION)
+    assert got == {"test-conf-old": pytest.approx(expected), "test-conf-new": pytest.approx(expected)}
+    with pytest.raises(ValueError, match=r"scope must be one of \('in', 'probe', 'both'\), got 'out'"):
+        M.register("test-conf-bad", scope="out", higher_is_better=False)(mean_in_conf)
+    assert "test-conf-bad" not in metric_registry
 
 
 # ------------------------------------------------------------------------------------------------

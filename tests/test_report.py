@@ -246,6 +246,45 @@ def test_per_probe_needs_worst_case_rows(tmp_path):
         render(make_store(tmp_path / "s.db", values), fmt="md", layout="per-probe")
 
 
+def test_a_row_is_worst_case_because_its_attack_declares_it(tmp_path, monkeypatch):
+    """A row's kind comes from what its component declares, never from a name: a plugin's
+    attack, registered under another name, whose class declares its AUROC a worst-case AUROC
+    is paired like ``worst-case``; a clean probe is ``ood`` or ``noise`` by its data set's
+    registry meta; an attack not registered here is told by the metrics its row holds."""
+    from oodbench.attacks.registered import AdversarialNoise
+    from oodbench.core.rows import TableKind
+    from oodbench.core.registry import Entry, attacks
+    from oodbench.report.data import probe_kind
+
+    class PluginWorstCase(AdversarialNoise):
+        table_kind = TableKind.WORST_CASE
+
+    attacks.names()  # discover the built-ins first
+    monkeypatch.setitem(attacks._entries, "plugin-worst-case", Entry("plugin-worst-case", PluginWorstCase))
+    renamed = [dict(p, attack={"name": "plugin-worst-case"}) if (p.get("attack") or {}).get("name")
+               == "worst-case" else p for p in PROBES]
+    assert renamed != PROBES
+    rows = md_rows(render(make_store(tmp_path / "s.db", probes=renamed), fmt="md", layout="per-probe"))
+    assert rows["SVHN"] == ["0.900", "0.200", "**0.990**", "**0.400**"]
+    assert rows["CIFAR-100"] == ["**0.880**", "0.100", "0.860", "**0.300**"]
+
+    def kind(spec, metrics=()):
+        return probe_kind(spec, set(metrics))
+
+    assert kind({"dataset": "svhn"}) is TableKind.OOD
+    assert kind({"dataset": "uniform-noise"}) is TableKind.NOISE
+    declared = {name: kind({"attack": {"name": name}}) for name in
+                ("adversarial-noise", "worst-case", "plugin-worst-case", "autoattack",
+                 "alpha-scaling", "in-distribution-attack")}
+    assert declared == {"adversarial-noise": TableKind.ADVERSARIAL, "worst-case": TableKind.WORST_CASE,
+                        "plugin-worst-case": TableKind.WORST_CASE, "autoattack": TableKind.ROBUST,
+                        "alpha-scaling": TableKind.SUMMARY,
+                        "in-distribution-attack": TableKind.ADVERSARIAL}
+    not_here = {"attack": {"name": "not-installed"}}
+    assert [kind(not_here, m) for m in (["test-error", "mmc"], ["mmc", "auroc"], ["alpha"])] == [
+        TableKind.ROBUST, TableKind.ADVERSARIAL, TableKind.SUMMARY]
+
+
 def test_several_runs_give_one_block_each(store_path):
     svhn_in = {"name": "SVHN-train", "dataset": "svhn"}
     values = {(m, "SVHN-train" if p == "CIFAR-10" else p): v for (m, p), v in VALUES.items()

@@ -9,7 +9,9 @@ Rows (:class:`~oodbench.core.rows.RowKind`): ``probe`` rows are scored like any 
 confidences (an optional boolean ``mask`` array selects the points that count, e.g. the
 misclassified adversarial samples); ``in`` rows are scored like the in-distribution row (test
 error under attack = 1 − robust accuracy); ``summary`` rows report the attack's own quantities
-(e.g. the α-scaling experiment) through :meth:`Attack.summarize`.
+(e.g. the α-scaling experiment) through :meth:`Attack.summarize`. What the row is in a report
+(:class:`~oodbench.core.rows.TableKind`: adversarial noise, worst-case AUROC, robust accuracy)
+follows from its row kind unless the attack declares it (:attr:`Attack.table_kind`).
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ from torch import nn
 from oodbench.attacks.members import SINGLE_RUN_FIELDS, VERSIONS, MemberSpec, Version
 from oodbench.attacks.threats import ThreatModel
 from oodbench.core.cost import Cost
-from oodbench.core.rows import RowKind
+from oodbench.core.rows import RowKind, TableKind
 from oodbench.core.registry import UnknownNameError, datasets, objectives
 from oodbench.core.validation import (MAX_RESTARTS, MAX_STEPS, FiniteFloat, JsonDict, PositiveFloat, Restarts,
                                  Steps)
@@ -156,6 +158,9 @@ class Attack:
 
     source: ClassVar[Literal["probe", "in-distribution"]] = "probe"
     row: ClassVar[RowKind] = RowKind.OOD
+    #: What its row is in a report, which layouts choose rows by (``worst-case``: the rows
+    #: whose AUROC is a worst-case AUROC); None: by :attr:`row` (:meth:`shown_as`).
+    table_kind: ClassVar[Optional[TableKind]] = None
     supports_early_stop: ClassVar[bool] = False
     #: Whether the job may be cut into shards of points: each point's result must depend on
     #: that point (and its index) only, never on which other points share its batch or shard.
@@ -178,6 +183,12 @@ class Attack:
     #: Whether the attack has versions (:mod:`oodbench.attacks.members`): its ``paper`` single
     #: run, or an ensemble of members on the same score in the same ball.
     has_versions: ClassVar[bool] = False
+
+    @classmethod
+    def shown_as(cls) -> TableKind:
+        """Its row's kind in a report: the declared :attr:`table_kind`, else by how the row is
+        scored (``robust`` like the in-distribution set, ``summary``, else ``adversarial``)."""
+        return cls.table_kind or TableKind.of_attack(cls.row)
 
     def min_classes(self, spec: AttackSpec) -> tuple[int, str]:
         """The fewest classes the attack is meaningful for, and why (``too-few-classes``)."""

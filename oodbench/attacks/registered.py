@@ -30,7 +30,7 @@ from oodbench.attacks.ensemble import run_ensemble
 from oodbench.attacks.members import gradient_steps, members_of
 from oodbench.core.arrays import ArrayKey
 from oodbench.core.cost import Cost
-from oodbench.core.rows import RowKind
+from oodbench.core.rows import RowKind, TableKind
 from oodbench.core.registry import attacks
 
 class EngineAttack(Attack):
@@ -129,6 +129,7 @@ class AdversarialNoise(EngineAttack):
 class WorstCase(EngineAttack):
     """APGD maximising confidence around OOD points (RATIO: L2 ε=1.0, 100 steps)."""
 
+    table_kind = TableKind.WORST_CASE  # its AUROC is the worst-case AUROC of RATIO's tables
     supports_early_stop = True
     detector_aware = True
     black_box_checked = True

@@ -15,8 +15,9 @@ undefined (an empty OOD set), so a benchmark table shows a hole instead of crash
 Part 2 wraps them as :class:`Metric` objects registered in ``oodbench.core.registry.metrics``; the
 runner computes them from logits through :func:`compute_metrics`. A new metric is one module in
 this folder (or a plugin) with a function decorated by :func:`register`; the ``metrics`` registry
-imports every module here on its first lookup. Modules here import only the shared layer and
-:mod:`oodbench.scores` from oodbench, because the registry imports them lazily.
+imports every module here on its first lookup. Modules here import only the shared layer (the registry,
+:mod:`oodbench.core`) and :mod:`oodbench.scores` from oodbench, because the registry imports them
+lazily.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from typing import Any, Callable, Optional, Sequence
 
 import numpy as np
 
+from oodbench.core.rows import MetricScope, RowKind
 from oodbench.core.registry import metrics as metric_registry
 from oodbench.scores import msp_score
 
@@ -57,6 +59,7 @@ __all__ = [
     "MetricInput",
     "Metric",
     "SCOPES",
+    "MetricScope",
     "compute_metrics",
     "register",
 ]
@@ -642,9 +645,10 @@ def fit_temperature(logits: Any, labels: Any, *, grid: Any = None, n_bins: int =
 # Part 2: registered metrics
 # --------------------------------------------------------------------------------------------
 
-SCOPES = ("in", "probe", "both")
-"""Where a metric applies: ``in`` = the model's in-distribution row of the results table,
-``probe`` = each OOD probe's row (needs OOD logits), ``both`` = both kinds of rows."""
+SCOPES = tuple(MetricScope)
+"""Where a metric applies (:class:`~oodbench.core.rows.MetricScope`, defined by the row kinds it
+covers): ``in`` = the model's in-distribution row of the results table, ``probe`` = each row
+ranked against OOD points (needs OOD logits), ``both`` = both kinds of rows."""
 
 
 @dataclass(frozen=True, eq=False)
@@ -723,13 +727,14 @@ class MetricInput:
 class Metric:
     """A registered metric: ``fn(MetricInput) -> float`` plus how to show and compare it.
 
-    ``higher_is_better`` lets reports mark the best model per column; ``scope`` (one of
-    :data:`SCOPES`) says on which rows of the table the metric has a value.
+    ``higher_is_better`` lets reports mark the best model per column; ``scope`` (a
+    :class:`MetricScope`, or its value as a string) says on which rows of the table the metric
+    has a value.
     """
 
     name: str
     fn: Callable[[MetricInput], float]
-    scope: str
+    scope: MetricScope
     higher_is_better: bool
     doc: str = ""
     settled_above: Optional[Callable[[np.ndarray], float]] = None
@@ -745,20 +750,21 @@ class Metric:
 
     def __post_init__(self) -> None:
         if self.scope not in SCOPES:
-            raise ValueError(
-                f"metric {self.name!r}: scope must be one of {SCOPES}, got {self.scope!r}"
-            )
+            raise ValueError(f"metric {self.name!r}: scope must be one of "
+                             f"{tuple(s.value for s in SCOPES)}, got {self.scope!r}")
+        object.__setattr__(self, "scope", MetricScope(self.scope))
 
     def __call__(self, inp: MetricInput) -> float:
         return float(self.fn(inp))
 
 
-def register(name: str, *, scope: str, higher_is_better: bool,
+def register(name: str, *, scope: MetricScope | str, higher_is_better: bool,
               settled_above: Optional[Callable[[np.ndarray], float]] = None,
               settles_by_confidence: bool = False) -> Callable[[Callable], Callable]:
     """Register ``fn(MetricInput) -> float`` as a :class:`Metric`; its docstring is the doc.
 
-    ``scope`` says on which rows it has a value (:data:`SCOPES`); ``settled_above`` and
+    ``scope`` says on which rows it has a value (a :class:`MetricScope`; its value ``"in"``,
+    ``"probe"`` or ``"both"`` is accepted too, as plugins written before it pass); ``settled_above`` and
     ``settles_by_confidence`` state its early-stop rule (see :class:`Metric`; without one an
     attack runs in full for it)."""
 
@@ -766,7 +772,8 @@ def register(name: str, *, scope: str, higher_is_better: bool,
         doc = " ".join((fn.__doc__ or "").split())
         metric = Metric(name, fn, scope, higher_is_better, doc, settled_above, settles_by_confidence)
         first = (fn.__doc__ or "").strip().splitlines()[0] if fn.__doc__ else ""
-        metric_registry.add(name, metric, doc=first, scope=scope, higher_is_better=higher_is_better)
+        metric_registry.add(name, metric, doc=first, scope=metric.scope,
+                            higher_is_better=higher_is_better)
         return fn
 
     return decorator
@@ -798,19 +805,19 @@ def _accepted_at_tpr95(score_in: np.ndarray) -> float:
     return float(np.nextafter(acceptance_threshold(score_in, 0.95), -np.inf))
 
 
-@register("test-error", scope="in", higher_is_better=False)
+@register("test-error", scope=MetricScope.IN, higher_is_better=False)
 def _test_error_metric(inp: MetricInput) -> float:
     """Fraction of misclassified in-distribution test samples."""
     return 1.0 - float(np.mean(inp.in_correct))
 
 
-@register("ece", scope="in", higher_is_better=False)
+@register("ece", scope=MetricScope.IN, higher_is_better=False)
 def _ece_metric(inp: MetricInput) -> float:
     """Expected calibration error (15 bins) of the raw softmax confidence, in-distribution."""
     return expected_calibration_error(inp.in_conf, inp.in_correct)
 
 
-@register("ece-ts", scope="in", higher_is_better=False)
+@register("ece-ts", scope=MetricScope.IN, higher_is_better=False)
 def _ece_ts_metric(inp: MetricInput) -> float:
     """ECE (15 bins) after temperature scaling fitted on a held-out half of the test set.
 
@@ -830,7 +837,7 @@ def _ece_ts_metric(inp: MetricInput) -> float:
     return expected_calibration_error(conf, inp.in_correct[eval_idx])
 
 
-@register("mmc", scope="both", higher_is_better=False, settled_above=_confidence_is_one,
+@register("mmc", scope=MetricScope.BOTH, higher_is_better=False, settled_above=_confidence_is_one,
            settles_by_confidence=True)
 def _mmc_metric(inp: MetricInput) -> float:
     """Mean max confidence: of the in-distribution set on its row, of the probe on a probe row.
@@ -841,25 +848,25 @@ def _mmc_metric(inp: MetricInput) -> float:
     return mean_max_confidence(inp.in_conf if inp.out_logits is None else inp.out_conf)
 
 
-@register("auroc", scope="probe", higher_is_better=True, settled_above=_above_every_in)
+@register("auroc", scope=MetricScope.PROBE, higher_is_better=True, settled_above=_above_every_in)
 def _auroc_metric(inp: MetricInput) -> float:
     """AUROC of the (log-)confidence separating in-distribution (positive) from the probe; ties count 1/2."""
     return auroc(inp.in_score, inp.out_score)
 
 
-@register("auroc-conservative", scope="probe", higher_is_better=True, settled_above=_above_every_in)
+@register("auroc-conservative", scope=MetricScope.PROBE, higher_is_better=True, settled_above=_above_every_in)
 def _auroc_conservative_metric(inp: MetricInput) -> float:
     """AUROC where tied confidences count as failed detections (robust to saturated models)."""
     return auroc_conservative(inp.in_score, inp.out_score)
 
 
-@register("aupr-in", scope="probe", higher_is_better=True, settled_above=_above_every_in)
+@register("aupr-in", scope=MetricScope.PROBE, higher_is_better=True, settled_above=_above_every_in)
 def _aupr_in_metric(inp: MetricInput) -> float:
     """Average precision with in-distribution as the positive class, confidence as score."""
     return aupr_in(inp.in_score, inp.out_score)
 
 
-@register("aupr-out", scope="probe", higher_is_better=True)
+@register("aupr-out", scope=MetricScope.PROBE, higher_is_better=True)
 def _aupr_out_metric(inp: MetricInput) -> float:
     """Average precision with the OOD probe as the positive class, -confidence as score.
 
@@ -870,19 +877,19 @@ def _aupr_out_metric(inp: MetricInput) -> float:
     return aupr_out(inp.in_score, inp.out_score)
 
 
-@register("aupr-in-trapezoid", scope="probe", higher_is_better=True)
+@register("aupr-in-trapezoid", scope=MetricScope.PROBE, higher_is_better=True)
 def _aupr_in_trapezoid_metric(inp: MetricInput) -> float:
     """AUPR with in-distribution as positive by the trapezoid rule (OpenOOD / pytorch-ood AUPR-IN)."""
     return aupr_in_trapezoid(inp.in_score, inp.out_score)
 
 
-@register("aupr-out-trapezoid", scope="probe", higher_is_better=True)
+@register("aupr-out-trapezoid", scope=MetricScope.PROBE, higher_is_better=True)
 def _aupr_out_trapezoid_metric(inp: MetricInput) -> float:
     """AUPR with the probe as positive by the trapezoid rule (OpenOOD / pytorch-ood AUPR-OUT)."""
     return aupr_out_trapezoid(inp.in_score, inp.out_score)
 
 
-@register("fpr95", scope="probe", higher_is_better=False, settled_above=_accepted_at_tpr95)
+@register("fpr95", scope=MetricScope.PROBE, higher_is_better=False, settled_above=_accepted_at_tpr95)
 def _fpr95_metric(inp: MetricInput) -> float:
     """Share of probe samples accepted at the threshold keeping 95% of in-distribution samples.
 
@@ -892,7 +899,7 @@ def _fpr95_metric(inp: MetricInput) -> float:
     return fpr_at_tpr(inp.in_score, inp.out_score, tpr=0.95)
 
 
-@register("fpr95-ood", scope="probe", higher_is_better=False)
+@register("fpr95-ood", scope=MetricScope.PROBE, higher_is_better=False)
 def _fpr95_ood_metric(inp: MetricInput) -> float:
     """Share of in-distribution samples flagged as OOD at the threshold detecting 95% of the probe.
 
@@ -905,10 +912,15 @@ def _fpr95_ood_metric(inp: MetricInput) -> float:
     return fpr_at_tpr(-inp.out_score, -inp.in_score, tpr=0.95)
 
 
-_ROW_SCOPES = {"in": ("in", "both"), "probe": ("probe", "both")}
+def _row_kind(row: RowKind | str) -> RowKind:
+    """The row's kind; the strings ``"in"`` and ``"probe"`` are its values."""
+    try:
+        return RowKind(row)
+    except ValueError:
+        raise ValueError(f"row must be 'in' or 'probe' (a RowKind), got {row!r}") from None
 
 
-def compute_metrics(names: list[str], inp: MetricInput, *, row: str) -> dict[str, float]:
+def compute_metrics(names: list[str], inp: MetricInput, *, row: RowKind | str) -> dict[str, float]:
     """Compute the listed registered metrics that apply to one row of the results table.
 
     Parameters
@@ -918,10 +930,12 @@ def compute_metrics(names: list[str], inp: MetricInput, *, row: str) -> dict[str
         anything is computed, so an unknown one raises
         :class:`~oodbench.core.registry.UnknownNameError` (with close matches) straight away.
     inp : MetricInput
-    row : {"in", "probe"}
-        ``"in"``: the model's in-distribution row; metrics of scope ``in`` and ``both`` are
-        computed and ``inp.out_logits`` is ignored. ``"probe"``: an OOD probe's row; metrics
-        of scope ``probe`` and ``both`` are computed, and ``inp.out_logits`` is required.
+    row : RowKind (or its value, ``"in"`` / ``"probe"``)
+        ``RowKind.IN_DISTRIBUTION``: the model's in-distribution row; metrics whose scope
+        covers it (``in``, ``both``) are computed and ``inp.out_logits`` is ignored. A row
+        ranked against OOD points (``RowKind.OOD``, ``RowKind.IN_ATTACKED``): metrics of scope
+        ``probe`` and ``both`` are computed, and ``inp.out_logits`` is required. A summary row
+        has no metrics.
 
     Returns
     -------
@@ -929,31 +943,31 @@ def compute_metrics(names: list[str], inp: MetricInput, *, row: str) -> dict[str
         ``{name: value}`` in the order of ``names``, only for the applicable metrics. A value
         may be NaN (with an :class:`UndefinedMetricWarning`), e.g. for an empty probe.
     """
-    if row not in _ROW_SCOPES:
-        raise ValueError(f"row must be 'in' or 'probe', got {row!r}")
+    kind = _row_kind(row)
     selected: list[Metric] = []
     for name in names:
         metric = metric_registry.get(name)
         if not isinstance(metric, Metric):
             raise TypeError(f"metric {name!r} is registered as {type(metric).__name__}, not Metric")
-        if metric.scope in _ROW_SCOPES[row]:
+        if metric.scope.covers(kind):
             selected.append(metric)
-    if row == "in" and inp.out_logits is not None:
+    if kind is RowKind.IN_DISTRIBUTION and inp.out_logits is not None:
         inp = dataclasses.replace(inp, out_logits=None)
-    if row == "probe" and selected and inp.out_logits is None:
+    if kind in MetricScope.PROBE.rows and selected and inp.out_logits is None:
         raise ValueError("row='probe' needs MetricInput.out_logits (the probe's logits)")
     return {m.name: m(inp) for m in selected}
 
 
-def row_metric_names(names: Sequence[str], row: str) -> list[str]:
-    """The metrics of ``names`` that :func:`compute_metrics` computes for a row (``in`` or
-    ``probe``): what a complete stored row holds."""
-    return [n for n in names if metric_registry.get(n).scope in _ROW_SCOPES[row]]
+def row_metric_names(names: Sequence[str], row: RowKind | str) -> list[str]:
+    """The metrics of ``names`` that :func:`compute_metrics` computes for a row of kind ``row``:
+    what a complete stored row holds (none for a summary row)."""
+    kind = _row_kind(row)
+    return [n for n in names if metric_registry.get(n).scope.covers(kind)]
 
 
 def _probe_row_metrics(names: Sequence[str]) -> list[Any]:
     metrics = [metric_registry.get(n) for n in names]
-    return [m for m in metrics if m.scope in _ROW_SCOPES["probe"]]
+    return [m for m in metrics if m.scope.covers(RowKind.OOD)]
 
 
 def early_stop_is_exact(names: Sequence[str], *, msp: bool = True) -> bool:

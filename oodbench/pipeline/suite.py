@@ -24,7 +24,7 @@ from oodbench.attacks.base import AttackSpec
 from oodbench.checks.spec import ChecksSpec
 from oodbench.core.yaml_location import format_loc as _format_loc, node_line as _node_line
 from oodbench.detectors.base import Need
-from oodbench.pipeline.score.rows import RowKind
+from oodbench.core.rows import MetricScope, RowKind
 from oodbench.core.devices import check_device_name
 from oodbench.core.errors import OodbenchError
 from oodbench.core.filenames import slugify
@@ -383,7 +383,7 @@ class Suite(BaseModel):
         """A forced early stop would silently bias a metric without an exact stop rule (AUPR-out):
         allow it only when every metric asked declares one."""
         msp = all(d.name == "msp" for d in self.detectors)
-        not_rank = [m for m in self.metrics if metrics.meta(m)["scope"] != "in"
+        not_rank = [m for m in self.metrics if metrics.meta(m)["scope"] != MetricScope.IN
                     and not early_stop_is_exact([m], msp=msp)]
         for i, probe in enumerate(self.probes):
             if probe.attack is not None and probe.attack.early_stop is True and not_rank:

@@ -11,14 +11,16 @@ from the stored arrays by the one scorer): ``verify``, ``report``, ``show``, ``p
 leaderboard print only recomputed values, and only when they equal the stored ones.
 Everything is read through :class:`ResultStore`'s public read API.
 
-Each table row (probe) gets a *kind*, from the run's suite (``runs.suite_json``):
+Each table row (probe) gets a *kind* (:class:`~oodbench.core.rows.TableKind`), from the run's
+suite (``runs.suite_json``): a clean probe's from its data set's registry meta, an attack's as
+the attack declares it (:meth:`oodbench.attacks.base.Attack.shown_as`):
 
 =================  =================================================================
 ``in-distribution``  the in-distribution test set (test error, MMC, ECE)
 ``ood``              a clean OOD probe on a real data set
 ``noise``            a clean probe on a synthetic data set (uniform / smoothed noise)
 ``adversarial``      an attack scored as an OOD row (adversarial noise, adversarial samples)
-``worst-case``       the ``worst-case`` attack on an OOD set (worst-case AUROC)
+``worst-case``       an attack whose AUROC is a worst-case AUROC (the ``worst-case`` attack)
 ``robust``           an attack scored like the in-distribution row (AutoAttack: robust error)
 ``summary``          an attack's own quantities (α-scaling, counterfactuals)
 ``group``            the mean over a ``group:`` of probes (near, far; :mod:`oodbench.pipeline.score.groups`)
@@ -39,14 +41,13 @@ import pandas as pd
 
 from oodbench.core.detectors import DEFAULT_DETECTOR, DetectorRef
 from oodbench.core.errors import ReportError
+from oodbench.core.rows import CLEAN_OOD, RowKind, TableKind  # noqa: F401 (CLEAN_OOD: its old home)
 from oodbench.models.libraries.preprocessing import suite_overrides
 from oodbench.report.protocols import attack_protocols
 from oodbench.pipeline.score.groups import UNIT_TESTS, group_label
 from oodbench.pipeline.store import JobRecord, ResultStore, RunRecord
 
-KINDS = ("in-distribution", "ood", "noise", "adversarial", "worst-case", "robust", "summary",
-         "group", "unit-tests")
-CLEAN_OOD = ("ood", "noise")
+KINDS = tuple(TableKind)  # the kinds a row can have (defined, with CLEAN_OOD, in core.rows)
 
 
 class UnverifiedResultsError(ReportError):
@@ -94,27 +95,27 @@ def _row_exists(detector: DetectorRef, attack_name: Optional[str]) -> bool:
     return scores_row(det, attack)
 
 
-def expected_rows(run: RunRecord) -> list[tuple[str, str, str, Optional[str]]]:
+def expected_rows(run: RunRecord) -> list[tuple[str, str, str, Optional[RowKind]]]:
     """The (model, detector, row label, row kind) a finished run of its suite stores, in table
     order: per model and detector, the in-distribution row, then every probe it did not skip
-    for missing data and the detector scores. Row kind: ``in`` / ``probe`` (rows whose metrics
-    are the suite's applicable ones), ``summary`` (an attack's own quantities), ``in-attacked``
+    for missing data and the detector scores. Row kind: how the row is scored (its metrics are
+    the suite's ones whose scope covers it; a summary row holds its attack's own quantities),
     or None (an attack not registered here)."""
     in_label, labels = _suite_labels(run.suite)
-    kinds: list[Optional[str]] = []
+    kinds: list[Optional[RowKind]] = []
     names: list[Optional[str]] = []
     versus: list[Optional[str]] = []
     specs = run.suite.get("probes") or []
     for spec in specs:
         attack = (spec or {}).get("attack") if isinstance(spec, dict) else None
         names.append(str(attack.get("name", "")) if attack else None)
-        kinds.append(_attack_row(str(attack.get("name", ""))) if attack else "probe")
+        kinds.append(_attack_row(str(attack.get("name", ""))) if attack else RowKind.OOD)
         versus.append(spec.get("versus") if isinstance(spec, dict) else None)
     models = [str(m.get("name")) for m in run.suite.get("models") or [] if isinstance(m, dict)]
-    rows: list[tuple[str, str, str, Optional[str]]] = []
+    rows: list[tuple[str, str, str, Optional[RowKind]]] = []
     for model in models:
         for det_label, det in suite_detectors(run.suite):
-            rows.append((model, det_label, in_label, "in"))
+            rows.append((model, det_label, in_label, RowKind.IN_DISTRIBUTION))
             rows += [(model, det_label, label, kind)
                      for label, kind, name, target, spec in zip(labels, kinds, names, versus, specs)
                      if label not in run.skipped and target not in run.skipped
@@ -156,10 +157,10 @@ def completeness_problems(store: ResultStore, run_id: int) -> list[str]:
         if stored is None:
             problems.append(f"{where}: no metrics stored")
             continue
-        if kind not in ("in", "probe", "in-attacked") or not asked:
+        if kind is None or not asked:
             continue
         try:
-            wanted = row_metric_names(asked, "in" if kind == "in" else "probe")
+            wanted = row_metric_names(asked, kind)  # none for a summary row
         except UnknownNameError:  # a plugin metric not installed here: cannot tell
             continue
         problems += [f"{where} / {m}: missing" for m in wanted if m not in stored]
@@ -366,7 +367,7 @@ class Probe:
     """One table row of a run: its label, kind and suite entry (``None`` for the in-dist row)."""
 
     label: str
-    kind: str
+    kind: TableKind
     spec: Optional[dict[str, Any]] = None
 
     def identity(self, with_n: bool = True) -> Optional[tuple[Any, ...]]:
@@ -465,7 +466,7 @@ class RunData:
         """The bootstrap interval of a value (:func:`with_intervals`), or None."""
         return self.intervals.get((model, probe, metric))
 
-    def of_kind(self, *kinds: str) -> list[Probe]:
+    def of_kind(self, *kinds: TableKind) -> list[Probe]:
         return [p for p in self.probes if p.kind in kinds]
 
     @property
@@ -485,13 +486,30 @@ def _suite_labels(suite: dict[str, Any]) -> tuple[str, list[str]]:
             [_label(p) for p in suite.get("probes") or []])
 
 
-def _attack_row(name: str) -> Optional[str]:
+def _attack_row(name: str) -> Optional[RowKind]:
     from oodbench.core.registry import UnknownNameError, attacks
 
     try:
-        return attacks.get(name).row
+        return RowKind(attacks.get(name).row)
     except UnknownNameError:
         return None
+
+
+def _attack_kind(name: str) -> Optional[TableKind]:
+    """What the attack declares its row to be in a report (None: not registered here)."""
+    from oodbench.core.registry import UnknownNameError, attacks
+
+    try:
+        return attacks.get(name).shown_as()
+    except UnknownNameError:
+        return None
+
+
+def _row_by_metrics(metric_names: set[str]) -> RowKind:
+    """How a row of an attack not registered here was scored, told by the metrics it holds."""
+    if "test-error" in metric_names:
+        return RowKind.IN_DISTRIBUTION
+    return RowKind.OOD if "auroc" in metric_names else RowKind.SUMMARY
 
 
 def _is_synthetic(dataset: Optional[str]) -> bool:
@@ -505,23 +523,18 @@ def _is_synthetic(dataset: Optional[str]) -> bool:
         return "noise" in dataset
 
 
-def probe_kind(spec: Optional[dict[str, Any]], metric_names: set[str]) -> str:
+def probe_kind(spec: Optional[dict[str, Any]], metric_names: set[str]) -> TableKind:
     """The kind of a probe row from its suite entry (see the module doc); unknown attacks are
     classified by the metrics their row holds."""
     if spec is None:
-        return "robust" if "test-error" in metric_names else ("ood" if "auroc" in metric_names else "summary")
+        row = _row_by_metrics(metric_names)
+        return TableKind.OOD if row is RowKind.OOD else TableKind.of_attack(row)
     attack = spec.get("attack")
     if attack:
-        name = str(attack.get("name", ""))
-        row = _attack_row(name)
-        if row is None:  # attack not registered here (a plugin that is not installed)
-            row = "in" if "test-error" in metric_names else ("probe" if "auroc" in metric_names else "summary")
-        if row == "in":
-            return "robust"
-        if row == "summary":
-            return "summary"
-        return "worst-case" if name == "worst-case" else "adversarial"
-    return "noise" if _is_synthetic(spec.get("dataset")) else "ood"
+        declared = _attack_kind(str(attack.get("name", "")))
+        # an attack not registered here (a plugin that is not installed): by its metrics
+        return declared or TableKind.of_attack(_row_by_metrics(metric_names))
+    return TableKind.of_probe(_is_synthetic(spec.get("dataset")))
 
 
 def find_run(store: ResultStore, run_id: Optional[int]) -> RunRecord:
@@ -556,12 +569,12 @@ def load_run(store: ResultStore, run_id: Optional[int],
     specs = dict(zip(probe_labels, suite.get("probes") or []))
     metric_sets = long.groupby("probe")["metric"].agg(set).to_dict()
 
-    probes = [Probe(in_label, "in-distribution")]
+    probes = [Probe(in_label, TableKind.IN_DISTRIBUTION)]
     group_labels = {group_label(g): g for g in groups.values()}
     for label in probe_labels + [p for p in dict.fromkeys(long["probe"])
                                  if p not in probe_labels and p != in_label]:
         if label in group_labels:
-            kind = UNIT_TESTS if group_labels[label] == UNIT_TESTS else "group"
+            kind = TableKind.UNIT_TESTS if group_labels[label] == UNIT_TESTS else TableKind.GROUP
             probes.append(Probe(label, kind))
         elif label in metric_sets:
             probes.append(Probe(label, probe_kind(specs.get(label), metric_sets[label]), specs.get(label)))

@@ -34,6 +34,7 @@ import numpy as np
 from oodbench.core.arrays import ArrayKey
 from oodbench.core.detectors import DetectorRef
 from oodbench.core.jobs import JobKind
+from oodbench.core.rows import CLEAN_OOD, RowKind, TableKind
 from oodbench.core.errors import MissingFileError
 from oodbench.core.filenames import slugify
 from oodbench.report.data import (ReportError, RunData, UnverifiedResultsError, audit_run,
@@ -44,9 +45,9 @@ from oodbench.pipeline.score.labels import folds, shown_model
 from oodbench.pipeline.store import ResultStore
 
 FORMATS = ("png", "pdf")
-ROC_KINDS = ("ood", "noise", "adversarial", "worst-case")
+ROC_KINDS = CLEAN_OOD + (TableKind.ADVERSARIAL, TableKind.WORST_CASE)
 
-RADIUS_KINDS = ("adversarial", "worst-case", "robust")
+RADIUS_KINDS = (TableKind.ADVERSARIAL, TableKind.WORST_CASE, TableKind.ROBUST)
 Point = tuple[float, str, float]  # a radius figure's point: (eps, row label, MMC)
 GroupKey = tuple[str, str, str]  # (attack, norm, data key of the attacked points)
 RADIUS_SECTION = "Mean confidence vs attack radius"
@@ -86,7 +87,7 @@ class ModelCurves:
     model: str
     slug: str
     in_conf: np.ndarray
-    probes: list[tuple[str, str, np.ndarray]] = field(default_factory=list)  # label, kind, conf
+    probes: list[tuple[str, TableKind, np.ndarray]] = field(default_factory=list)  # label, kind, conf
     in_score: Optional[np.ndarray] = None
     probe_scores: list[np.ndarray] = field(default_factory=list)  # parallel to ``probes``
 
@@ -195,7 +196,7 @@ def plot_data(store: ResultStore, run_id: Optional[int] = None) -> PlotData:
             continue
         # the detector and its fit, from any of the model's OOD rows (they all carry both)
         recipe = next((r for (m, label), r in recipes.items()
-                       if m == model and r.get("kind") == "probe"), None)
+                       if m == model and r.get("kind") == RowKind.OOD), None)
         detector = None if recipe is None else scorer.detector(recipe["detector"])
         fit = None if recipe is None or not recipe.get("fit") else scorer.arrays(recipe["fit"])
 
@@ -213,7 +214,7 @@ def plot_data(store: ResultStore, run_id: Optional[int] = None) -> PlotData:
         curves = ModelCurves(model, slug, confidence(clean[ArrayKey.LOGITS.value]), in_score=score(clean))
         for probe in rows:
             row_recipe = recipes.get((model, probe.label))
-            if row_recipe is not None and row_recipe.get("kind") == "in-attacked":
+            if row_recipe is not None and row_recipe.get("kind") == RowKind.IN_ATTACKED:
                 continue  # its in-distribution side is not the clean one the curves share
             arrays = _job_arrays(store, preferred.get((model, probe.label), []))
             if arrays is None:
@@ -288,7 +289,7 @@ def _model_radius_points(store: ResultStore, run: RunData, model: str,
     """One model's attack rows as (attack, norm, data key) -> [(eps, label, MMC)], each with the
     clean probe on the same points (if any) as its radius-0 point. Fills ``clean_labels``."""
     clean: dict[str, tuple[str, float]] = {}
-    for probe in run.of_kind("ood", "noise"):
+    for probe in run.of_kind(*CLEAN_OOD):
         found = _row_job(store, preferred.get((model, probe.label), []), JobKind.PROBE)
         mmc = None if found is None else _row_mmc(found[1], masked=True)
         if found is not None and mmc is not None:
@@ -302,7 +303,7 @@ def _model_radius_points(store: ResultStore, run: RunData, model: str,
             continue
         attack = found[0].get("attack") or {}
         threat = attack.get("threat") or {}
-        mmc = _row_mmc(found[1], masked=probe.kind != "robust")
+        mmc = _row_mmc(found[1], masked=probe.kind is not TableKind.ROBUST)
         if not isinstance(threat.get("eps"), (int, float)) or not threat.get("norm") or mmc is None:
             continue
         data = _data_key(found[0].get("probe"))

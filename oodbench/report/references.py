@@ -28,6 +28,9 @@ import yaml
 
 from oodbench.core.references import NOT_RATES, ReferenceCard, parse_card  # noqa: F401 (their old home)
 from oodbench.report.data import ReportError
+
+SUMMARY_ENTRY = "summary"
+"""The card's entry for the ``ratio-summary`` rows that are not one stored value."""
 from oodbench.zoo import ZooError, load_card as load_zoo_card
 
 @dataclass
@@ -78,7 +81,7 @@ def load_references(paths: Optional[Iterable[Union[str, Path, ReferenceCard]]],
         if card.model in refs.cards:
             raise ReportError(f"{card.source}: a second reference card for {card.model!r} "
                               f"(the first: {refs.cards[card.model].source})")
-        unknown = [p for p in card.reported if p not in probes and p != "summary"]
+        unknown = [p for p in card.reported if p not in probes and p != SUMMARY_ENTRY]
         if unknown:
             raise ReportError(f"{card.source}: probes not in the run: {', '.join(map(repr, unknown))}"
                               f" (probes: {', '.join(probes)}, and `summary`)")

@@ -75,7 +75,6 @@ def bootstrap_samples(kind: RowKind, arrays: Mapping[str, np.ndarray],
         out_scores = ood_scores(detector, outside, fit)  # type: ignore[arg-type]
     if outside is not None:
         metric_names = rank_metrics(metric_names, outside)
-    row = "in" if kind is RowKind.IN_DISTRIBUTION else "probe"
     n_in = len(reference.logits)
     samples: dict[str, list[float]] = {}
     with warnings.catch_warnings():
@@ -88,7 +87,7 @@ def bootstrap_samples(kind: RowKind, arrays: Mapping[str, np.ndarray],
                               out_logits=None if out is None else out[j], seed=seed,
                               in_scores=None if in_scores is None else in_scores[i],
                               out_scores=None if out_scores is None else out_scores[j])
-            for name, value in compute_metrics(list(metric_names), inp, row=row).items():
+            for name, value in compute_metrics(list(metric_names), inp, row=kind).items():
                 samples.setdefault(name, []).append(value)
     return samples
 

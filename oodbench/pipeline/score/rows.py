@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Mapping, Optional, Sequence
 import numpy as np
 
 from oodbench.core.jobs import JobKind
-from oodbench.core.rows import RowKind
+from oodbench.core.rows import MetricScope, RowKind
 from oodbench.metrics import MetricInput, compute_metrics
 from oodbench.pipeline.score.arrays import PointArrays, holds_bounds, ood_logits, ood_scores
 
@@ -37,7 +37,7 @@ def score_row(kind: RowKind, arrays: Mapping[str, np.ndarray], clean: Mapping[st
         if points.labels is None:
             raise ValueError("an in-distribution row needs the points' labels")
         inp = MetricInput(in_logits=points.logits, in_labels=points.labels, seed=seed)
-        return compute_metrics(list(metric_names), inp, row="in")
+        return compute_metrics(list(metric_names), inp, row=kind)
     own = detector is not None  # None: the metrics' own default, msp's score of the logits
     if kind is RowKind.IN_ATTACKED:
         if versus is None:
@@ -55,7 +55,7 @@ def score_row(kind: RowKind, arrays: Mapping[str, np.ndarray], clean: Mapping[st
     inp = MetricInput(in_logits=reference.logits, in_labels=reference.labels,
                       out_logits=ood_logits(outside), seed=seed, in_scores=in_scores,
                       out_scores=out_scores)
-    values = compute_metrics(list(metric_names), inp, row="probe")
+    values = compute_metrics(list(metric_names), inp, row=kind)
     ranked = rank_metrics(list(metric_names), outside)
     return {name: value if name in ranked else float("nan") for name, value in values.items()}
 
@@ -68,7 +68,7 @@ def rank_metrics(names: Sequence[str], outside: Mapping[str, np.ndarray]) -> lis
         return list(names)
     from oodbench.core.registry import metrics
 
-    return [n for n in names if metrics.get(n).scope == "probe"]
+    return [n for n in names if metrics.get(n).scope is MetricScope.PROBE]
 
 
 def row_of_job(config: Mapping[str, object]) -> tuple[RowKind, Optional["Attack"]]:

@@ -2,19 +2,25 @@
 
 from __future__ import annotations
 
+from oodbench.core.rows import CLEAN_OOD, TableKind
 from oodbench.core.registry import layouts
-from oodbench.report.data import CLEAN_OOD, RunData
+from oodbench.report.data import RunData
 from oodbench.report.layouts.base import (TABLE1, Block, Group, Numbers, Row, Table, finish_table,
                                           higher_is_better, make_cell, mark_best)
 from oodbench.report.references import References
-from oodbench.pipeline.score.groups import FAILED, UNIT_TESTS
+from oodbench.pipeline.score.groups import FAILED
 
-def _detector_columns(kind: str) -> tuple[str, ...]:
+#: The rows the layout shows: clean sets, attacks scored as OOD rows, group means, unit tests.
+SHOWN = CLEAN_OOD + (TableKind.ADVERSARIAL, TableKind.WORST_CASE, TableKind.GROUP,
+                     TableKind.UNIT_TESTS)
+
+
+def _detector_columns(kind: TableKind) -> tuple[str, ...]:
     """The metrics the detectors layout shows for a row of ``kind``: a group mean like a clean
     set; the unit tests as the count of failed ones (:mod:`oodbench.pipeline.score.groups`)."""
-    if kind == UNIT_TESTS:
+    if kind is TableKind.UNIT_TESTS:
         return (FAILED,)
-    return ("auroc", "fpr95") if kind in CLEAN_OOD + ("group",) else ("auroc",)
+    return ("auroc", "fpr95") if kind in CLEAN_OOD + (TableKind.GROUP,) else ("auroc",)
 
 
 @layouts.register("detectors")
@@ -26,8 +32,7 @@ def detectors(runs: list[RunData], numbers: Numbers, refs: References) -> Table:
     column in bold."""
     blocks = []
     for run in runs:
-        probes = [p for p in run.probes
-                  if p.kind in CLEAN_OOD + ("adversarial", "worst-case", "group", UNIT_TESTS)]
+        probes = [p for p in run.probes if p.kind in SHOWN]
         columns = [(p.label, metric) for p in probes for metric in _detector_columns(p.kind)]
         cells = {(m, col): make_cell(numbers, col[1], run.value(m, col[0], col[1]),
                                      refs.get(m, col[0], col[1]), run.interval(m, col[0], col[1]))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from oodbench.core.rows import TableKind
 from oodbench.core.registry import layouts
 from oodbench.report.data import RunData
 from oodbench.report.layouts.base import (TABLE1, Block, Numbers, Row, Table, finish_table, groups_of,
@@ -9,7 +10,8 @@ from oodbench.report.layouts.base import (TABLE1, Block, Numbers, Row, Table, fi
 from oodbench.report.references import References
 
 #: The row kinds the table shows, in the order of their groups.
-ORDER = {"in-distribution": 0, "ood": 1, "noise": 2, "adversarial": 3, "worst-case": 3, "group": 4}
+ORDER = {TableKind.IN_DISTRIBUTION: 0, TableKind.OOD: 1, TableKind.NOISE: 2,
+         TableKind.ADVERSARIAL: 3, TableKind.WORST_CASE: 3, TableKind.GROUP: 4}
 
 
 def _te_header(run: RunData, refs: References, model: str) -> str:
@@ -37,12 +39,12 @@ def hein2019_table1(runs: list[RunData], numbers: Numbers, refs: References) -> 
         for probe in probes:
             cells_by_metric = {
                 metric: [make_cell(numbers, metric,
-                                   run.value(m, probe.label, metric) if probe.kind != "in-distribution"
+                                   run.value(m, probe.label, metric) if probe.kind is not TableKind.IN_DISTRIBUTION
                                    or metric == "mmc" else None,
                                    refs.get(m, probe.label, metric),
                                    run.interval(m, probe.label, metric)) for m in run.models]
                 for metric, _ in TABLE1}
-            if probe.kind != "in-distribution":
+            if probe.kind is not TableKind.IN_DISTRIBUTION:
                 for metric, cells in cells_by_metric.items():
                     mark_best(cells, higher_is_better(metric))
             rows.append(Row(probe.label, [cells_by_metric[metric][i] for i in range(len(run.models))

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from typing import Optional
 
+from oodbench.core.rows import CLEAN_OOD, TableKind
 from oodbench.core.registry import layouts
-from oodbench.report.data import CLEAN_OOD, ReportError, RunData
+from oodbench.report.data import ReportError, RunData
 from oodbench.report.layouts.base import (Block, Numbers, Row, Table, finish_table, groups_of,
                                           make_cell, mark_best)
 from oodbench.report.references import References
@@ -16,7 +17,7 @@ def pair_worst_case(run: RunData) -> list[tuple[Optional[str], Optional[str]]]:
     attack if the run has one, then worst-case rows without a clean partner."""
     clean = run.of_kind(*CLEAN_OOD)
     partner: dict[str, str] = {}
-    for w in run.of_kind("worst-case"):
+    for w in run.of_kind(TableKind.WORST_CASE):
         free = [c for c in clean if c.label not in partner]
         by_data = [c for c in free if c.identity(with_n=False) is not None
                    and c.identity(with_n=False) == w.identity(with_n=False)]
@@ -27,7 +28,7 @@ def pair_worst_case(run: RunData) -> list[tuple[Optional[str], Optional[str]]]:
             partner[choice.label] = w.label
     paired = set(partner.values())
     return ([(c.label, partner.get(c.label)) for c in clean]
-            + [(None, w.label) for w in run.of_kind("worst-case") if w.label not in paired])
+            + [(None, w.label) for w in run.of_kind(TableKind.WORST_CASE) if w.label not in paired])
 
 
 def pair_groups(run: RunData) -> list[tuple[Optional[str], Optional[str]]]:
@@ -36,13 +37,13 @@ def pair_groups(run: RunData) -> list[tuple[Optional[str], Optional[str]]]:
     partners (:func:`pair_worst_case`) when the suite tagged them so, then groups of worst-case
     rows without a clean partner. Groups of other rows (attacks scored as OOD) are not shown."""
     kinds = {p.label: p.kind for p in run.probes}
-    present = {p.label for p in run.of_kind("group")}
+    present = {p.label for p in run.of_kind(TableKind.GROUP)}
     members = {group_label(g): labels for g, labels in
                group_members(run.groups, [p.label for p in run.probes]).items()
                if group_label(g) in present}
     partner = {c: w for c, w in pair_worst_case(run) if c is not None and w is not None}
     clean = [g for g, labels in members.items() if all(kinds[m] in CLEAN_OOD for m in labels)]
-    worst = [g for g, labels in members.items() if all(kinds[m] == "worst-case" for m in labels)]
+    worst = [g for g, labels in members.items() if all(kinds[m] is TableKind.WORST_CASE for m in labels)]
     pairs: list[tuple[Optional[str], Optional[str]]] = []
     for group in clean:
         wanted = {partner.get(m) for m in members[group]}
@@ -77,12 +78,12 @@ def per_probe(runs: list[RunData], numbers: Numbers, refs: References) -> Table:
     sets (near, far), beside the mean of the group whose members are exactly their worst-case
     partners, if the suite has one (:func:`pair_groups`)."""
     blocks = []
-    if not any(run.of_kind("worst-case") for run in runs):
+    if not any(run.of_kind(TableKind.WORST_CASE) for run in runs):
         raise ReportError(f"run {', '.join(str(r.run_id) for r in runs)} ({', '.join(r.name for r in runs)})"
                           " has no worst-case rows; the per-probe layout pairs each `attack: {name: "
                           "worst-case}` probe with its clean probe (use hein2019-table1 or ratio-summary)")
     for run in runs:
-        if not run.of_kind("worst-case"):
+        if not run.of_kind(TableKind.WORST_CASE):
             continue  # another run of the report has them; this one has nothing to pair
         # the per-set rows, then the group means (near, far, …) as OpenOOD reports them
         rows = [_clean_and_worst_row(run, numbers, refs, clean, worst)

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from typing import Callable, Optional
 
+from oodbench.core.rows import CLEAN_OOD, TableKind
 from oodbench.core.registry import layouts
-from oodbench.report.data import CLEAN_OOD, RunData
+from oodbench.report.data import RunData
 from oodbench.report.layouts.base import (Block, Numbers, Row, Table, finish_table, higher_is_better,
                                           make_cell, mark_best, mean)
-from oodbench.report.references import References
+from oodbench.report.references import SUMMARY_ENTRY, References
 
 @layouts.register("ratio-summary")
 def ratio_summary(runs: list[RunData], numbers: Numbers, refs: References) -> Table:
@@ -27,13 +28,13 @@ def ratio_summary(runs: list[RunData], numbers: Numbers, refs: References) -> Ta
             return None if v is None else 1.0 - v
 
         def ref_accuracy(model: str, probe: str, key: str) -> Optional[float]:
-            direct = refs.get(model, probe if key != "accuracy" else "summary", key)
+            direct = refs.get(model, probe if key != "accuracy" else SUMMARY_ENTRY, key)
             return direct if direct is not None else one_minus(refs.get(model, probe, "test-error"))
 
         specs.append(("Accuracy", "accuracy",
                       lambda m: one_minus(run.value(m, run.in_label, "test-error")),
                       lambda m: ref_accuracy(m, run.in_label, "accuracy")))
-        for p in run.of_kind("robust"):
+        for p in run.of_kind(TableKind.ROBUST):
             specs.append((f"Robust accuracy ({p.label})", "robust-accuracy",
                           lambda m, p=p: one_minus(run.value(m, p.label, "test-error")),
                           lambda m, p=p: ref_accuracy(m, p.label, "robust-accuracy")))
@@ -42,19 +43,19 @@ def ratio_summary(runs: list[RunData], numbers: Numbers, refs: References) -> Ta
                       lambda m: run.value(m, run.in_label, ece),
                       lambda m: refs.get(m, run.in_label, ece)))
         clean = run.of_kind(*CLEAN_OOD)
-        worst = run.of_kind("worst-case")
+        worst = run.of_kind(TableKind.WORST_CASE)
         specs.append(("Mean AUROC", "mean-auroc",
                       lambda m: mean([run.value(m, p.label, "auroc") for p in clean]),
-                      lambda m: refs.get(m, "summary", "mean-auroc")))
+                      lambda m: refs.get(m, SUMMARY_ENTRY, "mean-auroc")))
         specs.append(("Mean worst-case AUROC", "mean-worst-case-auroc",
                       lambda m: mean([run.value(m, p.label, "auroc") for p in worst]),
-                      lambda m: refs.get(m, "summary", "mean-worst-case-auroc")))
+                      lambda m: refs.get(m, SUMMARY_ENTRY, "mean-worst-case-auroc")))
         specs.append(("Mean MMC on OOD", "mmc",
                       lambda m: mean([run.value(m, p.label, "mmc") for p in clean]),
-                      lambda m: refs.get(m, "summary", "mmc")))
+                      lambda m: refs.get(m, SUMMARY_ENTRY, "mmc")))
         # OpenOOD's near/far means (oodbench.pipeline.score.groups), each with its bootstrap interval
         group_rows = {}
-        for p in run.of_kind("group"):
+        for p in run.of_kind(TableKind.GROUP):
             for name, metric in (("AUROC", "auroc"), ("FPR@95", "fpr95")):
                 label = f"{name}, {p.label}"
                 specs.append((label, metric,
