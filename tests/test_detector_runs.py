@@ -19,6 +19,11 @@ from oodbench.pipeline.suite import SuiteError, load_suite
 
 from conftest import SUITE_HEADER  # noqa: E402
 
+try:
+    from tests import formats
+except ImportError:  # pytest run from tests/ itself
+    import formats  # type: ignore[no-redef]
+
 DETECTORS = "name: detectors\n" + SUITE_HEADER + """\
 detectors: [{detectors}]
 fit: {{n: 300}}
@@ -321,3 +326,55 @@ def test_bootstrap_intervals_resample_each_detectors_scores(every_detector):
     expected = tuple(np.percentile(values, [5, 95]))
     assert run.intervals[("plain · knn", "uniform", "auroc")] == pytest.approx(expected, abs=1e-12)
     assert run.intervals[("plain · knn", "uniform", "auroc")] != run.intervals[("plain · msp", "uniform", "auroc")]
+
+
+ONE_PATH = "name: one-path\n" + SUITE_HEADER + """\
+shard_size: 70
+detectors: [msp, energy, odin, mahalanobis]
+fit: {{n: 300}}
+probes:
+  - {{name: pngs, dataset: image-folder, options: {{path: {pngs}}}}}
+  - {{name: uniform, dataset: uniform-noise, n: 50}}
+metrics: [test-error, mmc, ece, auroc, fpr95, aupr-in]
+"""
+
+
+def test_evaluate_and_a_suite_run_give_the_same_numbers(write_suite, tmp_path, digits_model):
+    """One evaluation path: the in-memory ``evaluate`` and a suite run (sharded, stored, scored
+    from the store) of the same model, data and detectors — a shared forward pass, ODIN's own
+    pass and Mahalanobis' fit — agree on every metric. The probe is a folder of PNG files (16×16
+    RGB digits 5-9) that both convert to the model's 8×8 grey input."""
+    from pathlib import Path
+
+    import torch
+    import torch.nn.functional as F
+
+    from oodbench import evaluate
+    from oodbench.data import DataRequest, load_dataset
+
+    options = {"classes": [0, 1, 2, 3, 4]}
+    far = load_dataset("digits", DataRequest(root=Path("."), options={"classes": [5, 6, 7, 8, 9]}))
+    big = F.interpolate(far.images[:60], size=(16, 16), mode="nearest").repeat(1, 3, 1, 1)
+    pixels = (big * 255).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()
+    pngs = formats.write_png_folder(tmp_path / "pngs", {"far": list(pixels)})
+    suite = load_suite(write_suite(ONE_PATH, pngs=pngs))
+    result = run_suite(suite, output=tmp_path / "r.db", progress=False)
+
+    ind = load_dataset("digits", DataRequest(root=Path("."), options=options))
+    fit = load_dataset("digits", DataRequest(root=Path("."), split="train", n=300, options=options))
+    probes = {"pngs": load_dataset("image-folder", DataRequest(root=tmp_path, options={"path": str(pngs)})),
+              "uniform": load_dataset("uniform-noise", DataRequest(root=tmp_path, n=50, reference=ind))}
+    table = evaluate(digits_model, ind, probes, metrics=list(suite.metrics), device="cpu",
+                     detectors=["msp", "energy", "odin", "mahalanobis"], fit=fit)
+
+    run = result.table().droplevel("model")
+    ood = [(d, p) for d in ("msp", "energy", "odin", "mahalanobis") for p in probes]
+    assert {(d, p) for d, p in run.index if p != "digits 0-4"} == set(ood)
+    for det, probe in ood:
+        for metric in ("auroc", "fpr95", "aupr-in"):
+            assert table.loc[(det, probe), metric] == pytest.approx(run.loc[(det, probe), metric],
+                                                                    rel=1e-6, abs=1e-9), (det, probe, metric)
+    assert 0.6 < run.loc[("mahalanobis", "pngs"), "auroc"] < 1  # real numbers, not a degenerate 0.5
+    in_row = run.xs("digits 0-4", level="probe")
+    for metric in ("test-error", "mmc", "ece"):
+        assert table.loc[("msp", ind.name), metric] == pytest.approx(in_row[metric].iloc[0], rel=1e-6)

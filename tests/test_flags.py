@@ -312,6 +312,40 @@ def test_every_check_is_registered_with_a_meaning():
     assert ChecksSpec().black_box_check is not None
 
 
+@pytest.fixture(scope="module")
+def plain_checked(tmp_path_factory):
+    """A small run of the quickstart network attacked by adversarial noise (a gradient attack),
+    every registered check on a few points; the results store, the suite and the run."""
+    root = tmp_path_factory.mktemp("checked")
+    (root / "nets.py").write_text(NETS)
+    text = (HEADER.format(name="checked", classes="[0, 1, 2, 3, 4]") + "models:\n" + _model("plain", ZOO)
+            + "probes:\n  - {name: adv. noise, dataset: smoothed-noise, n: 16, "
+              "attack: {name: adversarial-noise, steps: 5, step_size: 0.03}}\n"
+              "metrics: [test-error, auroc]\n"
+              "checks: {n: 8, black_box_check: {n: 8, queries: 30}}\n")
+    (root / "suite.yaml").write_text(text)
+    suite = load_suite(root / "suite.yaml")
+    return root, suite, run_suite(suite, output=root / "r.db", progress=False)
+
+
+@pytest.mark.parametrize("code", checks.names())
+def test_every_registered_check_gives_the_plain_model_a_verdict(plain_checked, code):
+    """Registry-parametrised (a new check is one file in ``oodbench/checks/``): in a real run the
+    check ran on the plain network's job of its scope — its clean job for a model check, its
+    adversarial-noise job for an attack check — and stored its verdict there: not flagged."""
+    from oodbench.core.jobs import JobKind
+    from oodbench.pipeline.run import plan_suite
+
+    root, suite, _ = plain_checked
+    kind = JobKind.CLEAN if checks.get(code).scope == "model" else JobKind.ATTACK
+    jobs = [j.key for j in plan_suite(suite, output=root / "r.db").jobs
+            if j.kind is kind and j.detector is None]
+    with ResultStore(root / "r.db", readonly=True) as store:
+        checked, flags = store.checked_codes(jobs), store.flags(jobs)
+    assert sorted(h for h, codes in checked.items() if code in codes) == sorted(jobs)
+    assert [f for f in flags if f[1] == code] == []
+
+
 def test_each_models_flags_are_exactly_its_own(flagged):
     """Every model built for one flag triggers that flag and no other (the issue's rule)."""
     root, _, result = flagged

@@ -1,6 +1,7 @@
-"""A new component is one file: a detector, an attack, a report layout and a metric are each
-added by writing one module into a copy of the package, with no other file edited, and the
-registry-parametrised tests (run in a subprocess against the copy) collect and pass them.
+"""A new component is one file: a detector, an attack, a report layout, a metric, a trust check
+and a data set are each added by writing one module into a copy of the package, with no other
+file edited, and the registry-parametrised tests (run in a subprocess against the copy) collect
+and pass them.
 
 The registries find the modules by scanning their family's folder (:func:`oodbench.core.registry.
 import_tree`); nothing lists them.
@@ -84,6 +85,50 @@ def mean_score_gap(inp: MetricInput) -> float:
     """Mean detector score in-distribution minus mean score on the probe (a metric in one file)."""
     return float(inp.in_score.mean() - inp.out_score.mean())
 '''),
+    "checks/non_finite.py": ("tests/test_flags.py", "non-finite-output", '''
+"""A check written by a test: the model returns NaN or infinite outputs on clean points."""
+
+import torch
+
+from oodbench.checks.base import Check
+from oodbench.checks.calls import outputs
+from oodbench.core.registry import checks
+
+
+@checks.register("non-finite-output")
+class NonFiniteOutput(Check):
+    """Some output is NaN or infinite on clean in-distribution points (a check added as one file)."""
+
+    code = "non-finite-output"
+    scope = "model"
+    meaning = "the model returns NaN or infinite outputs: no score computed from them means anything"
+
+    def run(self, inputs):
+        out = outputs(inputs.model.eval(), inputs.images.to(inputs.device))
+        bad = int((~torch.isfinite(out)).any(1).sum())
+        return f"{bad} of {len(out)} checked rows are not finite" if bad else None
+'''),
+    "data/flat_grey.py": ("tests/test_data.py", "flat-grey", '''
+"""A data set written by a test: images of one random grey level each."""
+
+import torch
+
+from oodbench.data.base import DataRequest, ImageSet
+from oodbench.data.common import check_options, no_options
+from oodbench.core.registry import datasets
+
+
+@datasets.register("flat-grey", shape=None, num_classes=None, kind="synthetic",
+                   source="one uniform grey level per image, shape of the in-distribution set",
+                   check_options=no_options("flat-grey"))
+def flat_grey(request: DataRequest) -> ImageSet:
+    """Images of one random grey level each, in the in-distribution's shape (one file)."""
+    check_options("flat-grey", request, ())
+    c, h, w = request.reference.shape
+    n = 1000 if request.n is None else request.n
+    levels = torch.rand(n, 1, 1, 1, generator=torch.Generator().manual_seed(request.seed))
+    return ImageSet("flat-grey", levels.expand(n, c, h, w).contiguous(), None)
+'''),
 }
 
 
@@ -96,13 +141,13 @@ def _differences(a: Path, b: Path, below: str = "") -> list[str]:
 
 
 @pytest.mark.slow
-def test_a_detector_an_attack_a_layout_and_a_metric_are_each_one_file(tmp_path):
+def test_each_kind_of_component_is_one_new_file(tmp_path):
     copy = tmp_path / "src"
     shutil.copytree(ROOT / "oodbench", copy / "oodbench",
                     ignore=shutil.ignore_patterns("__pycache__"))
     for path, (_, _, source) in NEW_FILES.items():
         (copy / "oodbench" / path).write_text(source.lstrip())
-    # nothing but the three new modules differs from the package under test
+    # nothing but the new modules differs from the package under test
     assert sorted(_differences(ROOT / "oodbench", copy / "oodbench")) == sorted(NEW_FILES)
     env = {**os.environ, "PYTHONPATH": str(copy)}
     where = subprocess.run([sys.executable, "-c", "import oodbench; print(oodbench.__file__)"],

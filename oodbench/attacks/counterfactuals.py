@@ -43,6 +43,7 @@ import torch.nn.functional as F
 from oodbench.attacks.base import Attack, AttackContext, AttackSpec, merge_options
 from oodbench.attacks.engine import AttackConfig, run_attack
 from oodbench.attacks.threats import ThreatModel
+from oodbench.core.arrays import ArrayKey
 from oodbench.core.cost import Cost
 from oodbench.core.registry import attacks
 from oodbench.core.rows import RowKind
@@ -203,7 +204,7 @@ class Counterfactuals(Attack):
                         cell_px=opts["cell_px"])
         return {"target_confidence": target_conf, "clean_confidence": clean_conf,
                 "predicted": predicted, "carried": carried,
-                "indices": np.asarray(indices, dtype=np.int64), "labels": labels,
+                "indices": np.asarray(indices, dtype=np.int64), ArrayKey.LABELS.value: labels,
                 "targets": np.asarray(targets, dtype=np.int64),
                 "radii": np.asarray(radii, dtype=np.float64)}
 

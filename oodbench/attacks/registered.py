@@ -30,6 +30,7 @@ from oodbench.attacks.ensemble import run_ensemble
 from oodbench.attacks.members import gradient_steps, members_of
 from oodbench.core.arrays import ArrayKey
 from oodbench.core.cost import Cost
+from oodbench.core.detectors import DEFAULT_DETECTOR
 from oodbench.core.rows import RowKind, TableKind
 from oodbench.core.registry import attacks
 
@@ -88,7 +89,7 @@ class EngineAttack(Attack):
         if result.features is not None:
             out[ArrayKey.FEATURES.value] = result.features.numpy()
         if ctx.labels is not None:
-            out["labels"] = ctx.labels.numpy()
+            out[ArrayKey.LABELS.value] = ctx.labels.numpy()
         return out
 
     def _run_ensemble(self, ctx: AttackContext, members: tuple) -> dict[str, np.ndarray]:
@@ -188,7 +189,7 @@ class InDistributionAttack(EngineAttack):
             from oodbench.detectors import build_detector
             from oodbench.detectors.attack import detector_head
 
-            ctx = replace(ctx, head=detector_head(build_detector("msp"), None, ctx.device, lower=True))
+            ctx = replace(ctx, head=detector_head(build_detector(DEFAULT_DETECTOR), None, ctx.device, lower=True))
         return ctx
 
     def gradient_objective(self, ctx: AttackContext) -> GradientObjective:

@@ -17,6 +17,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from oodbench.core.detectors import DEFAULT_DETECTOR
 from oodbench.core.protocols import AttackTraits
 from oodbench.detectors.base import Detector, Outputs
 
@@ -77,7 +78,7 @@ def uses_head(detector: Detector, attack: AttackTraits) -> bool:
     """Whether an attack job runs on the detector's own head (and so is the detector's alone):
     a detector-aware attack on any detector but msp, or any score-lowering attack. An msp attack
     keeps the engine's logit objective, so its key and arrays are what they always were."""
-    return attack.detector_aware and (detector.name != "msp" or attack.lowers_score)
+    return attack.detector_aware and (detector.name != DEFAULT_DETECTOR or attack.lowers_score)
 
 
 def scores_row(detector: Detector, attack: Optional[AttackTraits]) -> bool:

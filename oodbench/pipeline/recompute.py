@@ -141,8 +141,9 @@ def recompute_run(store: "ResultStore", run_id: int, fraction: float, *, seed: i
     import numpy as np
 
     from oodbench.pipeline.execute import RunContext, SuiteData, Workspace, resolve_device, run_shard
-    from oodbench.pipeline.execute.driver import shard_task
+    from oodbench.core.arrays import ArrayKey
     from oodbench.core.jobs import JobKind
+    from oodbench.pipeline.execute.driver import shard_task
     from oodbench.pipeline.plan import make_plan
     from oodbench.core.provenance import environment
     from oodbench.pipeline.suite import SuiteError, parse_suite
@@ -205,7 +206,7 @@ def recompute_run(store: "ResultStore", run_id: int, fraction: float, *, seed: i
                     result.checked.append(ShardCheck(key, job.label, shard.start, shard.stop,
                                                      ("a job it depends on is not stored",)))
                     continue
-                kw = dict(stop_above=shard.stop_above, in_logits=clean["logits"], fit=fit,
+                kw = dict(stop_above=shard.stop_above, in_logits=clean[ArrayKey.LOGITS.value], fit=fit,
                           artifact_dir=str(Path(scratch) / f"{key}-{shard.start}"))
             arrays = run_shard(ws, shard_task(job, shard.start, shard.stop, ctx, **kw))
             result.checked.append(ShardCheck(key, job.label, shard.start, shard.stop,

@@ -25,6 +25,7 @@ from oodbench.models.output_check import check_outputs
 from oodbench.pipeline.execute import (Executor, RunContext, RunProgress, SuiteData, Workspace, execute,
                               forward_logits, resolve_device)
 from oodbench.core.jobs import JobKind
+from oodbench.core.detectors import DEFAULT_DETECTOR
 from oodbench.pipeline.plan import Plan, make_plan
 from oodbench.core.provenance import environment
 from oodbench.core.registry import executors
@@ -46,7 +47,7 @@ __all__ = ["RunResult", "evaluate", "environment", "forward_logits", "plan_suite
 def evaluate(model: nn.Module, in_distribution: ImageSet, probes: Mapping[str, ImageSet] = {},
              *, metrics: Sequence[str] = DEFAULT_METRICS, batch_size: int = 256,
              device: str = "auto", seed: int = 0,
-             detectors: Sequence[Union[str, "Detector"]] = ("msp",),
+             detectors: Sequence[Union[str, "Detector"]] = (DEFAULT_DETECTOR,),
              fit: Optional[ImageSet] = None) -> pd.DataFrame:
     """Evaluate one in-memory model on in-memory data, without a suite or a store.
 

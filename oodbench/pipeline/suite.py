@@ -22,6 +22,7 @@ from pydantic import (AfterValidator, BaseModel, ConfigDict, Field, StringConstr
 
 from oodbench.attacks.base import AttackSpec
 from oodbench.checks.spec import ChecksSpec
+from oodbench.core.detectors import DEFAULT_DETECTOR
 from oodbench.core.yaml_location import format_loc as _format_loc, node_line as _node_line
 from oodbench.detectors.base import Need
 from oodbench.core.rows import MetricScope, RowKind
@@ -292,7 +293,7 @@ class Suite(BaseModel):
                                       description="at least one: a run without metrics computes "
                                       "for nothing")
     detectors: list[DetectorSpec] = Field(
-        default_factory=lambda: [DetectorSpec(name="msp")], min_length=1,
+        default_factory=lambda: [DetectorSpec(name=DEFAULT_DETECTOR)], min_length=1,
         description="OOD scores to evaluate (`oodbench list detectors`); default: msp")
     fit: FitSpec = Field(default_factory=lambda: FitSpec(), description="training data of the "
                          "detectors that need a fit")
@@ -382,7 +383,7 @@ class Suite(BaseModel):
     def _early_stop_is_exact(self) -> "Suite":
         """A forced early stop would silently bias a metric without an exact stop rule (AUPR-out):
         allow it only when every metric asked declares one."""
-        msp = all(d.name == "msp" for d in self.detectors)
+        msp = all(d.name == DEFAULT_DETECTOR for d in self.detectors)
         not_rank = [m for m in self.metrics if metrics.meta(m)["scope"] != MetricScope.IN
                     and not early_stop_is_exact([m], msp=msp)]
         for i, probe in enumerate(self.probes):
@@ -496,7 +497,7 @@ class Suite(BaseModel):
         """sha256 of the canonical JSON of everything that defines the suite's results."""
         excluded = {"output", "data_root", "description", "shard_size", "executor", "resources",
                     "ci", "max_retries", "ray_address"}
-        if self.detectors == [DetectorSpec(name="msp")]:  # the default: hashes of older suites hold
+        if self.detectors == [DetectorSpec(name=DEFAULT_DETECTOR)]:  # the default: hashes of older suites hold
             excluded.add("detectors")
         if not any(detectors.get(d.name).needs & {Need.FIT} for d in self.detectors):
             excluded.add("fit")

@@ -248,7 +248,7 @@ MetricKey = tuple[str, str, str, str]
 
 
 def _where(model: str, detector: str, probe: str, several: bool) -> str:
-    return f"{model} / {detector} / {probe}" if several or detector != "msp" else f"{model} / {probe}"
+    return f"{model} / {detector} / {probe}" if several or detector != DEFAULT_DETECTOR else f"{model} / {probe}"
 
 
 def recompute_metrics(store: ResultStore, run_id: int) -> tuple[dict[MetricKey, Optional[float]], list[str]]:

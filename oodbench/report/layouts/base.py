@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Optional
 
+from oodbench.core.detectors import DEFAULT_DETECTOR
 from oodbench.models.libraries.preprocessing import override_notes
 from oodbench.report.data import RunData
 from oodbench.report.protocols import protocol_notes
@@ -204,7 +205,7 @@ def _flag_rows(runs: list[RunData], blocks: list[Block]) -> list[str]:
         for row in block.rows:
             if row.label in flagged:
                 row.label = f"{row.label} {FLAG_MARK}"
-    several = any(len(f.detectors) > 1 or (f.detectors and f.detectors != ("msp",))
+    several = any(len(f.detectors) > 1 or (f.detectors and f.detectors != (DEFAULT_DETECTOR,))
                   for run in runs for f in run.flags)
     return [f"{FLAG_MARK} flagged by a trust check, {f.where(several)}: {f.code} ({f.detail})"
             for run in runs for f in run.flags]
