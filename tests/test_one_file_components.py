@@ -158,7 +158,7 @@ def test_each_kind_of_component_is_one_new_file(tmp_path):
     run = subprocess.run(
         [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", f"--junitxml={report}",
          "-k", " or ".join(names), *sorted({str(ROOT / f) for f, _, _ in NEW_FILES.values()})],
-        env=env, cwd=copy, capture_output=True, text=True, timeout=900)
+        env=env, cwd=copy, capture_output=True, text=True, timeout=1800)
     assert run.returncode == 0, run.stdout[-4000:] + run.stderr[-2000:]
     cases = ET.parse(report).getroot().iter("testcase")
     passed: dict[str, list[str]] = {name: [] for name in names}
